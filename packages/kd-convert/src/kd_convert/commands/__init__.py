@@ -1,0 +1,1 @@
+"""Subcommands of ``kd-convert``: one module per subcommand with ``register``."""

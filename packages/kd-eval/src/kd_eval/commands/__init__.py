@@ -1,0 +1,1 @@
+"""Subcommands of ``kd-eval``: one module per subcommand with ``register``."""

@@ -1,0 +1,1 @@
+"""Subcommands of ``kd-train``: one module per subcommand with ``register``."""

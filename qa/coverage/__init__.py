@@ -1,0 +1,1 @@
+"""Coverage gate: per-package floors from ``qa/gates.toml`` checked against ``coverage json``."""

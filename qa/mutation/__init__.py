@@ -1,0 +1,1 @@
+"""QA tool: mutation (see qa/gates.toml)."""

@@ -1,0 +1,1 @@
+"""QA tool: perf (see qa/gates.toml)."""

@@ -1,0 +1,1 @@
+"""QA tool: security (see qa/gates.toml)."""
