@@ -47,5 +47,5 @@ class Teacher(Protocol):
         ...
 
     def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopK:
-        """Return the teacher's top-``k`` log-probs at every position of ``input_ids`` ``[B, T]``."""
+        """Return the top-``k`` log-probs at every position of ``input_ids`` ``[B, T]``."""
         ...
