@@ -1,50 +1,139 @@
-"""``python -m qa.coverage check COVERAGE_JSON``: fail when a package is below its floor."""
+"""``python -m qa.coverage``: measure, report and check coverage against ``qa/gates.toml``.
+
+* ``run [--base REF] [-- PYTEST_ARGS]``: the whole gate (what ``nox -s coverage`` runs):
+  erase, pytest of the three packages' tests + integration tests with ``--cov`` (xdist workers
+  and subprocesses combined: ``patch = ["subprocess"]`` in pyproject.toml), ``coverage
+  combine``, JSON + HTML + XML under ``qa/reports/``, then ``check``. With ``--base REF``
+  also diff coverage of the change (diff-cover, floor ``coverage.diff``) and the floor
+  ratchet (no floor in gates.toml may be lower than at REF).
+* ``check COVERAGE_JSON``: only the floors, against an existing report.
+* ``ratchet REF``: only the floor ratchet.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-GATES = Path(__file__).resolve().parents[1] / "gates.toml"
+from qa import gates, summary
+from qa.coverage.gate import check, summary_json, table
+
+PACKAGE_TESTS = [
+    "packages/kd-train/tests",
+    "packages/kd-eval/tests",
+    "packages/kd-convert/tests",
+    "tests/integration",
+]
+MARKERS = "not slow and not e2e"
 
 
-def package_totals(report: dict) -> dict[str, tuple[float, float]]:
-    """Return {package: (line %, branch %)} summed over the report's files."""
-    sums: dict[str, list[int]] = {}
-    for name, data in report["files"].items():
-        parts = Path(name).parts
-        pkg = next((p for p in parts if p.startswith("kd_")), None)
-        if pkg is None:
-            continue
-        s = data["summary"]
-        acc = sums.setdefault(pkg, [0, 0, 0, 0])
-        acc[0] += s["covered_lines"]
-        acc[1] += s["num_statements"]
-        acc[2] += s.get("covered_branches", 0)
-        acc[3] += s.get("num_branches", 0)
-    return {p: (100.0 * a[0] / max(a[1], 1), 100.0 * a[2] / max(a[3], 1)) for p, a in sums.items()}
+def pytest_command(extra: list[str]) -> list[str]:
+    """The pytest run whose coverage is measured."""
+    paths = [p for p in PACKAGE_TESTS if (gates.ROOT / p).is_dir()]
+    return [sys.executable, "-m", "pytest", *paths, "-m", MARKERS, "--cov", "--cov-report=", *extra]
+
+
+def cmd_check(
+    report_path: Path, reports: Path = gates.REPORTS, gates_file: Path = gates.GATES
+) -> int:
+    """Check the floors against ``report_path``; write the JSON summary; 0 when all pass."""
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    rows = check(report, gates.coverage(gates.read(gates_file)))
+    print(table(rows))
+    data = summary_json(report, rows)
+    summary.write_json(reports / "coverage-summary.json", data)
+    kd_train = next((r for r in rows if r.name == "kd_train"), None)
+    figure = (
+        "n/a"
+        if kd_train is None or kd_train.line is None
+        else (f"kd_train {kd_train.line:.1f}% line / {kd_train.branch:.1f}% branch")
+    )
+    floor = (
+        "n/a"
+        if kd_train is None
+        else (f"{kd_train.floor.line:.0f} / {kd_train.floor.branch:.0f} (+ {len(rows) - 1} more)")
+    )
+    failed = [r.name for r in rows if r.failed]
+    summary.write(summary.Summary("coverage", figure, floor, not failed), reports)
+    if failed:
+        print(f"qa.coverage: below floor or missing: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_ratchet(ref: str) -> int:
+    """Fail when a floor in gates.toml is lower than at git ``ref``."""
+    old = gates.at_ref(ref)
+    if old is None:
+        print(f"qa.coverage: cannot read qa/gates.toml at {ref!r}", file=sys.stderr)
+        return 1
+    lowered = gates.lowered_floors(old, gates.read())
+    for item in lowered:
+        print(f"qa.coverage: floor lowered (floors may only rise): {item}", file=sys.stderr)
+    return 1 if lowered else 0
+
+
+def _run(cmd: list[str], ok: tuple[int, ...] = (0,)) -> int:
+    print("+", " ".join(cmd), flush=True)
+    rc = subprocess.run(cmd, cwd=gates.ROOT, check=False).returncode
+    return 0 if rc in ok else rc
+
+
+def cmd_run(base: str | None, extra: list[str]) -> int:
+    """The whole gate; returns non-zero if any step failed (later steps still run)."""
+    reports = gates.REPORTS
+    reports.mkdir(parents=True, exist_ok=True)
+    os.environ["COVERAGE_PROCESS_START"] = str(gates.ROOT / "pyproject.toml")
+    cov = [sys.executable, "-m", "coverage"]
+    _run([*cov, "erase"])
+    tests_rc = _run(pytest_command(extra))
+    # "No data to combine" (1) is fine: pytest-cov may already have combined everything.
+    _run([*cov, "combine"], ok=(0, 1))
+    rcs = [tests_rc]
+    rcs.append(_run([*cov, "json", "-q", "-o", str(reports / "coverage.json")]))
+    rcs.append(_run([*cov, "html", "-q", "-d", str(reports / "coverage-html")]))
+    rcs.append(_run([*cov, "xml", "-q", "-o", str(reports / "coverage.xml")]))
+    rcs.append(cmd_check(reports / "coverage.json"))
+    if base:
+        floor = gates.coverage(gates.read()).diff
+        rcs.append(
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "diff_cover.diff_cover_tool",
+                    str(reports / "coverage.xml"),
+                    f"--compare-branch={base}",
+                    f"--fail-under={floor}",
+                    f"--format=html:{reports / 'diff-coverage.html'}",
+                ]
+            )
+        )
+        rcs.append(cmd_ratchet(base))
+    return 1 if any(rcs) else 0
 
 
 def main(argv: list[str]) -> int:
-    """Check the report named in ``argv`` against the package floors."""
-    if len(argv) != 2 or argv[0] != "check":
-        print("usage: python -m qa.coverage check COVERAGE_JSON", file=sys.stderr)
-        return 2
-    report = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
-    floors = tomllib.loads(GATES.read_text(encoding="utf-8"))["coverage"]["packages"]
-    totals = package_totals(report)
-    failed = False
-    for pkg, floor in sorted(floors.items()):
-        line, branch = totals.get(pkg, (0.0, 0.0))
-        ok = line >= floor["line"] and branch >= floor["branch"]
-        failed |= not ok
-        print(
-            f"{pkg:12s} line {line:6.2f}% (floor {floor['line']})  branch {branch:6.2f}% "
-            f"(floor {floor['branch']})  {'ok' if ok else 'BELOW FLOOR'}"
-        )
-    return 1 if failed else 0
+    """Parse ``argv`` and run a subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m qa.coverage", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="measure, report, check (what nox -s coverage runs)")
+    run.add_argument("--base", help="git ref of the base branch: diff coverage + floor ratchet")
+    run.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    chk = sub.add_parser("check", help="check the floors against a coverage JSON report")
+    chk.add_argument("report", type=Path)
+    rat = sub.add_parser("ratchet", help="fail when a floor is lower than at REF")
+    rat.add_argument("ref")
+    args = parser.parse_args(argv)
+    if args.cmd == "check":
+        return cmd_check(args.report)
+    if args.cmd == "ratchet":
+        return cmd_ratchet(args.ref)
+    return cmd_run(args.base, args.pytest_args)
 
 
 if __name__ == "__main__":
