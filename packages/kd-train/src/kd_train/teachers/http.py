@@ -1,0 +1,391 @@
+"""``HTTPTeacher``: an OpenAI-compatible endpoint that returns log-probs, made safe to pay for.
+
+Every request goes through the same path:
+
+1. **Cache.** The key is the SHA-256 of the model and the request body
+   (:func:`~kd_train.store.cache.cache_key`); a hit is returned at no cost.
+2. **Reserve.** The worst case ``w = ceil((P·p + M·c) / 1000)`` (``P`` prompt tokens — the
+   token count when known, else the prompt's UTF-8 bytes + 16, ``M`` = ``max_tokens``,
+   ``p``/``c`` the prices per 1000 tokens) is reserved in the ledger; if it does not fit
+   under the cap, :class:`~kd_train.store.errors.BudgetExhaustedError` is raised and
+   nothing is sent.
+3. **Send** under the concurrency limit and the requests-per-minute limit, retrying 429,
+   5xx, timeouts, dropped connections and malformed bodies with exponential backoff and
+   jitter, honouring ``Retry-After`` (:mod:`kd_train.teachers.retry`).
+4. **Settle.** The cost is taken from the response's ``usage``; when the endpoint reports
+   none it is estimated from token counts and marked ``estimated``. Charge and cache entry
+   are committed in one transaction. A request that fails for good releases its reservation.
+
+The API key is a constructor argument (the command line reads it from the environment
+variable named in the config); it is sent only in the ``Authorization`` header, never
+logged, never part of a cache key, the ledger or a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import torch
+
+from kd_train.errors import KDTrainError
+from kd_train.store import Store, cache_key, usd_to_nanos
+from kd_train.store.ledger import Reservation
+from kd_train.teachers.base import TopK
+from kd_train.teachers.openai_api import (
+    PATHS,
+    Api,
+    MalformedResponseError,
+    echo_request,
+    generation_request,
+    parse_echo,
+    parse_generation,
+    token_to_id,
+)
+from kd_train.teachers.ratelimit import RateLimiter
+from kd_train.teachers.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+
+logger = logging.getLogger(__name__)
+
+#: The cap of a budget created without one (nano-USD): no practical limit.
+UNLIMITED_NANOS = 2**62
+
+#: Log-prob written at positions outside the attention mask in :meth:`HTTPTeacher.topk`.
+PAD_LOGPROB = -1.0e4
+
+#: Tokens added to a text prompt's byte count for the worst case (chat template, BOS).
+PROMPT_OVERHEAD_TOKENS = 16
+
+
+class HTTPTeacherError(KDTrainError):
+    """A request failed for good: a non-retryable status, or retries exhausted."""
+
+
+@dataclass(frozen=True)
+class HTTPTeacherConfig:
+    """Typed configuration of an :class:`HTTPTeacher` (holds no secret).
+
+    Attributes:
+        base_url: the API root, e.g. ``"https://api.example.com/v1"``.
+        model: the model name sent in every request.
+        api: ``"completions"`` or ``"chat"`` for generation (``topk`` uses completions).
+        max_tokens: completion length limit of generation requests.
+        top_logprobs: alternatives per generated token (0: none).
+        temperature: sampling temperature (0: greedy).
+        timeout: seconds per attempt (connect, read, write and pool).
+        concurrency: requests in flight at most.
+        rpm: request starts per minute at most (``None``: no limit).
+        retry: the backoff policy.
+        price_per_1k_prompt: USD per 1000 prompt tokens.
+        price_per_1k_completion: USD per 1000 completion tokens.
+        budget: cap in USD on the spend of ``budget_name`` (``None``: no cap).
+        budget_name: the ledger budget this teacher charges; workers sharing it share the cap.
+    """
+
+    base_url: str
+    model: str
+    api: Api = "completions"
+    max_tokens: int = 256
+    top_logprobs: int = 5
+    temperature: float = 0.0
+    timeout: float = 60.0
+    concurrency: int = 4
+    rpm: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    price_per_1k_prompt: float = 0.0
+    price_per_1k_completion: float = 0.0
+    budget: float | None = None
+    budget_name: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.api not in PATHS:
+            raise ValueError(f"api must be 'completions' or 'chat', got {self.api!r}")
+        for name in ("max_tokens", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("top_logprobs", "price_per_1k_prompt", "price_per_1k_completion"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if self.budget is not None and self.budget < 0:
+            raise ValueError(f"budget must be >= 0 USD, got {self.budget}")
+
+    def cost_nanos(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Cost in nano-USD, rounded up: ``ceil((P·p + C·c) / 1000)`` with prices in nano-USD.
+
+        >>> from kd_train.teachers.http import HTTPTeacherConfig
+        >>> cfg = HTTPTeacherConfig("http://x/v1", "m", price_per_1k_prompt=1.0,
+        ...                         price_per_1k_completion=2.0)
+        >>> cfg.cost_nanos(1000, 500)
+        2000000000
+        """
+        total = prompt_tokens * usd_to_nanos(self.price_per_1k_prompt)
+        total += completion_tokens * usd_to_nanos(self.price_per_1k_completion)
+        return -(-total // 1000)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One answered request: the JSON body, its cost (0 on a cache hit) and where it came from."""
+
+    key: str
+    body: dict[str, Any]
+    cost_nanos: int
+    estimated: bool
+    cached: bool
+
+
+@dataclass
+class Counters:
+    """What a teacher did so far (thread-safe increments through :meth:`HTTPTeacher._count`)."""
+
+    cache_hits: int = 0
+    paid: int = 0
+    retries: int = 0
+    failed: int = 0
+    spent_nanos: int = 0
+
+
+class HTTPTeacher:
+    """A teacher behind an OpenAI-compatible HTTP endpoint; see the module docstring.
+
+    Args:
+        config: endpoint, limits, prices and budget.
+        api_key: sent as ``Authorization: Bearer ...`` when given; never logged or stored.
+        store: response cache + ledger; required when ``config.budget`` is set.
+        tokenizer: the teacher's tokenizer: maps returned token strings to ids (needed by
+            :meth:`topk`) and counts prompt tokens for the worst case.
+        owner: the name this worker's reservations and charges carry in the ledger.
+        transport: an ``httpx`` transport (tests); default: real network.
+        rng: randomness of the backoff jitter.
+    """
+
+    def __init__(
+        self,
+        config: HTTPTeacherConfig,
+        *,
+        api_key: str | None = None,
+        store: Store | None = None,
+        tokenizer: Any | None = None,
+        owner: str = "kd-train",
+        transport: httpx.BaseTransport | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if config.budget is not None and store is None:
+            raise ValueError("a budget needs a store (the ledger lives there); pass store=")
+        self.config = config
+        self.store = store
+        self.tokenizer = tokenizer
+        self.owner = owner
+        self.counters = Counters()
+        self._vocab: dict[str, int] | None = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(config.concurrency)
+        self._limiter = RateLimiter(config.rpm)
+        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not crypto
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            headers=headers,
+            timeout=config.timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=config.concurrency),
+        )
+        if store is not None:
+            cap = UNLIMITED_NANOS if config.budget is None else usd_to_nanos(config.budget)
+            store.ledger.ensure_budget(config.budget_name, cap)
+
+    def __repr__(self) -> str:
+        return f"HTTPTeacher(model={self.config.model!r}, base_url={self.config.base_url!r})"
+
+    def __enter__(self) -> HTTPTeacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the tokenizer's vocabulary (a tokenizer is required)."""
+        return len(self._require_tokenizer())
+
+    def generate(self, prompt: str) -> Response:
+        """Answer ``prompt`` (``config.api``, ``max_tokens``, ``top_logprobs``); see the module."""
+        cfg = self.config
+        body = generation_request(
+            cfg.api, cfg.model, prompt, cfg.max_tokens, cfg.top_logprobs, cfg.temperature
+        )
+        return self._request(PATHS[cfg.api], body, self._prompt_bound(prompt), cfg.max_tokens)
+
+    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopK:
+        """Top-``k`` next-token log-probs at every position of ``input_ids`` ``[B, T]``.
+
+        One echo request per row scores the row's unmasked tokens; positions outside the
+        mask get id 0 and log-prob :data:`PAD_LOGPROB`. Returns ``ids`` int64 and
+        ``logprobs`` float32, both ``[B, T, k]``.
+        """
+        vocab = self._vocab_map()
+        batch, length = input_ids.shape
+        ids = torch.zeros(batch, length, k, dtype=torch.int64)
+        logprobs = torch.full((batch, length, k), PAD_LOGPROB, dtype=torch.float32)
+        for row in range(batch):
+            positions = attention_mask[row].nonzero().flatten().tolist()
+            if not positions:
+                continue
+            tokens = [int(t) for t in input_ids[row, positions].tolist()]
+            answer = self._request(
+                PATHS["completions"], echo_request(self.config.model, tokens, k), len(tokens), 1
+            )
+            try:
+                tops = parse_echo(answer.body, len(tokens))
+            except MalformedResponseError as exc:
+                raise HTTPTeacherError(f"topk: {exc}") from exc
+            for pos, top in zip(positions, tops, strict=True):
+                if len(top) < k:
+                    raise HTTPTeacherError(
+                        f"topk: the endpoint returned {len(top)} alternatives at position "
+                        f"{pos} of row {row}, fewer than k={k}; lower k"
+                    )
+                ids[row, pos] = torch.tensor([token_to_id(t, vocab) for t, _ in top[:k]])
+                logprobs[row, pos] = torch.tensor([lp for _, lp in top[:k]])
+        return TopK(ids=ids, logprobs=logprobs)
+
+    # -- the request path -------------------------------------------------------------
+
+    def _request(
+        self, path: str, body: dict[str, Any], prompt_tokens: int, completion_tokens: int
+    ) -> Response:
+        key = cache_key(self.config.model, {"path": path, "body": body})
+        if self.store is not None:
+            hit = self.store.cache.get(key)
+            if hit is not None:
+                self._count(cache_hits=1)
+                return Response(key, hit.body, 0, hit.estimated, cached=True)
+        reservation: Reservation | None = None
+        if self.store is not None:
+            worst = self.config.cost_nanos(prompt_tokens, completion_tokens)
+            reservation = self.store.ledger.reserve(self.config.budget_name, worst, self.owner)
+        try:
+            answer = self._send_with_retries(path, body)
+            cost, estimated = self._cost(path, body, answer)
+        except BaseException:
+            if reservation is not None and self.store is not None:
+                self.store.ledger.release(reservation)
+            self._count(failed=1)
+            raise
+        if reservation is not None and self.store is not None:
+            self.store.ledger.settle(
+                reservation,
+                cost_nanos=cost,
+                key=key,
+                model=self.config.model,
+                body=answer,
+                estimated=estimated,
+            )
+        self._count(paid=1, spent_nanos=cost)
+        return Response(key, answer, cost, estimated, cached=False)
+
+    def _send_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        policy = self.config.retry
+        problem = "no attempt made"
+        for attempt in range(1, policy.max_attempts + 1):
+            retry_after: float | None = None
+            self._limiter.acquire()
+            try:
+                with self._slots:
+                    reply = self._client.post(path, json=body)
+            except httpx.TimeoutException as exc:
+                problem = f"timed out after {self.config.timeout} s ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                problem = f"connection failed ({type(exc).__name__}: {exc})"
+            else:
+                if reply.status_code == 200:
+                    try:
+                        answer = reply.json()
+                        if path == PATHS["chat"]:
+                            parse_generation("chat", answer)
+                        else:
+                            parse_generation("completions", answer)
+                        return dict(answer)
+                    except (ValueError, MalformedResponseError) as exc:
+                        problem = f"malformed response body ({exc})"
+                elif reply.status_code in RETRY_STATUSES:
+                    retry_after = parse_retry_after(reply.headers.get("retry-after"))
+                    problem = f"HTTP {reply.status_code}"
+                else:
+                    raise HTTPTeacherError(_status_message(reply, self.config.base_url + path))
+            if attempt == policy.max_attempts:
+                break
+            wait = policy.delay(attempt, retry_after, self._rng)
+            logger.warning(
+                "POST %s%s: %s; retry %d/%d in %.2f s",
+                self.config.base_url,
+                path,
+                problem,
+                attempt,
+                policy.max_attempts - 1,
+                wait,
+            )
+            self._count(retries=1)
+            threading.Event().wait(wait)
+        raise HTTPTeacherError(
+            f"POST {self.config.base_url}{path} failed after {policy.max_attempts} attempts: "
+            f"{problem}. Check that the endpoint is up, or raise retry.max_attempts"
+        )
+
+    def _cost(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> tuple[int, bool]:
+        api: Api = "chat" if path == PATHS["chat"] else "completions"
+        gen = parse_generation(api, answer)
+        if gen.usage is not None:
+            usage = gen.usage
+            return self.config.cost_nanos(usage.prompt_tokens, usage.completion_tokens), False
+        prompt = body.get("prompt", body.get("messages", [{}])[0].get("content", ""))
+        n_prompt = len(prompt) if isinstance(prompt, list) else self._count_tokens(prompt)
+        n_completion = len(gen.tokens) if gen.tokens else self._count_tokens(gen.text)
+        return self.config.cost_nanos(n_prompt, n_completion), True
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _prompt_bound(self, prompt: str) -> int:
+        return len(prompt.encode("utf-8")) + PROMPT_OVERHEAD_TOKENS
+
+    def _count_tokens(self, text: str) -> int:
+        if self.tokenizer is None:
+            return len(text.encode("utf-8"))
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _require_tokenizer(self) -> Any:
+        if self.tokenizer is None:
+            raise KDTrainError(
+                "HTTPTeacher needs the teacher's tokenizer for token ids (tokenizer=...)"
+            )
+        return self.tokenizer
+
+    def _vocab_map(self) -> dict[str, int]:
+        if self._vocab is None:
+            self._vocab = dict(self._require_tokenizer().get_vocab())
+        return self._vocab
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.counters, name, getattr(self.counters, name) + delta)
+
+
+def _status_message(reply: httpx.Response, url: str) -> str:
+    excerpt = reply.text[:200].replace("\n", " ")
+    if reply.status_code in (401, 403):
+        return (
+            f"POST {url}: HTTP {reply.status_code}: the endpoint refused the API key; check "
+            "the environment variable named by api_key_env"
+        )
+    return f"POST {url}: HTTP {reply.status_code} (not retried): {excerpt}"
