@@ -1,4 +1,8 @@
-"""The exception hierarchy of kd-eval."""
+"""The exception hierarchy of kd-eval.
+
+Every error says what was wrong, where (a path, a line, a field) and what to do about it;
+the ``kd-eval`` command line prints it on one line and exits with status 2.
+"""
 
 from kd_train.errors import KDTrainError
 
@@ -14,3 +18,23 @@ class KDEvalError(KDTrainError):
     >>> issubclass(KDEvalError, KDTrainError)
     True
     """
+
+
+class ModelLoadError(KDEvalError):
+    """A model directory is missing, unreadable, or its model and tokenizer disagree."""
+
+
+class VocabularyMismatchError(KDEvalError):
+    """Teacher and student (or a model and its tokenizer) use different vocabularies."""
+
+
+class EvalDataError(KDEvalError):
+    """An evaluation set is missing, empty, or holds a malformed row (named by file:line)."""
+
+
+class ConfigError(KDEvalError):
+    """A targets file, fixture file, baseline or report given as input is invalid."""
+
+
+class BenchError(KDEvalError):
+    """A benchmark cannot run: unsupported model file, bad shapes or settings."""

@@ -1,0 +1,35 @@
+"""Helpers shared by the subcommands (a leading underscore keeps this out of the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from kd_eval.report.document import new_report, write_report
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    """Add ``--out`` (report JSON) and ``--name`` options."""
+    parser.add_argument(
+        "--out", type=Path, help="write the result as a kd-eval report (JSON) to this file"
+    )
+    parser.add_argument("--name", help="name of the run in the report (default: the model's)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="do not show progress bars on stderr"
+    )
+
+
+def finish(args: argparse.Namespace, default_name: str, **sections: Any) -> dict[str, Any]:
+    """Build the report of ``sections``, write it to ``--out`` if given, and return it."""
+    report = new_report(args.name or default_name, **sections)
+    if args.out is not None:
+        write_report(args.out, report)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return report
+
+
+def fmt_estimate(name: str, est: dict[str, Any]) -> str:
+    """One line: ``name value [low, high]``."""
+    return f"{name:20s} {est['value']:.4f}  [{est['low']:.4f}, {est['high']:.4f}]"

@@ -1,0 +1,55 @@
+"""``kd-eval fidelity``: teacher-student KL, agreement, overlap and perplexity on a held-out set."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kd_eval.commands._common import add_output, finish, fmt_estimate
+from kd_eval.fidelity.run import evaluate_fidelity
+from kd_eval.loading.data import read_eval_set
+from kd_eval.loading.models import load_model
+from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``fidelity`` subcommand."""
+    parser = subparsers.add_parser(
+        "fidelity", help="teacher-student KL, top-1 agreement, top-k overlap, perplexity"
+    )
+    parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
+    parser.add_argument("--student", type=Path, required=True, help="student model directory")
+    parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
+    parser.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (5)")
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    add_output(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate, print the aggregates with their intervals, write the report."""
+    records = read_eval_set(args.data)
+    teacher = load_model(args.teacher)
+    student = load_model(args.student)
+    result = evaluate_fidelity(
+        teacher,
+        student,
+        records,
+        k=args.top_k,
+        resamples=args.resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+        progress=not args.no_progress,
+    )
+    est = next(iter(result.aggregate.values()))
+    print(
+        f"{len(records)} examples; {est.confidence:.0%} bootstrap intervals "
+        f"({est.resamples} resamples, seed {est.seed})"
+    )
+    for name, estimate in result.aggregate.items():
+        print(fmt_estimate(name, estimate.to_dict()))
+    finish(args, Path(args.student).name, fidelity=result.to_dict())
+    return 0

@@ -1,0 +1,1 @@
+"""Fidelity of a student to its teacher: KL, top-1 agreement, top-k overlap, perplexity."""

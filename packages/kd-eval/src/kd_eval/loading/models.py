@@ -1,0 +1,138 @@
+"""Load a saved ``transformers`` causal LM and its tokenizer, offline, with clear errors.
+
+A model directory is what ``save_pretrained`` writes (``config.json``, weights, tokenizer
+files). Loading never reaches a hub (``local_files_only=True``). The tokenizer must fit the
+model: every token id the tokenizer can produce must be a row of the embedding
+(``len(tokenizer) <= config.vocab_size``); a model may pad its vocabulary beyond that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from kd_eval.errors import ModelLoadError, VocabularyMismatchError
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM in eval mode, its tokenizer and where they came from."""
+
+    path: Path
+    model: Any
+    tokenizer: Any
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the output embedding (``config.vocab_size``)."""
+        return int(self.model.config.vocab_size)
+
+    @property
+    def parameters(self) -> int:
+        """Number of parameters of the model."""
+        return count_parameters(self.model)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Return the number of parameters of ``model`` (shared tensors counted once).
+
+    >>> import torch
+    >>> from kd_eval.loading.models import count_parameters
+    >>> count_parameters(torch.nn.Linear(3, 2))
+    8
+    """
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load the model and tokenizer saved in ``path`` (offline) and check that they fit.
+
+    Args:
+        path: a directory written by ``save_pretrained`` (model and tokenizer).
+        dtype: the dtype the weights are loaded in.
+
+    Returns:
+        The model in eval mode and its tokenizer (with a pad token: EOS when it had none).
+
+    Raises:
+        ModelLoadError: the directory is missing, has no ``config.json``, or cannot be loaded.
+        VocabularyMismatchError: the tokenizer has more tokens than the model's vocabulary.
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelLoadError(
+            f"model directory {directory} does not exist; pass the directory written by "
+            "save_pretrained (it holds config.json and the weights)"
+        )
+    if not (directory / "config.json").is_file():
+        raise ModelLoadError(
+            f"{directory} has no config.json, so it is not a saved transformers model; "
+            "pass the directory written by save_pretrained"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"cannot load the tokenizer from {directory}: {exc}; save the tokenizer next to "
+            "the model with tokenizer.save_pretrained"
+        ) from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load the model from {directory}: {exc}") from exc
+    model.eval()
+    check_tokenizer_fits(directory, len(tokenizer), int(model.config.vocab_size))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(directory, model, tokenizer)
+
+
+def check_tokenizer_fits(where: Path | str, tokenizer_size: int, model_vocab: int) -> None:
+    """Raise if a tokenizer of ``tokenizer_size`` tokens can emit ids the model lacks.
+
+    >>> from kd_eval.loading.models import check_tokenizer_fits
+    >>> check_tokenizer_fits("m", 300, 320)
+    >>> check_tokenizer_fits("m", 400, 320)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    kd_eval.errors.VocabularyMismatchError: m: the tokenizer has 400 tokens but ... 320 rows; ...
+    """
+    if tokenizer_size > model_vocab:
+        raise VocabularyMismatchError(
+            f"{where}: the tokenizer has {tokenizer_size} tokens but the model's vocabulary "
+            f"has {model_vocab} rows; the tokenizer does not belong to this model "
+            "(save the model and its own tokenizer together)"
+        )
+
+
+def check_same_vocabulary(teacher: LoadedModel, student: LoadedModel) -> None:
+    """Raise unless teacher and student share one vocabulary (size and token -> id map).
+
+    Raises:
+        VocabularyMismatchError: naming both sizes, or the first token whose id differs.
+    """
+    if teacher.vocab_size != student.vocab_size:
+        raise VocabularyMismatchError(
+            f"teacher {teacher.path} has a vocabulary of {teacher.vocab_size} tokens but "
+            f"student {student.path} has {student.vocab_size}; fidelity compares the two "
+            "distributions token by token, so both must use the same tokenizer"
+        )
+    t_vocab = teacher.tokenizer.get_vocab()
+    s_vocab = student.tokenizer.get_vocab()
+    if t_vocab != s_vocab:
+        differing = sorted(set(t_vocab.items()) ^ set(s_vocab.items()))[0][0]
+        raise VocabularyMismatchError(
+            f"teacher {teacher.path} and student {student.path} have tokenizers of the same "
+            f"size that map tokens differently (first difference: {differing!r}); "
+            "use the teacher's tokenizer for the student"
+        )

@@ -1,0 +1,1 @@
+"""Statistics shared by the metrics: bootstrap confidence intervals and percentiles."""

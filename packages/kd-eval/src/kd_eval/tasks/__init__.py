@@ -1,0 +1,1 @@
+"""Task metrics: classification (any label set, e.g. the Magic 8-Ball) and tool calls."""
