@@ -1,0 +1,50 @@
+"""``kd-train distill --config run.yaml``: train a student from a run config.
+
+Under ``torchrun --nproc_per_node N`` the same command runs data-parallel (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kd_train.trainer import load_config, train
+from kd_train.trainer.distributed import from_environ
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``distill`` subcommand."""
+    parser = subparsers.add_parser(
+        "distill", help="distil a student from a YAML/TOML run config (torchrun-ready)"
+    )
+    parser.add_argument("--config", type=Path, required=True, help="run config (.yaml/.toml)")
+    parser.add_argument(
+        "--output-dir", type=Path, default=None, help="override the config's output_dir"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the config, train, print where the student was written."""
+    config = load_config(args.config)
+    if args.output_dir is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, output_dir=str(args.output_dir.resolve()))
+    ctx = from_environ(os.environ)
+    result = train(config, ctx, progress=not args.no_progress)
+    if ctx.is_main:
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "student": str(result.student_dir),
+                    "step": result.state.step,
+                }
+            )
+        )
+    return 0

@@ -1,0 +1,52 @@
+"""``kd-train resume RUN_DIR``: continue a run from its latest checkpoint.
+
+The run's own config (stored in ``RUN_DIR/config.json`` when it started) is used, so the
+continued run reproduces the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from kd_train.errors import KDTrainError
+from kd_train.trainer import parse_config, train
+from kd_train.trainer.distributed import from_environ
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``resume`` subcommand."""
+    parser = subparsers.add_parser("resume", help="continue a run from its latest checkpoint")
+    parser.add_argument("run_dir", type=Path, help="the output_dir of the run")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load ``RUN_DIR/config.json`` and continue training from the latest checkpoint."""
+    config_file = args.run_dir / "config.json"
+    try:
+        data = json.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise KDTrainError(
+            f"{config_file} not found: {args.run_dir} is not a kd-train run directory"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise KDTrainError(f"{config_file} is not valid JSON ({exc})") from exc
+    config = parse_config(data)
+    ctx = from_environ(os.environ)
+    result = train(config, ctx, resume=True, progress=not args.no_progress)
+    if ctx.is_main:
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "student": str(result.student_dir),
+                    "step": result.state.step,
+                }
+            )
+        )
+    return 0

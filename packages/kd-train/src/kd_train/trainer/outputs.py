@@ -1,0 +1,88 @@
+"""What a finished run leaves behind: the student model directory and the run manifest.
+
+``RUN_DIR/student/`` is a ``transformers`` model directory (``save_pretrained`` of the
+model and the tokenizer), loadable with ``AutoModelForCausalLM.from_pretrained``. It is
+written into a hidden sibling first and renamed into place, so it is complete or absent.
+
+``RUN_DIR/run_manifest.json`` records the run config, SHA-256 fingerprints of the
+datasets and of the tokenizer, the installed package versions, the final train state and
+the git commit of the working directory when there is one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kd_train.atomic import atomic_write_text, fsync_dir
+from kd_train.commands.version import installed_versions
+from kd_train.trainer.checkpoint import TrainState, sha256_file
+from kd_train.trainer.config import RunConfig
+
+
+def save_student(model: torch.nn.Module, tokenizer: Any, out: Path) -> Path:
+    """``save_pretrained`` the model and tokenizer into ``out``, atomically (dir rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    model.save_pretrained(tmp)  # type: ignore[operator]
+    tokenizer.save_pretrained(tmp)
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(out.parent)
+    return out
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """SHA-256 of the tokenizer's canonical JSON (vocabulary, merges, specials, normaliser)."""
+    import hashlib
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def git_commit(directory: Path) -> str | None:
+    """The ``HEAD`` commit of the git work tree containing ``directory``, or ``None``."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def write_run_manifest(
+    run_dir: Path, config: RunConfig, state: TrainState, tokenizer: Any
+) -> dict[str, Any]:
+    """Write ``run_dir/run_manifest.json`` atomically and return its content."""
+    datasets = {"train": config.data.train}
+    if config.data.eval is not None:
+        datasets["eval"] = config.data.eval
+    manifest = {
+        "config": config.to_dict(),
+        "datasets": {k: {"path": p, "sha256": sha256_file(Path(p))} for k, p in datasets.items()},
+        "tokenizer_sha256": tokenizer_fingerprint(tokenizer),
+        "packages": installed_versions(),
+        "git_commit": git_commit(Path.cwd()),
+        "state": dataclasses.asdict(state),
+    }
+    atomic_write_text(Path(run_dir) / "run_manifest.json", json.dumps(manifest, indent=2))
+    return manifest
