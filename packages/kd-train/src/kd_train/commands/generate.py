@@ -1,0 +1,159 @@
+"""``kd-train generate``: answer a prompts file with an HTTP teacher, resumably, on a budget.
+
+Exit status: 0 when every prompt is written; 3 when the run stopped at the budget cap
+(raise ``--budget`` and rerun); 1 when some requests failed for good (rerun to retry
+them); 2 for an input error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from typing import Any
+
+from kd_train.errors import KDTrainError
+from kd_train.generate.config import GenerateConfig, generate_config, load_config_file
+from kd_train.generate.output import read_prompts
+from kd_train.generate.run import GenerateSummary, generate_dataset
+from kd_train.store import nanos_to_usd, open_store, redact_url
+from kd_train.teachers.http import UNLIMITED_NANOS, HTTPTeacher
+
+#: Exit status when the run stopped because the next request would exceed the budget.
+EXIT_BUDGET = 3
+
+# flag name -> (config key, type, help)
+_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--prompts": ("prompts", str, "JSONL of {id, prompt} rows"),
+    "--out": ("out", str, "output JSONL of KD records (appended; resumable)"),
+    "--base-url": ("base_url", str, "API root, e.g. http://127.0.0.1:8000/v1"),
+    "--model": ("model", str, "model name sent to the endpoint"),
+    "--api": ("api", str, "completions (default) or chat"),
+    "--api-key-env": ("api_key_env", str, "NAME of the environment variable with the API key"),
+    "--max-tokens": ("max_tokens", int, "completion length limit"),
+    "--top-logprobs": ("top_logprobs", int, "alternatives per token (K)"),
+    "--temperature": ("temperature", float, "sampling temperature"),
+    "--timeout": ("timeout", float, "seconds per attempt"),
+    "--budget": ("budget", float, "spend cap in USD"),
+    "--budget-name": ("budget_name", str, "ledger budget shared by workers"),
+    "--price-per-1k-prompt": ("price_per_1k_prompt", float, "USD per 1000 prompt tokens"),
+    "--price-per-1k-completion": ("price_per_1k_completion", float, "USD per 1000 output tokens"),
+    "--concurrency": ("concurrency", int, "requests in flight at most"),
+    "--rpm": ("rpm", float, "requests per minute at most"),
+    "--store": ("store", str, "store URL (sqlite:///..., postgresql://...)"),
+    "--tokenizer": ("tokenizer", str, "teacher tokenizer dir: store top-k as token ids"),
+}
+_RETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--max-attempts": ("max_attempts", int, "attempts per request, the first included"),
+    "--retry-base-delay": ("base_delay", float, "first backoff ceiling in seconds"),
+}
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``generate`` subcommand."""
+    parser = subparsers.add_parser(
+        "generate", help="answer prompts with an HTTP teacher (resumable, budgeted)"
+    )
+    parser.add_argument("--config", help="YAML or TOML file with the keys below")
+    for flag, (key, kind, text) in _FLAGS.items():
+        parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
+    for flag, (key, kind, text) in _RETRY_FLAGS.items():
+        parser.add_argument(flag, dest=f"retry_{key}", type=kind, default=None, help=text)
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``generate`` with the parsed arguments; print the summary; return the exit code."""
+    config = _config(args)
+    api_key = _api_key(config)
+    tokenizer = _tokenizer(config)
+    prompts = read_prompts(config.prompts)
+    store = open_store(config.store_url)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    run_id = store.runs.start("generate", config.public())
+    status = "failed"
+    try:
+        with HTTPTeacher(
+            config.teacher, api_key=api_key, store=store, tokenizer=tokenizer, owner=owner
+        ) as teacher:
+            summary = generate_dataset(
+                prompts, teacher, config.out, tokenizer=tokenizer, progress=not args.no_progress
+            )
+        status = "budget" if summary.budget_stop else ("done" if summary.complete else "partial")
+        _print_summary(summary, config, store.ledger.status(config.teacher.budget_name))
+    finally:
+        store.runs.finish(run_id, status)
+        store.close()
+    if summary.budget_stop:
+        print(f"kd-train generate: stopped: {summary.budget_stop}", file=sys.stderr)
+        return EXIT_BUDGET
+    if summary.failed:
+        print(
+            f"kd-train generate: {summary.failed} prompts failed after retries; rerun the same "
+            "command to retry them (answers already paid for are cached)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _config(args: argparse.Namespace) -> GenerateConfig:
+    data: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    for key, _kind, _text in _FLAGS.values():
+        value = getattr(args, key)
+        if value is not None:
+            data[key] = value
+    for key, _kind, _text in _RETRY_FLAGS.values():
+        value = getattr(args, f"retry_{key}")
+        if value is not None:
+            data["retry"] = {**(data.get("retry") or {}), key: value}
+    return generate_config(data, args.config or "command line")
+
+
+def _api_key(config: GenerateConfig) -> str | None:
+    # The edge reads the environment; the core receives the key as an argument.
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise KDTrainError(
+            f"environment variable {config.api_key_env} (named by api_key_env) is not set; "
+            "export it with the API key"
+        )
+    return key
+
+
+def _tokenizer(config: GenerateConfig) -> Any | None:
+    if config.tokenizer is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(config.tokenizer))
+    except (OSError, ValueError) as exc:
+        raise KDTrainError(f"cannot load the tokenizer from {config.tokenizer}: {exc}") from None
+
+
+def _print_summary(summary: GenerateSummary, config: GenerateConfig, budget: Any) -> None:
+    cap = (
+        "none" if budget.cap_nanos >= UNLIMITED_NANOS else f"${nanos_to_usd(budget.cap_nanos):.6f}"
+    )
+    rows = [
+        ("prompts", summary.prompts),
+        ("already written", summary.already_written),
+        ("written now", summary.written),
+        ("cache hits", summary.cache_hits),
+        ("paid requests", summary.paid),
+        ("failed", summary.failed),
+        ("spend this run", f"${summary.spent_usd:.6f}"),
+        ("ledger spend", f"${nanos_to_usd(budget.spent_nanos):.6f}"),
+        ("held in flight", f"${nanos_to_usd(budget.reserved_nanos):.6f}"),
+        ("budget", cap),
+        ("store", redact_url(config.store_url)),
+        ("output", str(config.out)),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")

@@ -1,0 +1,143 @@
+"""Generate a KD dataset from an HTTP teacher, resumably.
+
+Every prompt is served from the output file (already written), the response cache (paid
+for by an earlier run that was killed before writing it) or the endpoint (paid now), and
+written exactly once. The loop keeps at most ``2 × concurrency`` prompts in flight; a
+budget stop lets requests in flight finish and be written, then returns.
+
+>>> import tempfile, pathlib
+>>> from kd_train.generate.run import GenerateSummary
+>>> GenerateSummary(prompts=3, already_written=1, written=2).complete
+True
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from kd_train.data.schema import KDRecord, TeacherTopK
+from kd_train.generate.output import Prompt, RecordAppender, recover_output
+from kd_train.store import BudgetExhaustedError, nanos_to_usd
+from kd_train.teachers.http import HTTPTeacher, HTTPTeacherError, Response
+from kd_train.teachers.openai_api import parse_generation, token_to_id
+
+
+@dataclass
+class GenerateSummary:
+    """What a generation run did.
+
+    Attributes:
+        prompts: prompts in the input.
+        already_written: prompts found in the output at start (from an earlier run).
+        written: records written by this run.
+        cache_hits: of those, answered from the response cache (free).
+        paid: of those, answered by the endpoint (paid).
+        spent_usd: the cost of this run's paid requests.
+        failed: prompts whose requests failed for good (rerun to retry them).
+        budget_stop: the message of the budget stop, when the run stopped for the budget.
+    """
+
+    prompts: int
+    already_written: int = 0
+    written: int = 0
+    cache_hits: int = 0
+    paid: int = 0
+    spent_usd: float = 0.0
+    failed: int = 0
+    budget_stop: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Whether every prompt is now in the output."""
+        return self.already_written + self.written == self.prompts
+
+
+def generate_dataset(
+    prompts: list[Prompt],
+    teacher: HTTPTeacher,
+    out: str | Path,
+    *,
+    tokenizer: Any | None = None,
+    progress: bool = True,
+) -> GenerateSummary:
+    """Write one KD record per prompt to ``out`` (JSONL), resuming what is already there.
+
+    Args:
+        prompts: the prompts, unique ids.
+        teacher: the endpoint, with its store (cache + ledger) and limits.
+        out: the output JSONL; appended to, after truncating a partial last line.
+        tokenizer: the teacher's tokenizer; when given, top log-probs are stored as token
+            ids in ``teacher_topk``, else as token strings in ``metadata``.
+        progress: show a progress bar on standard error.
+    """
+    done = recover_output(out)
+    todo = [p for p in prompts if p.id not in done]
+    summary = GenerateSummary(prompts=len(prompts), already_written=len(prompts) - len(todo))
+    vocab = dict(tokenizer.get_vocab()) if tokenizer is not None else None
+    window = 2 * teacher.config.concurrency
+    bar = tqdm(total=len(prompts), initial=summary.already_written, disable=not progress)
+    bar.set_description("generate")
+    pending: dict[Future[Response], Prompt] = {}
+    queue = iter(todo)
+    with RecordAppender(out) as appender, ThreadPoolExecutor(teacher.config.concurrency) as pool:
+        while True:
+            while summary.budget_stop is None and len(pending) < window:
+                nxt = next(queue, None)
+                if nxt is None:
+                    break
+                pending[pool.submit(teacher.generate, nxt.prompt)] = nxt
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                prompt = pending.pop(future)
+                try:
+                    response = future.result()
+                except BudgetExhaustedError as exc:
+                    summary.budget_stop = str(exc)
+                    continue
+                except HTTPTeacherError:
+                    summary.failed += 1
+                    continue
+                appender.append(to_record(prompt, response, teacher, vocab))
+                summary.written += 1
+                summary.cache_hits += int(response.cached)
+                summary.paid += int(not response.cached)
+                summary.spent_usd += nanos_to_usd(response.cost_nanos)
+                bar.update(1)
+    bar.close()
+    return summary
+
+
+def to_record(
+    prompt: Prompt, response: Response, teacher: HTTPTeacher, vocab: dict[str, int] | None
+) -> KDRecord:
+    """Build the KD record of ``prompt`` from the endpoint's ``response``.
+
+    Top log-probs become ``teacher_topk`` (``[n_tokens][k]`` ids and log-probs, ``k`` the
+    fewest alternatives any token got) when ``vocab`` maps token strings to ids; otherwise
+    they are kept as strings in ``metadata["teacher_top_logprobs"]``.
+    """
+    gen = parse_generation(teacher.config.api, response.body)
+    metadata: dict[str, Any] = {"teacher_model": teacher.config.model}
+    topk = None
+    if gen.top and all(gen.top):
+        k = min(len(t) for t in gen.top)
+        tokens = [[tok for tok, _ in t[:k]] for t in gen.top]
+        logprobs = [[min(0.0, lp) for _, lp in t[:k]] for t in gen.top]
+        if vocab is not None:
+            topk = TeacherTopK([[token_to_id(t, vocab) for t in row] for row in tokens], logprobs)
+        else:
+            metadata["teacher_top_logprobs"] = {"tokens": tokens, "logprobs": logprobs}
+    return KDRecord(
+        id=prompt.id,
+        prompt=prompt.prompt,
+        completion=gen.text,
+        teacher_topk=topk,
+        metadata=metadata,
+    )
