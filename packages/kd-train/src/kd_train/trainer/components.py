@@ -3,25 +3,25 @@
 The student (a saved model or a ``transformers`` config), the teacher source, the loss
 module and the tokenised datasets. Each builder is a few lines over the library that owns
 the thing; the loop only sees their results.
+
+``IGNORE_INDEX`` and ``Example`` are re-exported from :mod:`kd_train.data` for the loop.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from kd_train.data.schema import KDRecord
+from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
 from kd_train.errors import KDTrainError
 from kd_train.teachers.base import TopK
 from kd_train.trainer.config import DataConfig, StudentConfig, TeacherConfig
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "Example", "build_loss", "load_examples", "load_student", "load_teacher"]
 
 #: ``teacher(input_ids, attention_mask)`` -> keyword arguments for the loss module.
 TeacherFn = Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]
@@ -77,93 +77,24 @@ def load_teacher(cfg: TeacherConfig, device: torch.device) -> TeacherFn | None:
     return teacher
 
 
-@dataclass(frozen=True)
-class Example:
-    """One tokenised record: ``input_ids`` and ``labels`` (prompt positions = -100)."""
-
-    input_ids: list[int]
-    labels: list[int]
-    spans: dict[str, list[bool]] = field(default_factory=dict)
-
-
-def read_records(path: str | Path) -> list[KDRecord]:
-    """Read a JSONL file of KD records.
-
-    Raises:
-        KDTrainError: naming the file and line of a record that is not valid JSON.
-    """
-    records = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise KDTrainError(f"cannot read dataset {path}: {exc.strerror}; check data.*") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(KDRecord.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise KDTrainError(
-                f"{path}:{number}: not a KD record ({exc}); check it with kd-train validate-data"
-            ) from exc
-    return records
-
-
-def tokenize_record(record: KDRecord, tokenizer: Any, max_length: int) -> Example:
-    """Tokenise ``prompt + completion`` (BOS first, EOS last); spans map to token masks.
-
-    A completion token belongs to a span when its characters overlap ``[start, end)``.
-    """
-    prompt = [
-        tokenizer.bos_token_id,
-        *tokenizer(record.prompt, add_special_tokens=False)["input_ids"],
-    ]
-    enc = tokenizer(record.completion, add_special_tokens=False, return_offsets_mapping=True)
-    completion = [*enc["input_ids"], tokenizer.eos_token_id]
-    offsets = [*enc["offset_mapping"], (len(record.completion), len(record.completion))]
-    ids = (prompt + completion)[:max_length]
-    labels = ([IGNORE_INDEX] * len(prompt) + completion)[:max_length]
-    spans: dict[str, list[bool]] = {}
-    for span in record.spans:
-        mask = spans.setdefault(span.kind, [False] * len(ids))
-        for j, (a, b) in enumerate(offsets):
-            if len(prompt) + j < len(ids) and a < span.end and b > span.start:
-                mask[len(prompt) + j] = True
-    return Example(ids, labels, spans)
-
-
 def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
-    """Tokenise the train and eval splits (the eval split is held out of ``train`` if absent)."""
-    train = [tokenize_record(r, tokenizer, cfg.max_length) for r in read_records(cfg.train)]
+    """Read, validate and tokenise the train and eval splits (:mod:`kd_train.data`).
+
+    Without ``data.eval`` the last ``eval_fraction`` of the train file is held out. Records
+    longer than ``data.max_length`` have their completion cut (``truncation="truncate"``).
+    """
+    tok_cfg = TokenizeConfig(max_length=cfg.max_length, truncation="truncate")
+
+    def encode(path: str) -> list[Example]:
+        if not Path(path).is_file():
+            raise KDTrainError(f"dataset {path} does not exist; check data.train / data.eval")
+        return list(encode_records(read_records(path), tokenizer, tok_cfg))
+
+    train = encode(cfg.train)
     if cfg.eval is not None:
-        held = [tokenize_record(r, tokenizer, cfg.max_length) for r in read_records(cfg.eval)]
-        return train, held
+        return train, encode(cfg.eval)
     n_eval = int(len(train) * cfg.eval_fraction)
     return train[: len(train) - n_eval], train[len(train) - n_eval :]
-
-
-def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
-    """Right-pad a list of examples into tensors ``[B, T]`` (+ ``span_masks`` kind -> bool).
-
-    >>> from kd_train.trainer.components import Example, collate
-    >>> batch = collate([Example([1, 5], [-100, 5]), Example([1], [-100])], pad_id=3)
-    >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist()
-    ([[1, 5], [1, 3]], [[1, 1], [1, 0]])
-    """
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    kinds = sorted({k for e in examples for k in e.spans})
-    spans = {k: torch.zeros((len(examples), width), dtype=torch.bool) for k in kinds}
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        mask[row, :n] = 1
-        for kind, values in e.spans.items():
-            spans[kind][row, :n] = torch.tensor(values)
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "span_masks": spans}
 
 
 def _require_dir(path: str, key: str) -> None:

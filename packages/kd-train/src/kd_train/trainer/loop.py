@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from kd_train.atomic import atomic_write_text
+from kd_train.data import Batch, collate, next_token_view
 from kd_train.errors import KDTrainError
+from kd_train.teachers.base import TopK
 from kd_train.trainer import distributed
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
@@ -46,7 +48,6 @@ from kd_train.trainer.components import (
     Example,
     TeacherFn,
     build_loss,
-    collate,
     load_examples,
     load_student,
     load_teacher,
@@ -135,7 +136,7 @@ def train(
     pad_id = int(tokenizer.pad_token_id)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=tc.precision == "bf16")
 
-    def next_batch() -> dict[str, Any]:
+    def next_batch() -> Batch:
         """The next micro-batch of this rank; moves the cursor (epoch, index) on."""
         order = epoch_order(len(train_set), tc.seed, state.epoch)
         ids = micro_batch(order, state.index, tc.batch_size, ctx.rank, ctx.world_size)
@@ -144,22 +145,12 @@ def train(
             state.epoch, state.index = state.epoch + 1, 0
         return collate([train_set[i] for i in ids], pad_id)
 
-    def loss_terms(batch: dict[str, Any], n_items: float, step: int) -> dict[str, torch.Tensor]:
+    def loss_terms(batch: Batch, n_items: float, step: int) -> dict[str, torch.Tensor]:
         """Forward the student (and the teacher); return the loss terms of one micro-batch."""
-        batch = {k: _to(v, device) for k, v in batch.items()}
-        ids, mask = batch["input_ids"], batch["attention_mask"]
+        batch = batch.to(device)
         with autocast:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        teacher_out = _aligned(teacher(ids, mask)) if teacher is not None else {}
-        spans = {k: v[:, 1:] for k, v in batch["span_masks"].items()}
-        return loss_fn(
-            logits[:, :-1],
-            batch["labels"][:, 1:],
-            **teacher_out,
-            span_masks=spans or None,
-            step=step,
-            num_items_in_batch=n_items,
-        )
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return compute_loss(loss_fn, teacher, logits, batch, n_items, step)
 
     # ---- loop --------------------------------------------------------------------------
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else None, ctx.is_main)
@@ -173,7 +164,7 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batches = [next_batch() for _ in range(tc.grad_accum)]
-        local_items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        local_items = sum(count_targets(b) for b in batches)
         n_items = distributed.sum_across(float(local_items), ctx)
         step_terms: dict[str, float] = {}
         for i, batch in enumerate(batches):
@@ -190,9 +181,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
 
-        tokens = int(
-            distributed.sum_across(float(sum(int(b["attention_mask"].sum()) for b in batches)), ctx)
-        )
+        local_tokens = sum(int(b.attention_mask.sum()) for b in batches)
+        tokens = int(distributed.sum_across(float(local_tokens), ctx))
         state.tokens_seen += tokens
         seconds = time.perf_counter() - t0
         row = {
@@ -252,20 +242,12 @@ def evaluate(
     batches = [
         collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)
     ]
-    n_items = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+    n_items = sum(count_targets(b) for b in batches)
     totals: dict[str, float] = {}
     for batch in batches:
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        teacher_out = _aligned(teacher(ids, mask)) if teacher is not None else {}
-        spans = {k: v[:, 1:].to(device) for k, v in batch["span_masks"].items()}
-        terms = loss_fn(
-            logits[:, :-1],
-            batch["labels"][:, 1:].to(device),
-            **teacher_out,
-            span_masks=spans or None,
-            num_items_in_batch=n_items,
-        )
+        batch = batch.to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        terms = compute_loss(loss_fn, teacher, logits, batch, n_items, step=None)
         for name, value in terms.items():
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
@@ -290,23 +272,42 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _aligned(teacher_out: dict[str, Any]) -> dict[str, Any]:
-    """Drop the last position of the teacher's output, as the student's logits are."""
-    from kd_train.teachers.base import TopK
+def compute_loss(
+    loss_fn: torch.nn.Module,
+    teacher: TeacherFn | None,
+    logits: torch.Tensor,
+    batch: Batch,
+    n_items: float,
+    step: int | None,
+) -> dict[str, torch.Tensor]:
+    """Shift logits and targets into the next-token view; run the teacher; apply the loss."""
+    view = next_token_view(logits, batch)
+    teacher_out: dict[str, Any] = {}
+    if teacher is not None:
+        teacher_out = {
+            k: _drop_last(v) for k, v in teacher(batch.input_ids, batch.attention_mask).items()
+        }
+    extra = {"step": step} if step is not None else {}
+    return loss_fn(
+        view.logits,
+        view.labels,
+        **teacher_out,
+        span_masks=view.span_masks or None,
+        num_items_in_batch=n_items,
+        **extra,
+    )
 
-    out: dict[str, Any] = {}
-    for key, value in teacher_out.items():
-        if isinstance(value, TopK):
-            out[key] = TopK(ids=value.ids[:, :-1], logprobs=value.logprobs[:, :-1])
-        else:
-            out[key] = value[:, :-1]
-    return out
+
+def count_targets(batch: Batch) -> int:
+    """Number of positions that carry a label in the next-token view (the loss normaliser)."""
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-def _to(value: Any, device: torch.device) -> Any:
-    if isinstance(value, dict):
-        return {k: v.to(device) for k, v in value.items()}
-    return value.to(device)
+def _drop_last(value: Any) -> Any:
+    """Drop the last position of a teacher output, as the next-token view does for logits."""
+    if isinstance(value, TopK):
+        return TopK(ids=value.ids[:, :-1], logprobs=value.logprobs[:, :-1])
+    return value[:, :-1]
 
 
 def _json(data: dict[str, Any]) -> str:
