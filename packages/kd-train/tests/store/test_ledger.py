@@ -1,0 +1,127 @@
+import threading
+
+import pytest
+from kd_train.store import BudgetExhaustedError, StoreError, open_store, sqlite_url
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(sqlite_url(tmp_path / "store.sqlite"))
+    s.ledger.ensure_budget("b", cap_nanos=100)
+    yield s
+    s.close()
+
+
+def test_reservation_that_fits_is_held(store):
+    store.ledger.reserve("b", 40, owner="w")
+    assert store.ledger.status("b").reserved_nanos == 40
+
+
+def test_reservation_beyond_cap_is_refused_and_changes_nothing(store):
+    store.ledger.reserve("b", 70, owner="w")
+    with pytest.raises(BudgetExhaustedError, match="exhausted") as err:
+        store.ledger.reserve("b", 31, owner="w")
+    assert err.value.needed == 31
+    assert store.ledger.status("b").reserved_nanos == 70
+
+
+def test_reservation_exactly_at_cap_is_admitted(store):
+    store.ledger.reserve("b", 100, owner="w")
+    assert store.ledger.status("b").reserved_nanos == 100
+
+
+def test_settle_moves_reservation_to_actual_spend_and_caches(store):
+    r = store.ledger.reserve("b", 60, owner="w")
+    store.ledger.settle(r, cost_nanos=25, key="k1", model="m", body={"a": 1}, estimated=True)
+    status = store.ledger.status("b")
+    assert (status.spent_nanos, status.reserved_nanos) == (25, 0)
+    hit = store.cache.get("k1")
+    assert hit is not None
+    assert (hit.body, hit.cost_nanos, hit.estimated) == ({"a": 1}, 25, True)
+
+
+def test_spent_equals_sum_of_charge_rows(store):
+    for i, cost in enumerate([3, 7, 11]):
+        r = store.ledger.reserve("b", 20, owner="w")
+        store.ledger.settle(r, cost_nanos=cost, key=f"k{i}", model="m", body={}, estimated=False)
+    assert store.ledger.status("b").spent_nanos == store.ledger.charged_total("b") == 21
+
+
+def test_release_frees_the_reservation_without_charge(store):
+    r = store.ledger.reserve("b", 60, owner="w")
+    store.ledger.release(r)
+    status = store.ledger.status("b")
+    assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
+
+
+def test_closing_a_reservation_twice_is_an_error(store):
+    r = store.ledger.reserve("b", 10, owner="w")
+    store.ledger.release(r)
+    with pytest.raises(StoreError, match="not open"):
+        store.ledger.release(r)
+
+
+def test_release_owner_frees_only_that_owners_reservations(store):
+    store.ledger.reserve("b", 10, owner="dead")
+    store.ledger.reserve("b", 15, owner="dead")
+    store.ledger.reserve("b", 20, owner="alive")
+    assert store.ledger.release_owner("b", "dead") == 25
+    assert store.ledger.status("b").reserved_nanos == 20
+
+
+def test_same_key_paid_twice_is_charged_twice_and_cached_once(store):
+    for _ in range(2):
+        r = store.ledger.reserve("b", 10, owner="w")
+        store.ledger.settle(r, cost_nanos=4, key="same", model="m", body={}, estimated=False)
+    assert store.ledger.status("b").spent_nanos == 8
+    assert len(store.cache) == 1
+
+
+def test_ensure_budget_updates_the_cap_of_an_existing_budget(store):
+    store.ledger.ensure_budget("b", cap_nanos=500)
+    assert store.ledger.status("b").cap_nanos == 500
+
+
+def test_negative_cap_is_refused(store):
+    with pytest.raises(StoreError, match=">= 0"):
+        store.ledger.ensure_budget("b", cap_nanos=-1)
+
+
+def test_unknown_budget_is_an_error(store):
+    with pytest.raises(StoreError, match="no budget named 'nope'"):
+        store.ledger.reserve("nope", 1, owner="w")
+    with pytest.raises(StoreError, match="no budget named 'nope'"):
+        store.ledger.status("nope")
+
+
+def test_concurrent_reservations_from_two_engines_never_exceed_cap(tmp_path):
+    url = sqlite_url(tmp_path / "shared.sqlite")
+    stores = [open_store(url), open_store(url)]
+    stores[0].ledger.ensure_budget("shared", cap_nanos=1000)
+    admitted, refused = [], []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        ledger = stores[n % 2].ledger
+        for _ in range(5):
+            try:
+                r = ledger.reserve("shared", 70, owner=f"w{n}")
+            except BudgetExhaustedError:
+                with lock:
+                    refused.append(n)
+                continue
+            ledger.settle(r, cost_nanos=70, key=f"{n}-{r.id}", model="m", body={}, estimated=False)
+            with lock:
+                admitted.append(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    status = stores[0].ledger.status("shared")
+    assert len(admitted) == 1000 // 70
+    assert status.spent_nanos == 70 * len(admitted) <= 1000
+    assert len(refused) == 16 * 5 - len(admitted)
+    for s in stores:
+        s.close()
