@@ -1,0 +1,306 @@
+"""``kd-train cache-logits``: run a teacher once over a dataset and cache its top-k.
+
+The cache layout (tokenization, stored positions, shards, manifest) is described in
+:mod:`kd_train.teachers.cached`; read it back with
+:class:`~kd_train.teachers.cached.CachedTeacher`.
+
+Records are taken ``--shard-size`` at a time; shard ``i`` holds records
+``[i*N, (i+1)*N)``. Each shard is written atomically, then ``manifest.partial.json`` is
+rewritten (atomically) with its SHA-256; ``manifest.json`` is written last. A killed run
+is resumed by running the same command again: shards listed in the partial manifest whose
+hash still matches are kept, the rest are recomputed. Batches never cross a shard, so a
+resumed cache is byte-identical to an uninterrupted one on the same machine.
+
+Example::
+
+    kd-train cache-logits --teacher teacher/ --data train.jsonl --out cache/ --k 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from kd_train.data.jsonl import read_records
+from kd_train.data.schema import KDRecord
+from kd_train.data.tokenization import IGNORE_INDEX, TokenizeConfig, encode_record
+from kd_train.errors import KDTrainError
+from kd_train.teachers.cached import (
+    MANIFEST,
+    PARTIAL_MANIFEST,
+    CacheConfig,
+    CacheError,
+    CorruptShardError,
+    Manifest,
+    RecordEntry,
+    TopKWithTail,
+    ids_dtype_for,
+    sequence_sha256,
+    topk_with_tail,
+    verify_shard,
+    write_shard,
+)
+from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
+from kd_train.teachers.hf import DTYPES, HFTeacher
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``cache-logits`` subcommand."""
+    parser = subparsers.add_parser(
+        "cache-logits",
+        help="run a teacher once over a dataset and store its top-k log-probs",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument("--teacher", required=True, type=Path, help="teacher model directory")
+    parser.add_argument("--data", required=True, type=Path, help="KD dataset (JSONL)")
+    parser.add_argument("--out", required=True, type=Path, help="cache directory to write")
+    parser.add_argument("--k", required=True, type=int, help="top-k entries per position")
+    parser.add_argument("--shard-size", type=int, default=1024, help="records per shard")
+    parser.add_argument(
+        "--max-length", type=int, default=2048, help="truncate sequences to L tokens"
+    )
+    parser.add_argument("--no-bos", action="store_true", help="do not prepend the bos token")
+    parser.add_argument("--no-eos", action="store_true", help="do not append the eos token")
+    parser.add_argument("--batch-size", type=int, default=8, help="records per forward pass")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda:0")
+    parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --teacher")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run model code shipped with the teacher (only if you trust it)",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build (or finish) the cache and print a JSON summary."""
+    for name, least in (("k", 1), ("shard_size", 1), ("batch_size", 1), ("max_length", 2)):
+        value = getattr(args, name)
+        if value < least:
+            raise KDTrainError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
+    if not args.data.is_file():
+        raise KDTrainError(f"dataset {args.data} does not exist; pass a JSONL file with --data")
+    records = list(read_records(args.data))
+    teacher = HFTeacher.from_pretrained(
+        args.teacher,
+        dtype=args.dtype,
+        device=args.device,
+        trust_remote_code=args.trust_remote_code,
+        gguf_file=args.gguf_file,
+    )
+    manifest = build_cache(
+        teacher,
+        records,
+        args.out,
+        k=args.k,
+        dataset_fingerprint=dataset_fingerprint(args.data),
+        shard_size=args.shard_size,
+        tokenize=TokenizeConfig(
+            max_length=args.max_length, add_bos=not args.no_bos, add_eos=not args.no_eos
+        ),
+        batch_size=args.batch_size,
+    )
+    summary = {
+        "out": str(args.out),
+        "records": len(manifest.records),
+        "shards": len(manifest.shards),
+        "positions": manifest.positions,
+        "bytes_per_token": round(manifest.bytes_per_token, 3),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def encode_for_cache(
+    tokenizer: Any, record: KDRecord, config: TokenizeConfig
+) -> tuple[list[int], int]:
+    """Tokenize ``record`` as the trainer does; return ``(token_ids, start)``.
+
+    ``start`` is the position of the first cached row, ``max(h - 1, 0)`` for the first
+    label position ``h`` (the sequence length minus one when nothing is labelled). Any
+    ``teacher_topk`` in the record is ignored: the cache replaces it.
+    """
+    example = encode_record(replace(record, teacher_topk=None), tokenizer, config)
+    tokens = example.input_ids.tolist()
+    labelled = (example.labels != IGNORE_INDEX).nonzero()
+    first = int(labelled[0, 0]) if labelled.numel() else len(tokens)
+    return tokens, max(min(first, len(tokens)) - 1, 0)
+
+
+def build_cache(
+    teacher: HFTeacher,
+    records: Iterable[KDRecord],
+    out: str | Path,
+    *,
+    k: int,
+    dataset_fingerprint: str,
+    shard_size: int = 1024,
+    tokenize: TokenizeConfig | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Manifest:
+    """Run ``teacher`` over ``records`` and write (or finish) a cache in ``out``.
+
+    Args:
+        teacher: a loaded :class:`~kd_train.teachers.hf.HFTeacher` with its tokenizer.
+        records: the dataset's records, in order (the same order on a resume).
+        out: the cache directory.
+        k: entries per position.
+        dataset_fingerprint: fingerprint of the dataset ``records`` come from.
+        shard_size: records per shard.
+        tokenize: the trainer's tokenization settings (default: ``TokenizeConfig()``);
+            ``truncation`` is always ``"truncate"`` here.
+        batch_size: records per forward pass.
+        progress: show a tqdm bar over records.
+
+    Returns:
+        The manifest that was written.
+
+    Raises:
+        CacheError: ``out`` holds a cache made with other settings.
+        KDTrainError: ``k`` is out of range or there are no records.
+    """
+    if teacher.tokenizer is None:
+        raise KDTrainError("the teacher has no tokenizer; load it with HFTeacher.from_pretrained")
+    if not 1 <= k <= teacher.vocab_size:
+        raise KDTrainError(f"--k must be in 1..{teacher.vocab_size} (vocab size), got {k}")
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    tokenize = replace(tokenize or TokenizeConfig(), truncation="truncate")
+    config = CacheConfig(
+        k=k,
+        vocab_size=teacher.vocab_size,
+        tokenizer_fingerprint=tokenizer_fingerprint(teacher.tokenizer),
+        dataset_fingerprint=dataset_fingerprint,
+        teacher_fingerprint=teacher.fingerprint,
+        shard_size=shard_size,
+        max_length=tokenize.max_length,
+        add_bos=tokenize.add_bos,
+        add_eos=tokenize.add_eos,
+        ids_dtype=ids_dtype_for(teacher.vocab_size),
+    )
+    if (root / MANIFEST).is_file():
+        done = Manifest.read(root / MANIFEST)
+        _require_same_config(root / MANIFEST, done.config, config)
+        return done
+    manifest = _resumable_progress(root, config)
+    for stale in root.glob(".*.tmp"):  # temp files of a killed atomic write
+        stale.unlink()
+    records = list(records)
+    if not records:
+        raise KDTrainError("the dataset has no records; nothing to cache")
+    bar = tqdm(total=len(records), disable=not progress, unit="rec", desc="cache-logits")
+    with bar:
+        bar.update(min(len(manifest.shards) * shard_size, len(records)))
+        for shard in itertools.islice(_chunks(records, shard_size), len(manifest.shards), None):
+            _write_one_shard(teacher, shard, root, len(manifest.shards), manifest, batch_size)
+            manifest.write(root, PARTIAL_MANIFEST)
+            bar.update(len(shard))
+    manifest.write(root, MANIFEST)
+    with contextlib.suppress(FileNotFoundError):
+        (root / PARTIAL_MANIFEST).unlink()
+    return manifest
+
+
+def _chunks(items: list[KDRecord], size: int) -> Iterator[list[KDRecord]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _require_same_config(path: Path, found: CacheConfig, wanted: CacheConfig) -> None:
+    diffs = [
+        f"{key}: {value!r} there, {asdict(wanted)[key]!r} now"
+        for key, value in asdict(found).items()
+        if asdict(wanted)[key] != value
+    ]
+    if diffs:
+        raise CacheError(
+            f"{path} belongs to a cache made with other settings ({'; '.join(diffs)}); "
+            "choose another --out directory or delete this one"
+        )
+
+
+def _resumable_progress(root: Path, config: CacheConfig) -> Manifest:
+    """The partial manifest's valid prefix of shards, or an empty manifest."""
+    path = root / PARTIAL_MANIFEST
+    if not path.is_file():
+        return Manifest(config)
+    partial = Manifest.read(path)
+    _require_same_config(path, partial.config, config)
+    kept = Manifest(config)
+    for index, entry in enumerate(partial.shards):
+        try:
+            verify_shard(root, entry)
+        except CorruptShardError:
+            break
+        kept.shards.append(entry)
+        kept.records.update((rid, r) for rid, r in partial.records.items() if r.shard == index)
+    return kept
+
+
+def _write_one_shard(
+    teacher: HFTeacher,
+    records: list[KDRecord],
+    root: Path,
+    index: int,
+    manifest: Manifest,
+    batch_size: int,
+) -> None:
+    """Compute one shard's rows, write it, and add it and its records to ``manifest``."""
+    config = manifest.config
+    tokenize = TokenizeConfig(
+        max_length=config.max_length, add_bos=config.add_bos, add_eos=config.add_eos
+    )
+    parts: list[TopKWithTail] = []
+    row = 0
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        encoded = [encode_for_cache(teacher.tokenizer, r, tokenize) for r in batch]
+        for record, top, (tokens, first) in zip(
+            batch, _teacher_rows(teacher, encoded, config.k), encoded, strict=True
+        ):
+            n = int(top.ids.shape[0])
+            manifest.records[record.id] = RecordEntry(
+                shard=index,
+                row_start=row,
+                row_end=row + n,
+                start=first,
+                length=len(tokens),
+                tokens_sha256=sequence_sha256(tokens),
+            )
+            parts.append(top)
+            row += n
+    rows = TopKWithTail(
+        ids=torch.cat([p.ids for p in parts]),
+        logprobs=torch.cat([p.logprobs for p in parts]),
+        tail=torch.cat([p.tail for p in parts]),
+    )
+    manifest.shards.append(write_shard(root, index, rows, config.ids_dtype))
+
+
+def _teacher_rows(
+    teacher: HFTeacher, encoded: list[tuple[list[int], int]], k: int
+) -> list[TopKWithTail]:
+    """One right-padded forward pass; each record's rows ``[start, length-1)``."""
+    width = max(1, *(len(tokens) for tokens, _ in encoded))
+    pad = teacher.tokenizer.pad_token_id or 0
+    input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for b, (tokens, _) in enumerate(encoded):
+        input_ids[b, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        mask[b, : len(tokens)] = 1
+    log_probs = teacher.log_probs(input_ids, mask).cpu()
+    out = []
+    for b, (tokens, first) in enumerate(encoded):
+        out.append(topk_with_tail(log_probs[b, first : max(len(tokens) - 1, first)], k))
+    return out
