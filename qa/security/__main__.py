@@ -1,7 +1,157 @@
-"""Entry point of the security gate: fails until the gate is built."""
+"""``python -m qa.security``: the security gate (what ``nox -s security`` runs).
 
+* ``run`` (the default): semgrep ``--test`` of our rules, then bandit and semgrep over the
+  paths in ``[security]`` of ``qa/gates.toml``; fails on any finding not in
+  ``qa/security/accepted.toml``, any register entry without a justification, any blanket
+  ``# nosec`` / ``# nosemgrep`` (one that names no rule), or a rule whose tests fail.
+* ``accept --rule RULE --location FILE:LINE --why TEXT``: add a finding to the register.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qa import gates, summary
+from qa.security import register, scan
+from qa.security.findings import Finding, blanket_suppressions, source_line
+
+
+@dataclass
+class Result:
+    """What one run of the gate found."""
+
+    findings: list[Finding] = field(default_factory=list)
+    new: list[Finding] = field(default_factory=list)
+    stale: list[register.Accepted] = field(default_factory=list)
+    register_problems: list[str] = field(default_factory=list)
+    blanket: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when nothing fails the gate (stale entries only warn)."""
+        return not (self.new or self.register_problems or self.blanket or self.errors)
+
+
+def check(
+    root: Path,
+    paths: list[str],
+    exclude: list[str],
+    register_path: Path,
+    bandit_skips: list[str] = [],  # noqa: B006 - never mutated
+    run_rule_tests: bool = True,
+) -> Result:
+    """Scan ``paths`` under ``root`` and compare the findings with the register."""
+    res = Result()
+    if run_rule_tests:
+        ok, text = scan.rule_tests()
+        print(text)
+        if not ok:
+            res.errors.append("semgrep rule tests failed (semgrep --test qa/security/semgrep)")
+    for name, tool in (
+        ("bandit", lambda: scan.bandit(root, paths, exclude, bandit_skips)),
+        ("semgrep", lambda: scan.semgrep(root, paths, exclude)),
+    ):
+        try:
+            res.findings += tool()
+        except (scan.ToolError, ValueError) as exc:
+            res.errors.append(f"{name}: {exc}")
+    entries = register.load(register_path)
+    res.register_problems = register.problems(entries)
+    res.new, res.stale = register.split(res.findings, entries)
+    res.blanket = blanket_suppressions(root, scan.python_files(root, paths, exclude))
+    return res
+
+
+def report(res: Result) -> None:
+    """Print the verdict with what to do about each failure."""
+    print(f"security: {len(res.findings)} finding(s), {len(res.new)} new")
+    for f in res.new:
+        print(f"  NEW {f.describe()}")
+    if res.new:
+        print(
+            "  fix the code, or accept with a reason:\n"
+            "  python -m qa.security accept --rule RULE --location FILE:LINE --why '...'"
+        )
+    for p in res.register_problems:
+        print(f"  REGISTER {p}")
+    for b in res.blanket:
+        print(f"  BLANKET SUPPRESSION (name the rule: '# nosec B603', '# nosemgrep: id') {b}")
+    for e in res.errors:
+        print(f"  ERROR {e}")
+    for s in res.stale:
+        print(f"  stale register entry (matches nothing, remove it): {s.rule} {s.file}")
+    print("security: " + ("ok" if res.passed else "FAILED"))
+
+
+def cmd_run() -> int:
+    """The whole gate over the repository."""
+    sec = gates.security(gates.read())
+    res = check(
+        gates.ROOT, list(sec.paths), list(sec.exclude), register.REGISTER, list(sec.bandit_skips)
+    )
+    report(res)
+    gates.REPORTS.mkdir(parents=True, exist_ok=True)
+    (gates.REPORTS / "security.json").write_text(
+        json.dumps(
+            {
+                "passed": res.passed,
+                "findings": [{**f.__dict__, "fingerprint": f.fingerprint} for f in res.findings],
+                "new": [f.describe() for f in res.new],
+                "register_problems": res.register_problems,
+                "blanket": res.blanket,
+                "errors": res.errors,
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+    figure = f"{len(res.new)} new / {len(res.findings)} findings"
+    summary.write(summary.Summary("security", figure, "0 new", res.passed))
+    return 0 if res.passed else 1
+
+
+def cmd_accept(rule: str, location: str, why: str, root: Path = gates.ROOT) -> int:
+    """Register the finding of ``rule`` at ``FILE:LINE`` with its justification."""
+    file, _, line = location.rpartition(":")
+    if not file or not line.isdigit():
+        print("qa.security: --location must be FILE:LINE", file=sys.stderr)
+        return 2
+    code = source_line(root, file, int(line))
+    if not code:
+        print(f"qa.security: {location} is not a line of a file under {root}", file=sys.stderr)
+        return 2
+    if ":" not in rule:
+        print("qa.security: --rule is 'bandit:BXXX' or 'semgrep:<rule-id>'", file=sys.stderr)
+        return 2
+    finding = Finding(rule, Path(file).as_posix(), int(line), code, "")
+    try:
+        register.accept(finding, why)
+    except ValueError as exc:
+        print(f"qa.security: {exc}", file=sys.stderr)
+        return 2
+    print(f"accepted {rule} {file} ({finding.fingerprint})")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` and run a subcommand (``run`` when none is given)."""
+    parser = argparse.ArgumentParser(prog="python -m qa.security", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd")
+    sub.add_parser("run", help="the whole gate (default)")
+    acc = sub.add_parser("accept", help="add a finding to qa/security/accepted.toml")
+    acc.add_argument("--rule", required=True, help="bandit:B603 or semgrep:<rule-id>")
+    acc.add_argument("--location", required=True, help="FILE:LINE, FILE relative to the repo")
+    acc.add_argument("--why", required=True, help="the justification, in a full sentence")
+    args = parser.parse_args(argv)
+    if args.cmd == "accept":
+        return cmd_accept(args.rule, args.location, args.why)
+    return cmd_run()
+
 
 if __name__ == "__main__":
-    print("qa.security: this gate is not built yet (see the open QA issues)", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,99 @@
+"""``qa/security/accepted.toml``: every accepted finding, each with a written justification.
+
+An entry::
+
+    [[accepted]]
+    rule = "bandit:B603"
+    file = "qa/security/scan.py"
+    fingerprint = "3f9a0c1d2e4b"   # qa.security.findings.Finding.fingerprint
+    code = "proc = subprocess.run(cmd, ...)"   # for people; not matched
+    why = "Runs our own argument list, never a shell; the inputs are paths we build."
+
+An entry matches every finding with the same rule, file and fingerprint (the same code line
+repeated in one file is accepted once).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa.security.findings import Finding
+
+REGISTER = Path(__file__).resolve().parent / "accepted.toml"
+#: A justification shorter than this is not one ("ok", "fine", "false positive").
+MIN_WHY = 20
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """One register entry."""
+
+    rule: str
+    file: str
+    fingerprint: str
+    code: str
+    why: str
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """The (rule, file, fingerprint) a finding must have to be accepted by this entry."""
+        return (self.rule, self.file, self.fingerprint)
+
+
+def load(path: Path = REGISTER) -> list[Accepted]:
+    """Read the register (an absent file is an empty register)."""
+    if not path.exists():
+        return []
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    return [
+        Accepted(
+            rule=str(e.get("rule", "")),
+            file=str(e.get("file", "")),
+            fingerprint=str(e.get("fingerprint", "")),
+            code=str(e.get("code", "")),
+            why=str(e.get("why", "")).strip(),
+        )
+        for e in data.get("accepted", [])
+    ]
+
+
+def problems(entries: list[Accepted]) -> list[str]:
+    """Name every entry that lacks a field or a real justification."""
+    out = []
+    for i, e in enumerate(entries, 1):
+        where = f"accepted.toml entry {i} ({e.rule} {e.file} {e.fingerprint})"
+        if not (e.rule and e.file and e.fingerprint):
+            out.append(f"{where}: rule, file and fingerprint are all required")
+        if len(e.why) < MIN_WHY:
+            out.append(f"{where}: no justification (`why`, at least {MIN_WHY} characters)")
+    return out
+
+
+def split(findings: list[Finding], entries: list[Accepted]) -> tuple[list[Finding], list[Accepted]]:
+    """Return (new findings not in the register, register entries that match nothing)."""
+    keys = {e.key for e in entries}
+    found = {f.key for f in findings}
+    return [f for f in findings if f.key not in keys], [e for e in entries if e.key not in found]
+
+
+def entry_text(finding: Finding, why: str) -> str:
+    """The TOML of a new register entry (strings JSON-escaped: valid TOML basic strings)."""
+    return (
+        "\n[[accepted]]\n"
+        f"rule = {json.dumps(finding.rule)}\n"
+        f"file = {json.dumps(finding.file)}\n"
+        f"fingerprint = {json.dumps(finding.fingerprint)}\n"
+        f"code = {json.dumps(' '.join(finding.code.split()))}\n"
+        f"why = {json.dumps(' '.join(why.split()))}\n"
+    )
+
+
+def accept(finding: Finding, why: str, path: Path = REGISTER) -> None:
+    """Append an entry for ``finding`` to the register; refuse an empty justification."""
+    if len(why.strip()) < MIN_WHY:
+        raise ValueError(f"a justification of at least {MIN_WHY} characters is required")
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(existing + entry_text(finding, why), encoding="utf-8")
