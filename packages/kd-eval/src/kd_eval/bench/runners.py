@@ -14,6 +14,7 @@ new token ``[B]`` and a state; ``decode(token, state)`` returns the next token a
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,13 +51,16 @@ class HFRunner:
         self.model = loaded.model
         self.vocab_size = loaded.vocab_size
         self.parameters: int | None = loaded.parameters
+        # transformers 5 renamed ``past_key_values`` to ``cache`` (argument and output).
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_name = "cache" if "cache" in params else "past_key_values"
 
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """Run the prompt with ``use_cache=True``."""
         mask = torch.ones_like(ids)
         out = self.model(input_ids=ids, attention_mask=mask, use_cache=True)
-        return out.logits[:, -1].argmax(-1), (out.past_key_values, mask)
+        return out.logits[:, -1].argmax(-1), (getattr(out, self._cache_name), mask)
 
     @torch.no_grad()
     def decode(self, token: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
@@ -64,9 +68,12 @@ class HFRunner:
         cache, mask = state
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = self.model(
-            input_ids=token[:, None], attention_mask=mask, past_key_values=cache, use_cache=True
+            input_ids=token[:, None],
+            attention_mask=mask,
+            use_cache=True,
+            **{self._cache_name: cache},
         )
-        return out.logits[:, -1].argmax(-1), (out.past_key_values, mask)
+        return out.logits[:, -1].argmax(-1), (getattr(out, self._cache_name), mask)
 
 
 class _FullRecompute:

@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from kd_eval.fidelity.metrics import token_metrics
+
+
+def test_forward_kl_matches_the_hand_computed_value():
+    p, q = [0.5, 0.25, 0.25], [0.25, 0.5, 0.25]
+    m = token_metrics(torch.tensor([p]).log(), torch.tensor([q]).log(), torch.tensor([0]))
+    expected = 0.5 * math.log(2) + 0.25 * math.log(0.5)
+    assert float(m.forward_kl[0]) == pytest.approx(expected)
+
+
+def test_identical_distributions_have_zero_kl_and_full_agreement():
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
+    m = token_metrics(logits, logits.clone(), torch.zeros(4, dtype=torch.long), k=3)
+    assert m.forward_kl.tolist() == pytest.approx([0.0] * 4, abs=1e-12)
+    assert m.top1_agreement.tolist() == [1.0] * 4
+    assert m.topk_overlap.tolist() == [1.0] * 4
+
+
+def test_top1_agreement_is_zero_when_the_argmax_differs():
+    m = token_metrics(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]]), torch.tensor([0]))
+    assert m.top1_agreement.tolist() == [0.0]
+
+
+def test_topk_overlap_counts_the_shared_ids():
+    teacher = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])  # top-2: {0, 1}
+    student = torch.tensor([[4.0, 0.0, 0.5, 3.0, 1.0]])  # top-2: {0, 3}
+    m = token_metrics(teacher, student, torch.tensor([0]), k=2)
+    assert m.topk_overlap.tolist() == [0.5]
+
+
+def test_nll_is_minus_the_log_probability_of_the_target():
+    logits = torch.tensor([[0.0, math.log(3.0)]])  # p = [1/4, 3/4]
+    m = token_metrics(logits, logits, torch.tensor([1]))
+    assert float(m.teacher_nll[0]) == pytest.approx(-math.log(0.75))
+    assert float(m.student_nll[0]) == pytest.approx(-math.log(0.75))
+
+
+def test_different_shapes_are_rejected():
+    with pytest.raises(ValueError, match="differ"):
+        token_metrics(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
