@@ -136,7 +136,8 @@ def parse_generation(api: Api, body: Any) -> Generation:
             text = choice["text"]
             logprobs = choice.get("logprobs") or {}
             tokens = [str(t) for t in logprobs.get("tokens") or []]
-            top = [_sorted(_pairs(d)) for d in logprobs.get("top_logprobs") or []]
+            # echo answers have None for the first prompt token: no context, no distribution
+            top = [_sorted(_pairs(d or {})) for d in logprobs.get("top_logprobs") or []]
         if not isinstance(text, str):
             raise TypeError("text is not a string")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:

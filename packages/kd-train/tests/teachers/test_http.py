@@ -1,0 +1,259 @@
+"""HTTPTeacher against the loopback server (a real HTTP server on 127.0.0.1, a real model)."""
+
+import logging
+import threading
+import time
+
+import pytest
+import torch
+from kd_train.store import BudgetExhaustedError, open_store, sqlite_url
+from kd_train.teachers.base import Teacher
+from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
+from kd_train.teachers.retry import RetryPolicy
+from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01)
+KEY = "sk-test-9f8e7d6c5b4a"
+
+
+@pytest.fixture
+def tokenizer(tiny_teacher_dir):
+    return AutoTokenizer.from_pretrained(tiny_teacher_dir)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(sqlite_url(tmp_path / "store.sqlite"))
+    yield s
+    s.close()
+
+
+def serve(model_dir, **kwargs):
+    return LoopbackTeacherServer(model_dir, api_key=KEY, **kwargs).start()
+
+
+def make_teacher(server, store=None, tokenizer=None, **overrides):
+    settings = {
+        "base_url": server.base_url,
+        "model": "tiny",
+        "max_tokens": 3,
+        "top_logprobs": 2,
+        "retry": FAST,
+        "timeout": 5.0,
+        "price_per_1k_prompt": 1.0,
+        "price_per_1k_completion": 2.0,
+    }
+    settings.update(overrides)
+    return HTTPTeacher(HTTPTeacherConfig(**settings), api_key=KEY, store=store, tokenizer=tokenizer)
+
+
+def test_generation_cost_comes_from_reported_usage(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir)
+    with make_teacher(server, store) as teacher:
+        response = teacher.generate("The quick brown fox")
+    usage = server.answered[0]
+    server.stop()
+    expected = -(-(usage["prompt_tokens"] * 10**9 + usage["completion_tokens"] * 2 * 10**9) // 1000)
+    assert (response.cost_nanos, response.estimated, response.cached) == (expected, False, False)
+    assert store.ledger.status("default").spent_nanos == expected
+
+
+def test_repeated_request_is_a_free_cache_hit_without_a_server_call(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir)
+    with make_teacher(server, store) as teacher:
+        first = teacher.generate("hello")
+        second = teacher.generate("hello")
+    server.stop()
+    assert (second.cached, second.cost_nanos, second.body) == (True, 0, first.body)
+    assert server.counts["ok"] == 1
+    assert teacher.counters.cache_hits == 1
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "drop", "malformed"])
+def test_transient_fault_is_retried_until_success(tiny_teacher_dir, store, fault):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=[fault, fault]))
+    with make_teacher(server, store) as teacher:
+        response = teacher.generate("hello")
+    server.stop()
+    assert response.body["choices"][0]["text"] is not None
+    assert (server.counts[fault], server.counts["ok"], teacher.counters.retries) == (2, 1, 2)
+
+
+def test_retry_after_is_honoured(tiny_teacher_dir):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["429"]), retry_after=0.3)
+    with make_teacher(server) as teacher:
+        start = time.monotonic()
+        teacher.generate("hello")
+        elapsed = time.monotonic() - start
+    server.stop()
+    assert elapsed >= 0.3
+
+
+def test_stalled_request_times_out_and_is_retried(tiny_teacher_dir):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["stall"]), stall_seconds=2.0)
+    with make_teacher(server, timeout=0.3) as teacher:
+        start = time.monotonic()
+        teacher.generate("hello")
+        elapsed = time.monotonic() - start
+    server.stop()
+    assert (server.counts["stall"], server.counts["ok"]) == (1, 1)
+    assert elapsed < 2.0
+
+
+def test_exhausted_retries_raise_and_release_the_reservation(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["500"] * 4))
+    with (
+        make_teacher(server, store, budget=1.0) as teacher,
+        pytest.raises(HTTPTeacherError, match="after 4 attempts: HTTP 500"),
+    ):
+        teacher.generate("hello")
+    server.stop()
+    status = store.ledger.status("default")
+    assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
+
+
+def test_rejected_key_is_not_retried_and_not_shown(tiny_teacher_dir):
+    server = serve(tiny_teacher_dir)
+    config = HTTPTeacherConfig(base_url=server.base_url, model="tiny", retry=FAST)
+    with (
+        HTTPTeacher(config, api_key="sk-wrong-key") as teacher,
+        pytest.raises(HTTPTeacherError, match="refused the API key") as err,
+    ):
+        teacher.generate("hello")
+    server.stop()
+    assert "sk-wrong-key" not in str(err.value)
+    assert server.counts["unauthorized"] == 1
+
+
+def test_request_that_could_exceed_budget_is_never_sent(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir)
+    # worst case: (5 bytes + 16) prompt tokens at $1/1k + 3 tokens at $2/1k = $0.027
+    with (
+        make_teacher(server, store, budget=0.02) as teacher,
+        pytest.raises(BudgetExhaustedError, match="exhausted"),
+    ):
+        teacher.generate("hello")
+    server.stop()
+    assert sum(server.counts.values()) == 0
+
+
+def test_missing_usage_gives_an_estimated_cost(tiny_teacher_dir, store, tokenizer):
+    server = serve(tiny_teacher_dir, report_usage=False)
+    with make_teacher(server, store, tokenizer) as teacher:
+        response = teacher.generate("The quick brown fox")
+    server.stop()
+    n_prompt = len(tokenizer("The quick brown fox")["input_ids"])
+    expected = -(-(n_prompt * 10**9 + 3 * 2 * 10**9) // 1000)
+    assert (response.estimated, response.cost_nanos) == (True, expected)
+    assert store.cache.get(response.key).estimated
+
+
+def test_chat_api_returns_content_and_top_logprobs(tiny_teacher_dir):
+    server = serve(tiny_teacher_dir)
+    with make_teacher(server, api="chat") as teacher:
+        response = teacher.generate("hello")
+    server.stop()
+    entries = response.body["choices"][0]["logprobs"]["content"]
+    assert len(entries) == server.answered[0]["completion_tokens"]
+    assert all(len(e["top_logprobs"]) == 2 for e in entries)
+
+
+def test_rpm_limit_spaces_requests(tiny_teacher_dir):
+    server = serve(tiny_teacher_dir)
+    with make_teacher(server, rpm=600, max_tokens=1) as teacher:
+        start = time.monotonic()
+        for i in range(4):
+            teacher.generate(f"p{i}")
+        elapsed = time.monotonic() - start
+    server.stop()
+    assert elapsed >= 0.3
+
+
+def test_topk_matches_the_local_model_logprobs(tiny_teacher_dir, tokenizer, store):
+    server = serve(tiny_teacher_dir)
+    ids = torch.tensor([[5, 40, 41, 42], [3, 3, 50, 51]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    with make_teacher(server, store, tokenizer) as teacher:
+        assert isinstance(teacher, Teacher)
+        assert teacher.vocab_size == len(tokenizer)
+        top = teacher.topk(ids, mask, k=3)
+    server.stop()
+    model = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir).eval()
+    with torch.no_grad():
+        local = torch.log_softmax(model(ids[:1]).logits.float(), -1).topk(3)
+        right = torch.log_softmax(model(ids[1:, 2:]).logits.float(), -1).topk(3)
+    assert top.ids.shape == (2, 4, 3)
+    assert torch.equal(top.ids[0], local.indices[0])
+    assert torch.allclose(top.logprobs[0], local.values[0], atol=1e-5)
+    assert torch.equal(top.ids[1, 2:], right.indices[0])
+    assert torch.all(top.logprobs[1, :2] == -1.0e4)
+
+
+def test_budget_is_never_exceeded_under_concurrency_16(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(rates={"slow": 0.3, "500": 0.2}, seed=1))
+    server.slow_seconds = 0.02
+    teacher = make_teacher(server, store, budget=0.2, concurrency=16, max_tokens=2)
+    peak = [0]
+    results, refused = [], []
+    lock = threading.Lock()
+
+    def work(i):
+        try:
+            r = teacher.generate(f"prompt number {i}")
+        except BudgetExhaustedError:
+            with lock:
+                refused.append(i)
+            return
+        status = store.ledger.status("default")
+        with lock:
+            results.append(r)
+            peak[0] = max(peak[0], status.spent_nanos + status.reserved_nanos)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    teacher.close()
+    server.stop()
+    status = store.ledger.status("default")
+    cap = 200_000_000
+    assert refused, "the budget should have stopped some requests"
+    assert (
+        status.spent_nanos
+        == sum(r.cost_nanos for r in results)
+        == store.ledger.charged_total("default")
+    )
+    assert status.spent_nanos <= cap
+    assert peak[0] <= cap
+    assert status.reserved_nanos == 0
+
+
+def test_api_key_never_reaches_logs_or_store(tiny_teacher_dir, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "keycheck.sqlite"
+    store = open_store(sqlite_url(path))
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["429", "500"]))
+    with make_teacher(server, store, budget=1.0) as teacher:
+        teacher.generate("hello")
+        assert KEY not in repr(teacher)
+    server.stop()
+    store.close()
+    assert "retry" in caplog.text
+    assert KEY not in caplog.text
+    for f in tmp_path.iterdir():
+        assert KEY.encode() not in f.read_bytes()
+
+
+def test_budget_without_store_is_a_value_error():
+    with pytest.raises(ValueError, match="needs a store"):
+        HTTPTeacher(HTTPTeacherConfig("http://127.0.0.1:9/v1", "m", budget=1.0))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("api", "edits"), ("max_tokens", 0), ("timeout", 0.0), ("budget", -1.0)]
+)
+def test_invalid_config_raises_value_error(field, value):
+    with pytest.raises(ValueError, match=field if field != "api" else "api must be"):
+        HTTPTeacherConfig("http://x/v1", "m", **{field: value})
