@@ -176,7 +176,10 @@ def load_checkpoint(
     """Verify ``ckpt``, load its weights (and optimiser and RNG states); return the state."""
     verify_checkpoint(ckpt)
     ckpt = Path(ckpt)
-    missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+    try:
+        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        missing, unexpected = [str(exc).splitlines()[1].strip()], []
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint file {ckpt / 'model.safetensors'} does not fit the student: "

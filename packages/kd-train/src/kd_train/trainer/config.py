@@ -306,11 +306,12 @@ class _Section:
         maximum: float | None = None,
         nullable: bool = False,
     ) -> T:
-        if name not in self.data or (nullable and self.data[name] is None):
+        if name not in self.data or self.data[name] is None:
             if required:
                 raise ConfigError(f"missing required key {self.key(name)!r}")
-            if name in self.data:
+            if name in self.data:  # an explicit null: None where allowed, else the default
                 self.used.add(name)
+                return None if nullable else default  # type: ignore[return-value]
             return default
         self.used.add(name)
         value = self.data[name]

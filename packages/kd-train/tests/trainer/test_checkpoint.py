@@ -1,0 +1,140 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from kd_train.trainer.checkpoint import (
+    CheckpointError,
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from transformers import AutoModelForCausalLM
+
+
+@pytest.fixture
+def trained(tiny_llama_dir):
+    """A student after one AdamW step, and its optimiser."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits.sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def fresh(tiny_llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    return model, torch.optim.AdamW(model.parameters(), lr=5.0)
+
+
+def test_round_trip_restores_weights_optimizer_rng_and_cursor(tmp_path, trained, tiny_llama_dir):
+    model, optimizer = trained
+    state = TrainState(step=7, epoch=1, index=3, best_eval_loss=0.5)
+    torch.manual_seed(11)
+    random.seed(11)
+    np.random.seed(11)
+    ckpt = save_checkpoint(tmp_path, state, model, optimizer, {"k": 1})
+    expected_draws = (torch.rand(3), random.random(), np.random.rand())
+
+    other, other_opt = fresh(tiny_llama_dir)
+    assert load_checkpoint(ckpt, other, other_opt) == state
+    for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    saved, loaded = optimizer.state_dict(), other_opt.state_dict()
+    assert loaded["param_groups"][0]["lr"] == 1e-2
+    for i, slots in saved["state"].items():
+        for name, value in slots.items():
+            assert torch.equal(value, loaded["state"][i][name])
+    assert torch.equal(torch.rand(3), expected_draws[0])
+    assert (random.random(), np.random.rand()) == expected_draws[1:]
+
+
+def test_manifest_holds_hash_of_every_state_file_and_the_config(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {"lr": 3})
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    assert manifest["config"] == {"lr": 3}
+    assert sorted(manifest["files"]) == sorted(
+        p.name for p in ckpt.iterdir() if p.name != "manifest.json"
+    )
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+
+
+def test_corrupted_file_is_named_in_the_error(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    weights = ckpt / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is corrupted: SHA-256"):
+        verify_checkpoint(ckpt)
+
+
+def test_truncated_file_is_named_in_the_error(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    opt_file = ckpt / "optimizer.safetensors"
+    opt_file.write_bytes(opt_file.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"optimizer\.safetensors is truncated"):
+        load_checkpoint(ckpt, model, optimizer)
+
+
+def test_missing_file_and_missing_manifest_are_reported(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    (ckpt / "rng.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"rng\.safetensors is missing"):
+        verify_checkpoint(ckpt)
+    (ckpt / "manifest.json").unlink()
+    with pytest.raises(CheckpointError, match=r"has no manifest.json"):
+        verify_checkpoint(ckpt)
+
+
+def test_garbled_manifest_is_reported(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    (ckpt / "manifest.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"manifest .*manifest\.json is corrupted"):
+        verify_checkpoint(ckpt)
+
+
+def test_a_save_killed_halfway_leaves_the_previous_checkpoint_latest(tmp_path, trained):
+    model, optimizer = trained
+    good = save_checkpoint(tmp_path, TrainState(step=5), model, optimizer, {})
+    half = tmp_path / "checkpoints" / ".tmp-step-00000010-999"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"partial")
+    assert latest_checkpoint(tmp_path) == good
+    verify_checkpoint(good)
+
+
+def test_only_the_newest_checkpoints_are_kept_and_stale_temporaries_removed(tmp_path, trained):
+    model, optimizer = trained
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".tmp-step-00000001-1").mkdir()
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, TrainState(step=step), model, optimizer, {}, keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000003"]
+
+
+def test_no_checkpoint_means_none(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path, trained, tiny_teacher_dir):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_teacher_dir)
+    with pytest.raises(CheckpointError, match=r"does not fit the student"):
+        load_checkpoint(ckpt, teacher)
+
+
+def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}
