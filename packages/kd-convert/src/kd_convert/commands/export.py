@@ -1,0 +1,89 @@
+"""``kd-convert export``: export a saved student, write its contract, prove parity."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from kd_convert.errors import ExportConfigError
+from kd_convert.pipeline import ExportResult, export_model
+from kd_convert.spec import FORMATS, TOY_LENGTHS, ExportSpec
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``export`` subcommand."""
+    parser = subparsers.add_parser(
+        "export", help="export a student to one format, with contract.json and parity"
+    )
+    parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
+    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    parser.add_argument(
+        "--lengths",
+        default=",".join(map(str, TOY_LENGTHS)),
+        help="enumerated sequence lengths, comma separated (default: %(default)s)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--quantize", choices=["int8"], default=None, help="Core ML only")
+    parser.add_argument("--opset", type=int, default=18, help="ONNX only")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export, print the summary table; exit 1 if parity failed, 0 otherwise."""
+    spec = ExportSpec(
+        args.fmt,
+        seq_lengths=parse_lengths(args.lengths),
+        batch_size=args.batch_size,
+        quantize=args.quantize,
+        opset=args.opset,
+    )
+    result = export_model(args.model_dir, args.out_dir, spec, progress=not args.no_progress)
+    Console().print(summary_table(result))
+    return 1 if result.parity.status == "failed" else 0
+
+
+def parse_lengths(text: str) -> tuple[int, ...]:
+    """Parse ``"64,128"`` into ``(64, 128)``.
+
+    >>> from kd_convert.commands.export import parse_lengths
+    >>> parse_lengths("64, 128")
+    (64, 128)
+    """
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise ExportConfigError(
+            f"--lengths {text!r} must be comma-separated integers, e.g. 64,128,256"
+        ) from exc
+
+
+def summary_table(result: ExportResult) -> Table:
+    """Return the table printed after an export: artifact, timings and parity per length."""
+    contract, parity = result.contract, result.parity
+    table = Table(title=f"kd-convert export: {contract.format} -> {result.artifact}")
+    for column in ("length", "real tokens", "cosine", "max |Δ|", "parity"):
+        table.add_column(column)
+    bound = f"cos >= {parity.threshold.cosine}, max|Δ| <= {parity.threshold.max_abs:g}"
+    for case in parity.results:
+        table.add_row(
+            str(case.length),
+            str(case.n_real),
+            f"{case.cosine:.6f}",
+            f"{case.max_abs:.3g}",
+            "passed" if case.passed else "FAILED",
+        )
+    if not parity.results:
+        table.add_row("all", "-", "-", "-", parity.status)
+    size = sum(p.stat().st_size for p in result.out_dir.rglob("*") if p.is_file())
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    table.caption = (
+        f"parity {parity.status} ({bound}); {len(contract.files)} files, {size / 1e6:.2f} MB; "
+        f"{timings}"
+    )
+    return table

@@ -1,0 +1,209 @@
+"""``contract.json``: what an export promises, and :func:`verify` that it keeps the promise.
+
+A contract records the format, the artifact, the input/output names with dtypes and
+enumerated shapes, the tokenizer fingerprint, SHA-256 of the source weights and of every
+exported file, and the tool versions. ``verify`` re-hashes the files and reads the I/O
+structure back from the artifact itself (ONNX graph, Core ML spec, ...), so a tampered or
+swapped export fails.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kd_train.atomic import atomic_write_text
+
+from kd_convert.errors import ContractError
+from kd_convert.fingerprint import hash_tree
+from kd_convert.formats import format_module
+from kd_convert.formats.base import IOSignature, Shape, TensorSig
+from kd_convert.spec import ExportSpec
+
+CONTRACT_FILE = "contract.json"
+PARITY_FILE = "parity.json"
+SCHEMA_VERSION = 1
+#: Distributions whose versions a contract records, when installed.
+TOOLS = ("kd-convert", "kd-train", "torch", "transformers", "onnx", "onnxscript",
+         "onnxruntime", "coremltools", "numpy")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The promise of one export directory (see the module docstring for each field)."""
+
+    format: str
+    artifact: str
+    inputs: list[TensorSig]
+    outputs: list[TensorSig]
+    seq_lengths: list[int]
+    batch_size: int
+    files: dict[str, str]
+    source_sha256: dict[str, str]
+    tokenizer_fingerprint: str | None
+    tools: dict[str, str]
+    opset: int | None = None
+    quantize: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """Return the contract as indented, key-sorted JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def expected_io(spec: ExportSpec, vocab_size: int) -> tuple[list[TensorSig], list[TensorSig]]:
+    """Return the inputs/outputs every export of ``spec`` must have (int32 in, float32 out)."""
+    shapes: list[Shape] = [list(s) for s in spec.input_shapes()]
+    inputs = [TensorSig(name, "int32", shapes) for name in ("input_ids", "attention_mask")]
+    logits: list[Shape] = [[*s, vocab_size] for s in shapes]
+    return inputs, [TensorSig("logits", "float32", logits)]
+
+
+def build_contract(
+    out_dir: Path,
+    spec: ExportSpec,
+    vocab_size: int,
+    source_sha256: dict[str, str],
+    tokenizer_fingerprint: str | None,
+    opset: int | None = None,
+) -> Contract:
+    """Hash the artifact under ``out_dir`` and return its contract."""
+    inputs, outputs = expected_io(spec, vocab_size)
+    return Contract(
+        format=spec.format,
+        artifact=format_module(spec.format).ARTIFACT,
+        inputs=inputs,
+        outputs=outputs,
+        seq_lengths=list(spec.seq_lengths),
+        batch_size=spec.batch_size,
+        files=hash_tree(out_dir, exclude=(CONTRACT_FILE, PARITY_FILE)),
+        source_sha256=source_sha256,
+        tokenizer_fingerprint=tokenizer_fingerprint,
+        tools=tool_versions(),
+        opset=opset,
+        quantize=spec.quantize,
+    )
+
+
+def tool_versions() -> dict[str, str]:
+    """Return installed versions of :data:`TOOLS` and of Python."""
+    found = {"python": platform.python_version()}
+    for dist in TOOLS:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def write_contract(out_dir: Path, contract: Contract) -> Path:
+    """Write ``contract.json`` into ``out_dir`` atomically; return its path."""
+    path = Path(out_dir) / CONTRACT_FILE
+    atomic_write_text(path, contract.to_json())
+    return path
+
+
+def read_contract(out_dir: str | Path) -> Contract:
+    """Load ``contract.json`` from ``out_dir``.
+
+    Raises:
+        ContractError: missing, not JSON, or missing fields.
+    """
+    path = Path(out_dir) / CONTRACT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["inputs"] = [TensorSig(**t) for t in data["inputs"]]
+        data["outputs"] = [TensorSig(**t) for t in data["outputs"]]
+        return Contract(**data)
+    except FileNotFoundError as exc:
+        raise ContractError(
+            f"{path} does not exist: verify a directory written by 'kd-convert export'"
+        ) from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ContractError(f"{path} is not a valid kd-convert contract: {exc}") from exc
+
+
+def verify(out_dir: str | Path) -> Contract:
+    """Check an export directory against its contract; return the contract if it holds.
+
+    Raises:
+        ContractError: listing every mismatch (hash, missing or extra file, I/O structure).
+    """
+    base = Path(out_dir)
+    contract = read_contract(base)
+    problems = file_problems(base, contract)
+    if not problems:  # structure is only worth reading from files that hash right
+        problems = structure_problems(contract, describe(base, contract))
+    if problems:
+        raise ContractError(
+            f"{base} does not match its contract: " + "; ".join(problems) + "; re-export it"
+        )
+    return contract
+
+
+def describe(out_dir: Path, contract: Contract) -> IOSignature:
+    """Read the I/O signature back from the contract's artifact."""
+    try:
+        signature: IOSignature = format_module(contract.format).describe(
+            out_dir / contract.artifact
+        )
+    except Exception as exc:  # each runtime fails on a corrupt file in its own way
+        raise ContractError(
+            f"{out_dir / contract.artifact} cannot be read as {contract.format}: {exc}"
+        ) from exc
+    return signature
+
+
+def file_problems(out_dir: Path, contract: Contract) -> list[str]:
+    """Compare the files on disk with the contract's SHA-256 list."""
+    actual = hash_tree(out_dir, exclude=(CONTRACT_FILE, PARITY_FILE))
+    problems = [f"{name} is missing" for name in contract.files if name not in actual]
+    problems += [f"{name} is not in the contract" for name in actual if name not in contract.files]
+    problems += [
+        f"{name} has SHA-256 {digest[:12]}..., the contract says {contract.files[name][:12]}..."
+        for name, digest in actual.items()
+        if name in contract.files and digest != contract.files[name]
+    ]
+    return problems
+
+
+def structure_problems(contract: Contract, found: IOSignature) -> list[str]:
+    """Compare the I/O read from the artifact with the contract's."""
+    problems = _compare_tensors("input", contract.inputs, found.inputs)
+    problems += _compare_tensors("output", contract.outputs, found.outputs)
+    problems += [
+        f"input {t.name!r} is int64: device runtimes need int32"
+        for t in found.inputs
+        if t.dtype == "int64"
+    ]
+    if contract.opset is not None and found.opset != contract.opset:
+        problems.append(f"ONNX opset is {found.opset}, the contract says {contract.opset}")
+    return problems
+
+
+def _compare_tensors(kind: str, promised: list[TensorSig], found: list[TensorSig]) -> list[str]:
+    if len(promised) != len(found):
+        return [f"{len(found)} {kind}s found, the contract lists {len(promised)}"]
+    problems = []
+    for want, got in zip(promised, found, strict=True):
+        label = f"{kind} {want.name!r}"
+        if got.name is not None and got.name != want.name:
+            problems.append(f"{label} is named {got.name!r} in the artifact")
+        if got.dtype != want.dtype:
+            problems.append(f"{label} has dtype {got.dtype}, the contract says {want.dtype}")
+        if got.shapes is not None and want.shapes is not None:
+            missing = [s for s in want.shapes if not any(_fits(s, g) for g in got.shapes)]
+            if missing:
+                problems.append(f"{label} does not accept shapes {missing} (it has {got.shapes})")
+    return problems
+
+
+def _fits(shape: Shape, pattern: Shape) -> bool:
+    return len(shape) == len(pattern) and all(
+        p is None or p == d for d, p in zip(shape, pattern, strict=True)
+    )

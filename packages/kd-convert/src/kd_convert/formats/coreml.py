@@ -1,0 +1,129 @@
+"""Core ML through coremltools: an ML program, fp16 compute, enumerated sequence lengths.
+
+Conversion goes from the validated ``torch.export`` program (decomposed to core ATen), not
+from a TorchScript trace: with coremltools 9.0 and numpy 2.x the TorchScript frontend fails on
+the ``aten::Int`` of ``rotate_half``'s ``x.shape[-1] // 2`` (``_cast`` calls ``int()`` on a
+1-element array: "only 0-dimensional arrays can be converted to Python scalars").
+
+Prediction (:func:`load_runner`) exists only on macOS; elsewhere it raises
+:class:`~kd_convert.formats.base.RuntimeUnavailableError` and parity reports "needs macOS".
+Saving, loading the spec and :func:`describe` work everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.export import ExportedProgram
+
+from kd_convert.artifacts import atomic_artifact
+from kd_convert.errors import ConversionError
+from kd_convert.formats.base import (
+    IOSignature,
+    Runner,
+    RuntimeUnavailableError,
+    Shape,
+    TensorSig,
+)
+from kd_convert.spec import ExportSpec
+from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
+
+ARTIFACT = "model.mlpackage"
+#: Oldest OS the package runs on (ML program, fp16 compute, float32 logits output).
+DEPLOYMENT_TARGET = "macOS15"
+_ARRAY_TYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+
+
+def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
+    """Convert ``program`` to an ``.mlpackage`` at ``path`` (int8 weights if asked)."""
+    ct = _coremltools()
+    model = convert(program, spec)
+    if spec.quantize == "int8":
+        config = ct.optimize.coreml.OptimizationConfig(
+            global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
+                mode="linear_symmetric", dtype="int8"
+            )
+        )
+        model = ct.optimize.coreml.linear_quantize_weights(model, config=config)
+    with atomic_artifact(path) as tmp:
+        model.save(str(tmp))
+
+
+def convert(program: ExportedProgram, spec: ExportSpec) -> Any:
+    """Return the ``ct.models.MLModel`` for ``program`` with the spec's enumerated shapes."""
+    ct = _coremltools()
+    shapes = spec.input_shapes()
+
+    def shape() -> Any:
+        if len(shapes) == 1:
+            return tuple(shapes[0])
+        return ct.EnumeratedShapes(shapes=shapes, default=shapes[0])
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "torch X has not been tested with coremltools"
+            return ct.convert(
+                program.run_decompositions({}),
+                inputs=[ct.TensorType(name=n, shape=shape(), dtype=np.int32) for n in INPUT_NAMES],
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in OUTPUT_NAMES],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            )
+    except Exception as exc:  # coremltools raises bare ValueError/NotImplementedError/...
+        raise ConversionError(
+            f"coremltools could not convert the model: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def describe(path: Path) -> IOSignature:
+    """Read I/O names, dtypes and enumerated shapes from the package's model spec."""
+    spec = _coremltools().utils.load_spec(str(path))
+    return IOSignature(
+        [_sig(feature) for feature in spec.description.input],
+        [_sig(feature) for feature in spec.description.output],
+    )
+
+
+def load_runner(path: Path) -> Runner:
+    """Return a runner over ``MLModel.predict`` (macOS only).
+
+    Raises:
+        RuntimeUnavailableError: not on macOS, where Core ML prediction does not exist.
+    """
+    if sys.platform != "darwin":
+        raise RuntimeUnavailableError(
+            f"Core ML prediction needs macOS (this is {sys.platform}); {path} was checked "
+            "structurally only: run parity on a Mac"
+        )
+    model = _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:  # pragma: no cover
+        out = model.predict({"input_ids": input_ids, "attention_mask": attention_mask})
+        return np.asarray(out["logits"], dtype=np.float32)
+
+    return run  # pragma: no cover
+
+
+def _sig(feature: Any) -> TensorSig:
+    array = feature.type.multiArrayType
+    dtype = _ARRAY_TYPES.get(array.dataType, f"coreml:{array.dataType}")
+    enumerated: list[Shape] = [list(s.shape) for s in array.enumeratedShapes.shapes]
+    fixed: list[Shape] = [list(array.shape)] if len(array.shape) else []
+    return TensorSig(feature.name, dtype, enumerated or fixed or None)
+
+
+def _coremltools() -> Any:
+    try:
+        import coremltools
+        import coremltools.optimize  # registers ct.optimize.coreml
+    except ImportError as exc:  # pragma: no cover - the [coreml] extra is not installed
+        raise ConversionError(
+            "Core ML export needs coremltools: pip install 'kd-convert[coreml]'"
+        ) from exc
+    return coremltools

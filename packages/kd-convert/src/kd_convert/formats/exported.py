@@ -1,0 +1,54 @@
+"""``torch.export``: the validated ExportedProgram saved as a ``.pt2`` archive.
+
+With several enumerated lengths the sequence axis is a ``Dim("seq", min, max)``; the
+contract still lists the enumerated lengths, the only ones parity proves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+
+from kd_convert.artifacts import atomic_artifact
+from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
+from kd_convert.spec import ExportSpec
+
+ARTIFACT = "model.pt2"
+
+
+def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
+    """Save ``program`` (already captured and validated) to ``path``."""
+    with atomic_artifact(path) as tmp:
+        torch.export.save(program, tmp)
+
+
+def describe(path: Path) -> IOSignature:
+    """Read user input/output names, dtypes and (symbolic) shapes from the archive."""
+    program = torch.export.load(path)
+    nodes = {node.name: node for node in program.graph.nodes}
+    inputs = [_sig(name, nodes[name].meta["val"]) for name in program.graph_signature.user_inputs]
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    values = output_node.args[0]
+    outputs = [_sig(None, value.meta["val"]) for value in values]
+    return IOSignature(inputs, outputs)
+
+
+def load_runner(path: Path) -> Runner:
+    """Return a runner over ``ExportedProgram.module()``."""
+    module = torch.export.load(path).module()
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        return np.asarray(out.numpy())
+
+    return run
+
+
+def _sig(name: str | None, value: torch.Tensor) -> TensorSig:
+    shape: Shape = [d if isinstance(d, int) else None for d in value.shape]
+    return TensorSig(name, dtype_name(value.dtype), [shape])

@@ -1,0 +1,68 @@
+"""ONNX via ``torch.onnx.export(dynamo=True)`` from the validated program; run in onnxruntime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+
+from kd_convert.artifacts import atomic_artifact
+from kd_convert.errors import ConversionError
+from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
+from kd_convert.spec import ExportSpec
+from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
+
+ARTIFACT = "model.onnx"
+
+
+def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
+    """Translate ``program`` to ONNX at ``spec.opset`` and save it to ``path``."""
+    try:
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            opset_version=spec.opset,
+            verbose=False,
+        )
+    except Exception as exc:  # torch.onnx raises its own and torch's errors
+        raise ConversionError(f"torch.onnx could not export the model: {exc}") from exc
+    if onnx_program is None:  # pragma: no cover - only for legacy TorchScript-based export
+        raise ConversionError("torch.onnx.export returned no program; use dynamo=True")
+    with atomic_artifact(path) as tmp:
+        onnx_program.save(str(tmp))
+
+
+def describe(path: Path) -> IOSignature:
+    """Read graph inputs/outputs and the default-domain opset from the ONNX file."""
+    model = onnx.load(str(path), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return IOSignature(
+        [_sig(value) for value in model.graph.input],
+        [_sig(value) for value in model.graph.output],
+        opset=int(opset),
+    )
+
+
+def load_runner(path: Path) -> Runner:
+    """Return a runner over an onnxruntime CPU session."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return np.asarray(session.run(list(OUTPUT_NAMES), feeds)[0])
+
+    return run
+
+
+def _sig(value: onnx.ValueInfoProto) -> TensorSig:
+    tensor = value.type.tensor_type
+    shape: Shape = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    dtype = dtype_name(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+    return TensorSig(value.name, dtype, [shape])

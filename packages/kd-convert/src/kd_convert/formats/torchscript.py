@@ -1,0 +1,71 @@
+"""TorchScript: ``torch.jit.trace`` of the export wrapper, saved with ``torch.jit.save``.
+
+The trace records sizes as graph values, so one trace at the smallest enumerated length
+runs at every enumerated length (golden-vector parity checks each one). A saved script
+module keeps input names but not dtypes, so the traced dtypes are stored inside the archive
+as the extra file :data:`IO_FILE` and :func:`describe` reads them from there.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import ExportedProgram
+
+from kd_convert.artifacts import atomic_artifact
+from kd_convert.formats.base import IOSignature, Runner, TensorSig, dtype_name
+from kd_convert.spec import ExportSpec
+from kd_convert.validate import example_inputs
+
+ARTIFACT = "model.ts"
+#: Name of the extra file inside the archive that records traced input/output dtypes.
+IO_FILE = "kd_convert_io.json"
+
+
+def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
+    """Trace ``wrapper`` on int32 example inputs and save the script module to ``path``."""
+    inputs = example_inputs(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still supported
+        traced = torch.jit.trace(wrapper, inputs, check_trace=False)
+    with torch.no_grad():
+        output = traced(*inputs)
+    io = {
+        "inputs": [dtype_name(t.dtype) for t in inputs],
+        "outputs": [dtype_name(output.dtype)],
+        "batch": spec.batch_size,
+    }
+    with atomic_artifact(path) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={IO_FILE: json.dumps(io)})
+
+
+def describe(path: Path) -> IOSignature:
+    """Read input names (forward schema) and traced dtypes/shapes back from the file."""
+    extra = {IO_FILE: ""}
+    module = torch.jit.load(str(path), _extra_files=extra)
+    io = json.loads(extra[IO_FILE] or "{}")
+    names = [arg.name for arg in module.forward.schema.arguments[1:]]
+    dtypes = io.get("inputs") or ["unknown"] * len(names)
+    inputs = [
+        TensorSig(name, dtype, [[io.get("batch"), None]])
+        for name, dtype in zip(names, dtypes, strict=False)
+    ]
+    outputs = [TensorSig(None, dtype, None) for dtype in io.get("outputs", ["unknown"])]
+    return IOSignature(inputs, outputs)
+
+
+def load_runner(path: Path) -> Runner:
+    """Return a runner over the loaded script module (CPU)."""
+    module = torch.jit.load(str(path))
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
+        return np.asarray(out.numpy())
+
+    return run

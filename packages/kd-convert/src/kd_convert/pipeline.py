@@ -1,0 +1,120 @@
+"""One export, start to finish: load, validate, convert, contract, parity.
+
+>>> import tempfile
+>>> from kd_train.testing import save_tiny_llama
+>>> from kd_convert.pipeline import export_model
+>>> from kd_convert.spec import ExportSpec
+>>> model_dir = save_tiny_llama(tempfile.mkdtemp())
+>>> result = export_model(model_dir, tempfile.mkdtemp(), ExportSpec("exported", (8, 16)))
+>>> result.parity.status
+'passed'
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kd_train.atomic import atomic_write_text
+from tqdm import tqdm
+
+from kd_convert.contract import PARITY_FILE, Contract, build_contract, write_contract
+from kd_convert.errors import ConversionError, ExportConfigError, ValidationError
+from kd_convert.fingerprint import source_fingerprint, tokenizer_fingerprint
+from kd_convert.formats import format_module
+from kd_convert.formats.base import RuntimeUnavailableError
+from kd_convert.parity import ParityReport, check_parity, golden_cases, needs_macos
+from kd_convert.spec import ExportSpec
+from kd_convert.validate import validate
+from kd_convert.wrapper import ExportWrapper, load_student
+
+STAGES = ("load", "validate", "convert", "contract", "parity")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_model` produced: paths, contract, parity and seconds per stage."""
+
+    out_dir: Path
+    artifact: Path
+    contract: Contract
+    parity: ParityReport
+    seconds: dict[str, float]
+
+
+def export_model(
+    model_dir: str | Path, out_dir: str | Path, spec: ExportSpec, *, progress: bool = False
+) -> ExportResult:
+    """Export the student saved in ``model_dir`` to ``out_dir`` as ``spec.format``.
+
+    Writes the artifact, ``contract.json`` and ``parity.json`` (all atomically).
+
+    Raises:
+        UnsupportedModelError: the model cannot be loaded or driven by the wrapper.
+        ValidationError: a pre-conversion check failed (nothing is written).
+        ConversionError: the converter failed.
+    """
+    out = Path(out_dir)
+    module = format_module(spec.format)
+    seconds: dict[str, float] = {}
+    with tqdm(total=len(STAGES), desc=f"export {spec.format}", disable=not progress) as bar:
+
+        @contextmanager
+        def stage(name: str) -> Iterator[None]:
+            bar.set_postfix_str(name)
+            start = time.perf_counter()
+            yield
+            seconds[name] = time.perf_counter() - start
+            bar.update()
+
+        with stage("load"):
+            model = load_student(model_dir)
+            _check_lengths(spec, model.config.max_position_embeddings)
+            wrapper = ExportWrapper(model)
+        with stage("validate"):
+            program = validate(wrapper, spec)
+        with stage("convert"):
+            artifact = out / module.ARTIFACT
+            module.export(wrapper, program, spec, artifact)
+        with stage("contract"):
+            opset = module.describe(artifact).opset if spec.format == "onnx" else None
+            contract = build_contract(
+                out,
+                spec,
+                model.config.vocab_size,
+                source_fingerprint(model_dir),
+                tokenizer_fingerprint(model_dir),
+                opset=opset,
+            )
+            write_contract(out, contract)
+        with stage("parity"):
+            parity = run_parity(model, artifact, spec, model.config.pad_token_id)
+            atomic_write_text(out / PARITY_FILE, json.dumps(parity.to_json(), indent=2) + "\n")
+    return ExportResult(out, artifact, contract, parity, seconds)
+
+
+def run_parity(model: object, artifact: Path, spec: ExportSpec, pad_id: int | None) -> ParityReport:
+    """Golden-vector parity of ``artifact`` against ``model`` ("needs macOS" where it can't run)."""
+    try:
+        runner = format_module(spec.format).load_runner(artifact)
+    except RuntimeUnavailableError as exc:
+        return needs_macos(spec, str(exc))
+    vocab = model.config.vocab_size  # type: ignore[attr-defined]
+    cases = golden_cases(spec, vocab, pad_id if pad_id is not None else 0)
+    return check_parity(model, runner, spec, cases)  # type: ignore[arg-type]
+
+
+def _check_lengths(spec: ExportSpec, max_positions: int) -> None:
+    too_long = [n for n in spec.seq_lengths if n > max_positions]
+    if too_long:
+        raise ExportConfigError(
+            f"sequence lengths {too_long} exceed the model's max_position_embeddings "
+            f"({max_positions}): choose lengths <= {max_positions}"
+        )
+
+
+__all__ = ["ConversionError", "ExportResult", "ValidationError", "export_model", "run_parity"]
