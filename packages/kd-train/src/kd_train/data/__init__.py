@@ -1,7 +1,8 @@
 """KD datasets: the record schema, streaming JSONL I/O, validation and tokenization.
 
-- :mod:`kd_train.data.schema`: :class:`KDRecord` and its parts.
-- :mod:`kd_train.data.validate`: one line to one record, or a :class:`DataValidationError`.
+- :mod:`kd_train.data.schema`: :class:`~kd_train.data.schema.KDRecord` and its parts.
+- :mod:`kd_train.data.validate`: one line to one record, or a
+  :class:`~kd_train.data.errors.DataValidationError`.
 - :mod:`kd_train.data.jsonl`: streaming reader, atomic writer.
 - :mod:`kd_train.data.quarantine`: whole-file validation, strict or with a quarantine file.
 - :mod:`kd_train.data.tokenization`: records to ids, labels, span masks and teacher top-k.

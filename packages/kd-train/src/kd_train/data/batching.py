@@ -173,7 +173,7 @@ def next_token_view(logits: torch.Tensor, batch: Batch) -> NextTokenView:
     """Align the model's ``logits [B, T, V]`` with the batch's targets (shift by one).
 
     A teacher run in the loop on the same ``input_ids`` gives logits (or a
-    :class:`~kd_train.teachers.base.TopK`) aligned like the student's: shift them the same
+    ``TopK``) aligned like the student's: shift them the same
     way, ``teacher[:, :-1]``.
 
     Raises:

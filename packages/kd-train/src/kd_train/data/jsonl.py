@@ -36,7 +36,7 @@ from kd_train.data.errors import DataValidationError
 from kd_train.data.schema import KDRecord
 from kd_train.data.validate import check_dict, parse_line
 
-#: What a reader accepts: a path, or a binary file object opened by the caller.
+# What a reader accepts: a path, or a binary file object opened by the caller.
 Source = str | Path | IO[bytes]
 
 
@@ -89,7 +89,11 @@ class IdRegistry:
         self._first_line: dict[str, int] = {}
 
     def add(self, record_id: str, line: int) -> None:
-        """Remember ``record_id``; raise :class:`DataValidationError` if it was seen before."""
+        """Remember ``record_id``; raise if it was seen on an earlier line.
+
+        Raises:
+            DataValidationError: a duplicate id (the message names both lines).
+        """
         first = self._first_line.setdefault(record_id, line)
         if first != line:
             raise DataValidationError(

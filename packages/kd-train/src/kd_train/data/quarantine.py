@@ -38,7 +38,6 @@ import contextlib
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +73,8 @@ class ValidationReport:
         rows: lines read (blank lines included).
         accepted: valid rows.
         quarantined: rejected rows (written to the quarantine file in quarantine mode).
-        by_code: rejected rows per :attr:`DataValidationError.code`.
+        by_code: rejected rows per
+            :attr:`~kd_train.data.errors.DataValidationError.code`.
         examples: the first :data:`MAX_EXAMPLES` rejection messages.
         quarantine_path: where rejected rows went, or ``None`` in strict mode.
     """
@@ -84,19 +84,19 @@ class ValidationReport:
     rows: int = 0
     accepted: int = 0
     quarantined: int = 0
-    by_code: Counter[str] = field(default_factory=Counter)
+    by_code: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)
     quarantine_path: str | None = None
 
     @property
     def blank_lines(self) -> int:
         """How many rejected rows were blank lines."""
-        return self.by_code["blank_line"]
+        return self.by_code.get("blank_line", 0)
 
     def reject(self, error: DataValidationError) -> None:
         """Count ``error``'s row as rejected."""
         self.quarantined += 1
-        self.by_code[error.code] += 1
+        self.by_code[error.code] = self.by_code.get(error.code, 0) + 1
         if len(self.examples) < MAX_EXAMPLES:
             self.examples.append(str(error))
 

@@ -9,10 +9,11 @@ separately, without special tokens, so the boundary between them is a token boun
 ``bos``/``eos`` are added when :class:`TokenizeConfig` says so and the tokenizer has them.
 
 **Labels are not shifted.** ``labels[t]`` is the token *at* position ``t``, as in
-``transformers``: the model's ``logits[t - 1]`` predict it. :func:`next_token_view` returns
-the aligned pairs ``(logits[:, :-1], labels[:, 1:], span_masks[:, 1:], teacher[:, 1:])``
-that the losses take. Everything per-token in an :class:`Example` (span masks, teacher
-top-k) sits at the same positions as ``labels``.
+``transformers``: the model's ``logits[t - 1]`` predict it.
+:func:`~kd_train.data.batching.next_token_view` returns the aligned pairs
+``(logits[:, :-1], labels[:, 1:], span_masks[:, 1:], teacher[:, 1:])`` that the losses take.
+Everything per-token in an :class:`Example` (span masks, teacher top-k) sits at the same
+positions as ``labels``.
 
 **Spans.** A completion token belongs to a span ``[start, end)`` (characters of the
 completion) when its character range ``[a, b)`` from the tokenizer's ``offset_mapping``
@@ -25,7 +26,7 @@ exactly as many rows as the completion has tokens with this tokenizer (a clear
 :class:`TokenizationError` otherwise). Row ``i`` goes to the position of completion token
 ``i`` (ids ``int64 [T, k]``, log-probs ``float32 [T, k]``); ``teacher_mask`` is true there.
 
-**Truncation** (``max_length``), by :attr:`TokenizeConfig.truncation`:
+**Truncation** (``max_length``), by ``TokenizeConfig.truncation``:
 ``"truncate"`` keeps the prompt and cuts the end of the completion (no ``eos`` is added to
 a cut sequence; the example is marked ``truncated``), and raises
 :class:`SequenceTooLongError` when the prompt leaves no room for one completion token;
