@@ -190,7 +190,7 @@ class DistillationLoss(nn.Module):
             total, terms = chunked_linear_loss(
                 hidden, lm_head_weight, lm_head_bias, rows, chunk_fn, self.config.chunk_size
             )
-            out = {name: (value / denom).float() for name, value in terms.items()}
+            out = {name: value / denom for name, value in terms.items()}
         else:
             raise LossArgumentError(
                 "pass student_logits [B, T, V], or student_hidden [B, T, H] with lm_head_weight"
@@ -204,7 +204,7 @@ class DistillationLoss(nn.Module):
                 )
             out["hidden"] = self.hidden(student_layers, teacher_layers, keep, denom)
             loss = loss + weights["hidden"] * out["hidden"]
-        out["loss"] = loss.float()
+        out["loss"] = loss
         return out
 
     def _span_rows(

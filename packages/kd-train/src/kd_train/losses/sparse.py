@@ -116,6 +116,9 @@ def bucket_log_probs(
     s_tail = safe_logsumexp(s_full.scatter(-1, ids, -math.inf))
     covered = safe_logsumexp(t_top).clamp(max=0.0)
     t_tail = torch.log(-torch.expm1(covered))
+    # When the top-k lists every student id there is no tail: what is left of the teacher's
+    # mass is rounding, and matching it against an exact zero would make the KL infinite.
+    t_tail = t_tail.masked_fill(torch.isneginf(s_tail), -math.inf)
     s_b = torch.cat([s_top, s_tail.unsqueeze(-1)], dim=-1)
     t_b = torch.cat([t_top, t_tail.unsqueeze(-1)], dim=-1)
     return s_b, torch.log_softmax(t_b / temperature, dim=-1)

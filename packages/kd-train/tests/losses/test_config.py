@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import pytest
+from kd_train.losses import LinearWarmup, LossConfig
+
+
+def test_from_dict_builds_a_typed_config() -> None:
+    cfg = LossConfig.from_dict(
+        {
+            "divergence": "skew_reverse_kl",
+            "skew": 0.2,
+            "temperature": 2,
+            "t2_scale": False,
+            "chunk_size": 256,
+            "weights": {"kd": 1, "ce": {"start": 0.0, "end": 0.5, "warmup_steps": 10}},
+        }
+    )
+    assert cfg.divergence == "skew_reverse_kl"
+    assert cfg.temperature == 2.0
+    assert cfg.weights["ce"] == LinearWarmup(0.0, 0.5, 10, 0)
+    assert cfg.chunk_size == 256
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"temprature": 1.0}, "loss.temprature: unknown key; allowed keys: beta,"),
+        ({"divergence": "kl"}, "loss.divergence: must be one of forward_kl, reverse_kl, jsd"),
+        ({"beta": 1.5}, "loss.beta: must be >= 0.0 and <= 1.0, got 1.5"),
+        ({"temperature": -1}, "loss.temperature: must be > 0.0, got -1"),
+        ({"temperature": "hot"}, "loss.temperature: must be a number, got 'hot'"),
+        ({"t2_scale": 1}, "loss.t2_scale: must be true or false, got 1"),
+        ({"chunk_size": 0}, "loss.chunk_size: must be >= 1, got 0"),
+        ({"weights": {"kdd": 1.0}}, "loss.weights.kdd: unknown key; allowed keys:"),
+        ({"weights": {"kd": -1.0}}, "loss.weights.kd: must be >= 0.0, got -1.0"),
+        ({"weights": {"ce": {"warmup": 5}}}, "loss.weights.ce.warmup: unknown key"),
+        ({"weights": {"ce": {"warmup_steps": -5}}}, "loss.weights.ce.warmup_steps: must be >= 0"),
+        ({"vocab_policy": "pad"}, "loss.vocab_policy: must be one of error, truncate; got 'pad'"),
+        ({"hidden": {"layer_map": [[1, 2]]}}, "loss.weights: 'hidden' is configured but has no"),
+        ({"weights": {"hidden": 1.0}}, "loss.hidden: required when loss.weights has 'hidden'"),
+        (
+            {"weights": {"hidden": 1.0}, "hidden": {"layer_map": [[1]]}},
+            "loss.hidden.layer_map[0]: must be a pair of integers, got [1]",
+        ),
+        ({"weights": {"hidden": 1.0}, "hidden": {"layer_map": []}}, "loss.hidden.layer_map: must"),
+        ([1, 2], "loss: must be a table/mapping, got list"),
+    ],
+)
+def test_invalid_config_names_the_key_path(data: object, needle: str) -> None:
+    with pytest.raises(ValueError, match=r".") as info:
+        LossConfig.from_dict(data)  # type: ignore[arg-type]
+    assert needle in str(info.value)
+
+
+def test_hidden_config_is_parsed() -> None:
+    cfg = LossConfig.from_dict(
+        {"weights": {"hidden": 0.1}, "hidden": {"layer_map": [[1, 2], [2, 4]], "kind": "cosine"}}
+    )
+    assert cfg.hidden is not None
+    assert cfg.hidden.layer_map == ((1, 2), (2, 4))
+    assert cfg.hidden.kind == "cosine"

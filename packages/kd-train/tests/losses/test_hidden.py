@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from kd_train.losses import HiddenStateLoss
+
+
+def test_mse_matches_reference_on_counted_positions() -> None:
+    loss = HiddenStateLoss(3, 5, [(0, 1)], kind="mse").double()
+    s = [torch.randn(1, 4, 3, dtype=torch.float64)]
+    t = [torch.zeros(1, 4, 5, dtype=torch.float64), torch.randn(1, 4, 5, dtype=torch.float64)]
+    mask = torch.tensor([[True, False, True, True]])
+    proj = loss.projections[0].weight
+    diff = s[0][0] @ proj.T - t[1][0]
+    expected = diff.pow(2).mean(-1)[mask[0]].sum() / 3
+    torch.testing.assert_close(loss(s, t, mask, torch.tensor(3.0)), expected.float())
+
+
+def test_cosine_is_zero_for_aligned_states() -> None:
+    loss = HiddenStateLoss(2, 2, [(0, 0)], kind="cosine")
+    with torch.no_grad():
+        loss.projections[0].weight.copy_(torch.eye(2))
+    h = [torch.randn(1, 3, 2)]
+    value = loss(h, [h[0] * 3.0], torch.ones(1, 3, dtype=torch.bool), torch.tensor(3.0))
+    assert abs(float(value)) < 1e-6
+
+
+def test_missing_layer_raises_naming_the_side() -> None:
+    loss = HiddenStateLoss(2, 2, [(0, 5)])
+    with pytest.raises(ValueError, match=r"asks for teacher layer 5 but the teacher returned 1"):
+        loss(
+            [torch.zeros(1, 1, 2)],
+            [torch.zeros(1, 1, 2)],
+            torch.ones(1, 1, dtype=torch.bool),
+            torch.tensor(1.0),
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [((2, 2, [(0, 0)], "l1"), "hidden kind must be one of mse, cosine"), ((2, 2, []), "layer_map")],
+)
+def test_invalid_construction_raises(args: tuple, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        HiddenStateLoss(*args)
