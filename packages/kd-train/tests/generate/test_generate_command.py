@@ -1,0 +1,90 @@
+import json
+
+from kd_train.cli import main
+from kd_train.store import open_store, sqlite_url
+
+KEY = "sk-cli-secret-0123"
+
+
+def run_cli(server, prompts_file, tmp_path, *extra):
+    return main(
+        [
+            "generate",
+            "--prompts",
+            str(prompts_file),
+            "--out",
+            str(tmp_path / "run" / "out.jsonl"),
+            "--base-url",
+            server.base_url,
+            "--model",
+            "tiny",
+            "--max-tokens",
+            "2",
+            "--top-logprobs",
+            "2",
+            "--price-per-1k-prompt",
+            "1",
+            "--price-per-1k-completion",
+            "1",
+            "--retry-base-delay",
+            "0",
+            "--no-progress",
+            *extra,
+        ]
+    )
+
+
+def test_generate_writes_records_and_prints_a_summary(server, prompts_file, tmp_path, capsys):
+    assert run_cli(server, prompts_file, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "paid requests    6" in out
+    assert (tmp_path / "run" / "kd-store.sqlite").is_file()
+    assert len((tmp_path / "run" / "out.jsonl").read_text().splitlines()) == 6
+
+
+def test_second_run_pays_nothing(server, prompts_file, tmp_path, capsys):
+    run_cli(server, prompts_file, tmp_path)
+    capsys.readouterr()
+    assert run_cli(server, prompts_file, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "already written  6" in out
+    assert "paid requests    0" in out
+    assert server.counts["ok"] == 6
+
+
+def test_budget_stop_exits_3_with_a_clear_message(server, prompts_file, tmp_path, capsys):
+    assert run_cli(server, prompts_file, tmp_path, "--budget", "0.001") == 3
+    assert "budget 'default' exhausted" in capsys.readouterr().err
+
+
+def test_missing_key_variable_exits_2_naming_it(
+    server, prompts_file, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("KD_NO_SUCH_KEY", raising=False)
+    assert run_cli(server, prompts_file, tmp_path, "--api-key-env", "KD_NO_SUCH_KEY") == 2
+    assert "KD_NO_SUCH_KEY" in capsys.readouterr().err
+
+
+def test_key_from_env_is_used_and_never_printed(
+    tiny_teacher_dir, prompts_file, tmp_path, capsys, monkeypatch
+):
+    from kd_train.testing_http import LoopbackTeacherServer
+
+    monkeypatch.setenv("KD_TEST_KEY", KEY)
+    with LoopbackTeacherServer(tiny_teacher_dir, api_key=KEY) as server:
+        code = run_cli(server, prompts_file, tmp_path, "--api-key-env", "KD_TEST_KEY")
+    captured = capsys.readouterr()
+    assert code == 0
+    assert KEY not in captured.out + captured.err
+    for path in (tmp_path / "run").iterdir():
+        assert KEY.encode() not in path.read_bytes()
+
+
+def test_config_file_values_are_used_and_flags_win(server, prompts_file, tmp_path, capsys):
+    config = tmp_path / "gen.yaml"
+    config.write_text(json.dumps({"budget_name": "from-file", "budget": 0.0}))
+    assert run_cli(server, prompts_file, tmp_path, "--config", str(config), "--budget", "5") == 0
+    assert "budget           $5.000000" in capsys.readouterr().out
+    store = open_store(sqlite_url(tmp_path / "run" / "kd-store.sqlite"))
+    assert store.ledger.status("from-file").cap_nanos == 5 * 10**9
+    store.close()

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+from kd_train.errors import KDTrainError
+from kd_train.generate.config import generate_config, load_config_file
+from kd_train.store import sqlite_url
+
+BASE = {"prompts": "p.jsonl", "out": "o/out.jsonl", "base_url": "http://h/v1", "model": "m"}
+
+
+def test_config_defaults_store_to_sqlite_next_to_output():
+    cfg = generate_config(dict(BASE), "flags")
+    assert cfg.store_url == sqlite_url(Path("o") / "kd-store.sqlite")
+
+
+def test_retry_settings_reach_the_teacher_config():
+    cfg = generate_config({**BASE, "retry": {"max_attempts": 2, "base_delay": 0.0}}, "flags")
+    assert (cfg.teacher.retry.max_attempts, cfg.teacher.retry.base_delay) == (2, 0.0)
+
+
+def test_public_config_names_the_key_variable_not_the_key():
+    cfg = generate_config({**BASE, "api_key_env": "MY_KEY"}, "flags")
+    assert cfg.public()["api_key_env"] == "MY_KEY"
+    assert "api_key" not in cfg.public()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"colour": "red"}, "unknown keys \\['colour'\\]"),
+        ({"model": None}, "'model' is required"),
+        ({"retry": {"tries": 3}}, "'retry' takes only"),
+        ({"concurrency": 0}, "concurrency must be >= 1"),
+        ({"max_tokens": "many"}, "invalid teacher settings"),
+    ],
+)
+def test_invalid_config_is_refused_naming_the_key(change, message):
+    with pytest.raises(KDTrainError, match=message):
+        generate_config({**BASE, **change}, "gen.yaml")
+
+
+def test_yaml_and_toml_files_load_to_the_same_mapping(tmp_path):
+    (tmp_path / "a.yaml").write_text("model: m\nretry:\n  max_attempts: 2\n")
+    (tmp_path / "a.toml").write_text('model = "m"\n[retry]\nmax_attempts = 2\n')
+    assert load_config_file(tmp_path / "a.yaml") == load_config_file(tmp_path / "a.toml")
+
+
+@pytest.mark.parametrize(("name", "text"), [("a.yaml", "- 1\n"), ("a.toml", "x = [")])
+def test_unparsable_or_non_mapping_config_is_an_input_error(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(KDTrainError, match=name):
+        load_config_file(tmp_path / name)
