@@ -95,3 +95,18 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op when not distributed)."""
     if ctx.world_size > 1:
         dist.barrier()
+
+
+def replica_digests(model: torch.nn.Module, ctx: DistContext) -> list[str]:
+    """SHA-256 of every rank's parameters, in rank order (DDP replicas must be identical)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    mine = digest.hexdigest()
+    if ctx.world_size == 1:
+        return [mine]
+    gathered: list[str | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, mine)
+    return [str(d) for d in gathered]

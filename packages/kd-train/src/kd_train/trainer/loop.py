@@ -217,9 +217,10 @@ def train(
 
     # ---- save --------------------------------------------------------------------------
     student_dir = run_dir / "student"
+    digests = distributed.replica_digests(student, ctx)
     if ctx.is_main:
         save_student(student, tokenizer, student_dir)
-        write_run_manifest(run_dir, config, state, tokenizer)
+        write_run_manifest(run_dir, config, state, tokenizer, replica_sha256=digests)
     distributed.barrier(ctx)
     distributed.shutdown(ctx)
     return TrainResult(run_dir, student_dir, state, row)

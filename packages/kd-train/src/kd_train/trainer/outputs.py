@@ -70,9 +70,17 @@ def git_commit(directory: Path) -> str | None:
 
 
 def write_run_manifest(
-    run_dir: Path, config: RunConfig, state: TrainState, tokenizer: Any
+    run_dir: Path,
+    config: RunConfig,
+    state: TrainState,
+    tokenizer: Any,
+    replica_sha256: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write ``run_dir/run_manifest.json`` atomically and return its content."""
+    """Write ``run_dir/run_manifest.json`` atomically and return its content.
+
+    ``replica_sha256`` holds the SHA-256 of every rank's final weights (one entry per
+    process; all equal in a healthy DDP run).
+    """
     datasets = {"train": config.data.train}
     if config.data.eval is not None:
         datasets["eval"] = config.data.eval
@@ -83,6 +91,7 @@ def write_run_manifest(
         "packages": installed_versions(),
         "git_commit": git_commit(Path.cwd()),
         "state": dataclasses.asdict(state),
+        "replica_sha256": replica_sha256 or [],
     }
     atomic_write_text(Path(run_dir) / "run_manifest.json", json.dumps(manifest, indent=2))
     return manifest
