@@ -1,7 +1,278 @@
-"""Entry point of the mutation gate: fails until the gate is built."""
+"""``python -m qa.mutation [--module M ...] [--quick --base REF]``: the mutation gate.
 
+For each critical module in ``[mutation.modules]`` of ``qa/gates.toml``: copy the packages
+to a temp dir (mutatest writes mutated bytecode into ``__pycache__``; the working tree is
+never touched), run mutatest in full mode (``-m f``) through ``qa/mutation/shim.py`` with the
+module's fast tests, parse the report, print the score and every surviving mutant
+(file:line:col, original -> mutation), append the score to ``qa/mutation/history.jsonl`` and
+compare it with the module's floor.
+
+``--quick`` (pull requests) mutates only the critical files changed since ``--base`` and
+keeps no history. mutatest runs with its own Python: ``$KD_MUTATEST_PYTHON`` (set by the nox
+sessions), else this interpreter if it can import mutatest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa import gates, summary
+from qa.mutation import history
+from qa.mutation.report import Counts, Report, parse
+
+SHIM = Path(__file__).resolve().parent / "shim.py"
+IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", "*.pyc")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict on one module."""
+
+    module: str
+    status: str  # ok, BELOW FLOOR, PENDING, MISSING, ERROR, NOTHING CHANGED
+    floor: float
+    report: Report | None = None
+    note: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """True when this module fails the gate."""
+        return self.status in ("BELOW FLOOR", "MISSING", "ERROR")
+
+
+def mutatest_python() -> str:
+    """The interpreter that has mutatest 3.1.0 installed."""
+    exe = os.environ.get("KD_MUTATEST_PYTHON")
+    if exe:
+        return exe
+    if importlib.util.find_spec("mutatest") is not None:
+        return sys.executable
+    raise SystemExit(
+        "qa.mutation: mutatest not found: run `nox -s mutation` (it builds mutatest's venv), "
+        "or set KD_MUTATEST_PYTHON to a Python with mutatest==3.1.0"
+    )
+
+
+def copy_tree(root: Path, dest: Path) -> None:
+    """Copy what the tests need (packages, root conftest and pytest config) to ``dest``."""
+    shutil.copytree(root / "packages", dest / "packages", ignore=IGNORE)
+    for name in ("conftest.py", "pyproject.toml"):
+        if (root / name).exists():
+            shutil.copy2(root / name, dest / name)
+
+
+def changed_files(base: str, root: Path = gates.ROOT) -> list[str]:
+    """Python files changed between ``base`` and the working tree."""
+    proc = subprocess.run(
+        ["git", "diff", "--name-only", base, "--", "packages"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"qa.mutation: git diff against {base!r} failed: {proc.stderr.strip()}")
+    return sorted(f for f in proc.stdout.split() if f.endswith(".py"))
+
+
+def mutatest_args(
+    target: str, tests: list[str], nlocations: int, cfg: gates.MutationGates, out: Path
+) -> list[str]:
+    """The mutatest command line for one target (file or folder) and its tests."""
+    testcmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    return [
+        "-s",
+        target,
+        "-t",
+        shlex.join([*testcmd, *tests]),
+        "-m",
+        "f",
+        "-n",
+        str(nlocations),
+        "--rseed",
+        str(cfg.seed),
+        "--timeout_factor",
+        str(cfg.timeout_factor),
+        "--nocov",
+        "-o",
+        str(out),
+    ]
+
+
+def run_target(
+    copy: Path,
+    target: str,
+    tests: list[str],
+    nlocations: int,
+    cfg: gates.MutationGates,
+    out: Path,
+    budget_s: float,
+) -> Report:
+    """Run mutatest on ``target`` inside the copy; raise TimeoutError past the budget."""
+    env = dict(os.environ)
+    srcs = [str(p) for p in sorted((copy / "packages").glob("*/src"))]
+    env["PYTHONPATH"] = os.pathsep.join([*srcs, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    cmd = [mutatest_python(), str(SHIM), *mutatest_args(target, tests, nlocations, cfg, out)]
+    print("+", shlex.join(cmd), flush=True)
+    log = out.with_suffix(".log")
+    with log.open("w", encoding="utf-8") as fh:
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd=copy,
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=budget_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise TimeoutError(f"over its budget of {budget_s / 60:.1f} min (see {log})") from exc
+    if proc.returncode != 0 or not out.exists():
+        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
+        raise RuntimeError(f"mutatest exited {proc.returncode}; log {log}:\n{tail}")
+    return parse(out.read_text(encoding="utf-8"))
+
+
+def merge(reports: list[Report]) -> Report:
+    """Sum the counts and survivors of several runs (quick mode: one per changed file)."""
+    c = [r.counts for r in reports]
+    return Report(
+        Counts(
+            detected=sum(x.detected for x in c),
+            survived=sum(x.survived for x in c),
+            timeout=sum(x.timeout for x in c),
+            errors=sum(x.errors for x in c),
+            unknown=sum(x.unknown for x in c),
+        ),
+        [m for r in reports for m in r.survivors],
+    )
+
+
+def check_module(
+    mod: gates.MutationModule,
+    cfg: gates.MutationGates,
+    copy: Path,
+    outdir: Path,
+    changed: list[str] | None,
+    budget_s: float,
+    root: Path = gates.ROOT,
+) -> Outcome:
+    """Mutate one module (or its changed files) and judge the score against the floor."""
+    path = gates.module_path(mod.name, root)
+    if path is None:
+        if mod.pending:
+            return Outcome(mod.name, "PENDING", mod.score, note="not written yet")
+        return Outcome(mod.name, "MISSING", mod.score, note=f"no source for {mod.name}")
+    rel = path.relative_to(root).as_posix()
+    if changed is None:
+        targets = [rel]
+    else:
+        targets = [f for f in changed if f == rel or f.startswith(rel + "/")]
+        if not targets:
+            return Outcome(mod.name, "NOTHING CHANGED", mod.score)
+    missing_tests = [t for t in mod.tests if not (root / t).exists()]
+    if missing_tests:
+        return Outcome(mod.name, "ERROR", mod.score, note=f"no tests at {missing_tests}")
+    reports = []
+    deadline = time.monotonic() + budget_s
+    try:
+        for i, target in enumerate(targets):
+            out = outdir / f"{mod.name}.{i}.rst"
+            left = deadline - time.monotonic()
+            reports.append(
+                run_target(copy, target, list(mod.tests), mod.nlocations, cfg, out, left)
+            )
+    except (TimeoutError, RuntimeError) as exc:
+        return Outcome(mod.name, "ERROR", mod.score, note=str(exc))
+    report = merge(reports)
+    score = report.counts.score
+    if score is None:
+        return Outcome(mod.name, "ERROR", mod.score, report, "no mutant was judged")
+    status = "ok" if score >= mod.score else "BELOW FLOOR"
+    note = f"RAISE floor to {int(score)}" if int(score) > mod.score else ""
+    if mod.pending:
+        note = "; ".join(n for n in (note, "landed: remove `pending`") if n)
+    return Outcome(mod.name, status, mod.score, report, note)
+
+
+def print_outcome(o: Outcome) -> None:
+    """Score, floor, verdict, then every surviving mutant."""
+    score = (
+        "-"
+        if o.report is None or o.report.counts.score is None
+        else (f"{o.report.counts.score:.1f}%")
+    )
+    counts = "" if o.report is None else f" {o.report.counts}"
+    print(f"{o.module:32s} {score:>7s} floor {o.floor:.0f}%  {o.status}{counts}")
+    if o.note:
+        print(f"    {o.note}")
+    for m in [] if o.report is None else o.report.survivors:
+        print(f"    SURVIVED {m.describe()}")
+
+
+def main(argv: list[str]) -> int:
+    """Run the gate; 0 when every module is at or above its floor."""
+    parser = argparse.ArgumentParser(prog="python -m qa.mutation", description=__doc__)
+    parser.add_argument("--module", action="append", help="only this module (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="only files changed since --base")
+    parser.add_argument("--base", default="origin/main", help="git ref for --quick")
+    parser.add_argument("--no-history", action="store_true", help="do not append to history")
+    args = parser.parse_args(argv)
+    cfg = gates.mutation(gates.read())
+    modules = [m for n, m in cfg.modules.items() if not args.module or n in args.module]
+    unknown = set(args.module or []) - set(cfg.modules)
+    if unknown:
+        parser.error(f"not in [mutation.modules]: {', '.join(sorted(unknown))}")
+    changed = changed_files(args.base) if args.quick else None
+    outdir = gates.REPORTS / "mutation"
+    outdir.mkdir(parents=True, exist_ok=True)
+    versions = {
+        "mutatest": "3.1.0",
+        "python": platform.python_version(),
+        "seed": cfg.seed,
+        "sha": history.git_sha(gates.ROOT),
+    }
+    outcomes = []
+    quick_deadline = time.monotonic() + cfg.quick_max_minutes * 60
+    with tempfile.TemporaryDirectory(prefix="kd-mutation-") as tmp:
+        copy = Path(tmp)
+        copy_tree(gates.ROOT, copy)
+        for mod in modules:
+            budget = quick_deadline - time.monotonic() if args.quick else cfg.max_minutes * 60
+            o = check_module(mod, cfg, copy, outdir, changed, max(budget, 1.0))
+            print_outcome(o)
+            outcomes.append(o)
+            if o.report is not None and not args.quick and not args.no_history:
+                meta = {**versions, "nlocations": mod.nlocations, "tests": list(mod.tests)}
+                history.append(history.entry(mod.name, o.report.as_dict(), meta))
+    failed = [o.module for o in outcomes if o.failed]
+    data = {
+        o.module: {"status": o.status, "floor": o.floor, "note": o.note}
+        | ({} if o.report is None else o.report.as_dict())
+        for o in outcomes
+    }
+    summary.write_json(outdir / "mutation.json", data)
+    scored = [o for o in outcomes if o.report is not None and o.report.counts.score is not None]
+    figure = ", ".join(f"{o.module} {o.report.counts.score:.0f}%" for o in scored if o.report)
+    summary.write(
+        summary.Summary("mutation", figure or "nothing mutated", ">= per-module floor", not failed)
+    )
+    if failed:
+        print(f"qa.mutation: failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
 
 if __name__ == "__main__":
-    print("qa.mutation: this gate is not built yet (see the open QA issues)", file=sys.stderr)
-    raise SystemExit(1)
+    raise SystemExit(main(sys.argv[1:]))
