@@ -73,11 +73,13 @@ class TinyLM(torch.nn.Module):
 
 def export_onnx(module: torch.nn.Module, path: Path, input_names: Sequence[str]) -> Path:
     """Export ``module`` to ONNX (dynamo) with dynamic batch and sequence axes."""
-    x = torch.ones((1, 4), dtype=torch.int32)
+    # Two distinct tensors: the exporter treats one tensor passed twice as one input.
+    ids = torch.arange(1, 5, dtype=torch.int32)[None]
+    mask = torch.ones((1, 4), dtype=torch.int32)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     torch.onnx.export(
         module,
-        (x, x),
+        (ids, mask),
         str(path),
         dynamo=True,
         input_names=list(input_names),
@@ -85,6 +87,18 @@ def export_onnx(module: torch.nn.Module, path: Path, input_names: Sequence[str])
         dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}),
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_lm() -> type[TinyLM]:
+    """The :class:`TinyLM` class (same seed, same weights every time it is built)."""
+    return TinyLM
+
+
+@pytest.fixture(scope="session")
+def onnx_exporter() -> Callable[[torch.nn.Module, Path, Sequence[str]], Path]:
+    """The :func:`export_onnx` helper."""
+    return export_onnx
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +112,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_torchscript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:class:`TinyLM` traced to TorchScript."""
     out = tmp_path_factory.mktemp("ts") / "tiny.pt"
-    x = torch.ones((1, 4), dtype=torch.int32)
-    torch.jit.trace(TinyLM().eval(), (x, x)).save(str(out))
+    ids = torch.arange(1, 5, dtype=torch.int32)[None]
+    mask = torch.ones((1, 4), dtype=torch.int32)
+    torch.jit.trace(TinyLM().eval(), (ids, mask)).save(str(out))
     return out
