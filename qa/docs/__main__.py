@@ -1,0 +1,80 @@
+"""``python -m qa.docs``: the doc-vs-code gate (what ``nox -s docs`` runs).
+
+* ``build [--out DIR] [--source DIR]``: ``sphinx-build -W -n --keep-going`` with the html
+  builder, then the doctest builder (every ``{doctest}`` block and, through autodoc, every
+  docstring example of the pages). Nitpicky mode fails on a reference to an API that does
+  not exist; the CLI pages are rendered from the real parsers (sphinx-argparse-cli).
+* ``run``: ``build`` into ``docs/_build``, then ``tests/test_readme_commands.py`` (every
+  shell command of README.md and docs/quickstart.md is run by a test or marked not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from qa import gates, summary
+
+BUILDERS = ("html", "doctest")
+
+
+def sphinx_command(builder: str, source: Path, out: Path) -> list[str]:
+    """The sphinx-build command line of one builder."""
+    return [
+        sys.executable,
+        "-m",
+        "sphinx",
+        "-q",
+        "-W",
+        "-n",
+        "--keep-going",
+        "-b",
+        builder,
+        str(source),
+        str(out / builder),
+    ]
+
+
+def build(source: Path, out: Path) -> int:
+    """Run every builder; return the first non-zero exit code (all builders still run)."""
+    rcs = []
+    for builder in BUILDERS:
+        cmd = sphinx_command(builder, source, out)
+        print("+", " ".join(cmd), flush=True)
+        rcs.append(subprocess.run(cmd, cwd=gates.ROOT, check=False).returncode)
+    return next((rc for rc in rcs if rc), 0)
+
+
+def readme_commands() -> int:
+    """Run the test that every README/quickstart command is exercised or marked not run."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    cmd.append("tests/test_readme_commands.py")
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=gates.ROOT, check=False).returncode
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``argv`` and run ``build`` or the whole gate."""
+    parser = argparse.ArgumentParser(prog="python -m qa.docs", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd")
+    b = sub.add_parser("build", help="sphinx html + doctest, -W -n")
+    b.add_argument("--out", type=Path, default=gates.ROOT / "docs" / "_build")
+    b.add_argument("--source", type=Path, default=gates.ROOT / "docs")
+    sub.add_parser("run", help="build + README command check (default)")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        return build(args.source, args.out)
+    rc_build = build(gates.ROOT / "docs", gates.ROOT / "docs" / "_build")
+    rc_readme = readme_commands()
+    passed = rc_build == 0 and rc_readme == 0
+    figure = f"sphinx -W -n + doctest: {'ok' if rc_build == 0 else 'FAILED'}; README commands: " + (
+        "ok" if rc_readme == 0 else "FAILED"
+    )
+    summary.write(summary.Summary("docs", figure, "0 warnings, 0 failures", passed))
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

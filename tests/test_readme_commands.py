@@ -1,0 +1,148 @@
+"""Every shell command shown in README.md and docs/quickstart.md is exercised or marked.
+
+A command is a line of a ``console``/``bash``/``shell``/``sh`` code block (in a block where
+some lines start with ``$ ``, only those lines), or an inline code span that starts with
+``nox ``. Each one must be either
+
+* exercised here: ``nox ...`` is run in list mode (``nox -l <same arguments>``), which fails
+  on an unknown session and marks each selected one; ``pip install nox`` is what ``.ci/run``
+  runs before the README's test command; or
+* marked as not run, with the reason: ``<!-- not-run: REASON -->`` on the line before the
+  code block (the whole block), or a trailing ``# not-run: REASON`` on the command line.
+
+A new command that is neither fails ``test_every_command_is_exercised_or_marked_not_run``.
+The convention is documented in docs/qa/index.md.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("README.md", "docs/quickstart.md")
+SHELLS = {"console", "bash", "shell", "sh"}
+FENCE = re.compile(r"^(```+|~~~+)\s*\{?([\w-]*)\}?\s*$")
+BLOCK_MARK = re.compile(r"<!--\s*not-run:\s*(?P<why>.*?)\s*-->")
+LINE_MARK = re.compile(r"#\s*not-run:\s*(?P<why>.*)$")
+INLINE = re.compile(r"`(nox [^`]+)`")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell command shown in a page."""
+
+    page: str
+    line: int
+    text: str
+    not_run: str | None  # the reason, when marked
+
+    def where(self) -> str:
+        """``page:line: command``."""
+        return f"{self.page}:{self.line}: {self.text}"
+
+
+def _strip_comment(line: str) -> tuple[str, str | None]:
+    mark = LINE_MARK.search(line)
+    why = mark.group("why").strip() if mark else None
+    code = line.split(" #", 1)[0].strip() if " #" in line else line.strip()
+    return code, why
+
+
+def extract(page: str, text: str) -> list[Command]:
+    """Every command of a markdown page, with its not-run reason if it is marked."""
+    out: list[Command] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            out += [Command(page, i + 1, m, None) for m in INLINE.findall(lines[i])]
+            i += 1
+            continue
+        end = next(
+            (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence.group(1))),
+            len(lines),
+        )
+        if fence.group(2) in SHELLS:
+            prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            block = BLOCK_MARK.search(prev)
+            block_why = block.group("why") if block else None
+            body = list(enumerate(lines[i + 1 : end], i + 2))
+            prompted = any(raw.startswith("$ ") for _, raw in body)
+            for no, raw in body:
+                if prompted and not raw.startswith("$ "):
+                    continue
+                code, why = _strip_comment(raw.removeprefix("$ "))
+                if code:
+                    out.append(Command(page, no, code, why if why is not None else block_why))
+        i = end + 1
+    return out
+
+
+def exercised(cmd: Command) -> bool:
+    """True when a test in this file runs the command (see the module docstring)."""
+    return cmd.text.startswith("nox ") or cmd.text == "pip install nox"
+
+
+def all_commands() -> list[Command]:
+    """Every command of every checked page."""
+    return [c for p in PAGES for c in extract(p, (ROOT / p).read_text(encoding="utf-8"))]
+
+
+def test_every_command_is_exercised_or_marked_not_run() -> None:
+    commands = all_commands()
+    assert commands, "no command found: the extractor or the pages changed"
+    unmarked = [c.where() for c in commands if not exercised(c) and c.not_run is None]
+    assert unmarked == [], "run these in a test, or mark them <!-- not-run: REASON -->"
+    empty = [c.where() for c in commands if c.not_run is not None and not c.not_run.strip()]
+    assert empty == [], "a not-run mark needs its reason"
+
+
+NOX_COMMANDS = sorted({c.text for c in all_commands() if c.text.startswith("nox ")})
+
+
+@pytest.mark.parametrize("command", NOX_COMMANDS)
+def test_nox_command_names_real_sessions(command: str) -> None:
+    args = shlex.split(command)[1:]
+    proc = subprocess.run(
+        [sys.executable, "-m", "nox", "--noxfile", str(ROOT / "noxfile.py"), "-l", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    selected = {line[2:].split(" -> ")[0] for line in proc.stdout.splitlines() if line[:2] == "* "}
+    if "-s" in args:
+        named = args[args.index("-s") + 1 :]
+        named = named[: next((i for i, a in enumerate(named) if a.startswith("-")), len(named))]
+        assert set(named) <= selected, f"{command}: not sessions: {set(named) - selected}"
+
+
+def test_pip_install_nox_is_what_ci_runs() -> None:
+    assert "pip install nox" in {c.text for c in all_commands()}
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"pip install .*\bnox\b", ci)
+    assert re.search(r"^nox -s ci$", ci, re.M)
+
+
+def test_a_new_unmarked_command_is_caught_and_a_marked_one_is_not() -> None:
+    page = (
+        "Run:\n\n```console\n$ rm -rf build\nremoved\n```\n\n"
+        "<!-- not-run: needs a GPU -->\n```bash\ntorchrun train.py\n```\n\n"
+        "```sh\nkd-train distil  # not-run: downloads a model\n```\n"
+    )
+    commands = extract("x.md", page)
+    assert [(c.text, c.not_run) for c in commands] == [
+        ("rm -rf build", None),
+        ("torchrun train.py", "needs a GPU"),
+        ("kd-train distil", "downloads a model"),
+    ]
+    assert [c.line for c in commands] == [4, 10, 14]
