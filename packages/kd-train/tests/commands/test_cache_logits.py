@@ -207,3 +207,8 @@ def test_cli_names_a_missing_teacher_directory(dataset, tmp_path, capsys):
     code, err = run_cli(capsys, *args, "--out", str(tmp_path / "c"), "--k", "4")
     assert code == 2
     assert "no-teacher does not exist" in err
+
+
+def test_teacher_without_a_tokenizer_is_refused(teacher, dataset, tmp_path):
+    with pytest.raises(KDTrainError, match="no tokenizer"):
+        build(HFTeacher(teacher.model, source=teacher.source), dataset, tmp_path / "c")

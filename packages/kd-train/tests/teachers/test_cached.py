@@ -271,3 +271,9 @@ def test_topk_with_tail_of_a_full_top_k_has_no_tail():
     top = topk_with_tail(logp, 3)
     assert top.tail_logprob().item() == float("-inf")
     torch.testing.assert_close(top.logprobs.exp().sum(), torch.tensor(1.0))
+
+
+def test_manifest_that_is_not_json_is_refused_naming_it(copy_of_cache, teacher, dataset):
+    (copy_of_cache / MANIFEST).write_text('{"format": "kd-topk-cache/1", "con')
+    with pytest.raises(CacheError, match=r"manifest\.json: not a valid cache manifest"):
+        open_cache(copy_of_cache, teacher, dataset)

@@ -118,8 +118,9 @@ def topk_with_tail(log_probs: torch.Tensor, k: int) -> TopKWithTail:
 
 def truncate_topk(top: TopKWithTail, k: int) -> TopKWithTail:
     """Keep the first ``k`` entries; the dropped ones join the tail (``logaddexp``)."""
-    dropped = torch.logsumexp(top.logprobs[..., k:], dim=-1)
-    tail = torch.logaddexp(top.tail, dropped) if top.logprobs.shape[-1] > k else top.tail
+    if top.logprobs.shape[-1] <= k:
+        return top
+    tail = torch.logaddexp(top.tail, torch.logsumexp(top.logprobs[..., k:], dim=-1))
     return TopKWithTail(ids=top.ids[..., :k], logprobs=top.logprobs[..., :k], tail=tail)
 
 
