@@ -1,0 +1,109 @@
+import pytest
+import torch
+from kd_convert.errors import ValidationError
+from kd_convert.spec import ExportSpec
+from kd_convert.validate import capture, int32_problems, validate
+from kd_convert.wrapper import ExportWrapper, additive_causal_mask, load_student
+from torch import nn
+
+SPEC = ExportSpec("exported", (8, 16))
+
+
+@pytest.fixture(scope="module")
+def student(tiny_llama_dir):
+    return load_student(tiny_llama_dir)
+
+
+class Int64MaskWrapper(ExportWrapper):
+    """A wrapper that widens the attention mask to int64 before building the mask."""
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.decoder.embed_tokens(input_ids)
+        mask = additive_causal_mask(attention_mask.long(), hidden.dtype)
+        positions = torch.arange(input_ids.shape[1], dtype=torch.int32)
+        rotary = self.decoder.rotary_emb(hidden, positions[None, :])
+        for layer in self.decoder.layers:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary)
+        return self.lm_head(self.decoder.norm(hidden))
+
+
+class Unmodified(nn.Module):
+    """The transformers model called the usual way: its own mask creation, int64 positions."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def test_the_export_wrapper_has_no_int64_tensors(student):
+    assert int32_problems(capture(ExportWrapper(student), SPEC)) == []
+
+
+def test_int64_attention_mask_is_rejected_naming_the_op(student):
+    with pytest.raises(ValidationError) as info:
+        validate(Int64MaskWrapper(student), SPEC)
+    message = str(info.value)
+    assert "aten.to.dtype produces an int64 tensor" in message
+    assert "test_validate.py" in message  # the line that widened the mask
+
+
+def test_int64_model_inputs_are_rejected():
+    class Echo(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return (input_ids + attention_mask).float()
+
+    inputs = (torch.ones(1, 8, dtype=torch.int64), torch.ones(1, 8, dtype=torch.int64))
+    problems = int32_problems(capture(Echo(), SPEC, inputs))
+    assert problems[0].startswith("input 'input_ids' is int64")
+
+
+def test_the_unmodified_model_is_rejected_for_coreml_naming_the_mask_ops(student):
+    with pytest.raises(ValidationError) as info:
+        validate(Unmodified(student), ExportSpec("coreml", (8,)))
+    message = str(info.value)
+    assert "aten.arange.default produces an int64 tensor" in message
+    assert "more" in message  # the rest is summarised, not dumped
+
+
+def test_coreml_op_check_names_ops_coremltools_lacks(student):
+    from kd_convert.validate import unsupported_op_problems
+
+    spec = ExportSpec("coreml", (8,))
+    program = capture(Unmodified(student), spec).run_decompositions({})
+    names = " ".join(unsupported_op_problems(program, spec))
+    assert "aten.new_ones.default has no Core ML converter" in names
+    assert "aten.__and__.Tensor has no Core ML converter" in names
+
+
+def test_branching_on_tensor_values_is_dynamic_control_flow():
+    class Branchy(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            if attention_mask.sum() > 3:
+                return input_ids.float()
+            return input_ids.float() * 2
+
+    with pytest.raises(ValidationError, match="dynamic control flow"):
+        validate(Branchy(), SPEC)
+
+
+def test_branching_on_the_sequence_length_is_dynamic_control_flow():
+    class LengthBranch(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            if input_ids.shape[1] > 12:
+                return input_ids.float()
+            return input_ids.float() * 2
+
+    with pytest.raises(ValidationError, match=r"dynamic control flow.*lengths \(8, 16\)"):
+        validate(LengthBranch(), SPEC)
+
+
+def test_other_export_failures_propagate_unchanged():
+    class Broken(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            raise KeyError("not an export problem")
+
+    with pytest.raises(KeyError):
+        capture(Broken(), SPEC)
