@@ -23,6 +23,7 @@ def make_config(tiny_llama_dir, tiny_teacher_dir, toy_train_file, tmp_path):
             "student": {"path": str(tiny_llama_dir)},
             "teacher": {"kind": "hf", "path": str(tiny_teacher_dir)},
             "data": {"train": str(toy_train_file), "eval_fraction": 0.2, "max_length": 48},
+            "loss": {"weights": {"kd": 1.0, "ce": 0.5}},
             "optim": {"lr": 3e-3, "warmup_steps": 2},
             "train": {"max_steps": 6, "batch_size": 4, "threads": 1},
             "output_dir": str(tmp_path / "run"),

@@ -19,7 +19,8 @@ def losses(run_dir):
 
 
 def test_distillation_lowers_the_kd_loss(make_config):
-    result = train(parse_config(make_config(train={"max_steps": 12})), progress=False)
+    cfg = make_config(train={"max_steps": 12}, loss={"weights": {"kd": 1.0}})
+    result = train(parse_config(cfg), progress=False)
     rows = read_metrics(result.run_dir / "metrics.jsonl")
     assert rows[-1]["kd"] < 0.7 * rows[0]["kd"]
 
@@ -96,7 +97,8 @@ def test_early_stopping_counter_resets_on_improvement():
 
 
 def test_ce_only_run_without_teacher_trains_on_labels(make_config):
-    result = train(parse_config(make_config(teacher={"kind": "none"})), progress=False)
+    cfg = make_config(teacher={"kind": "none"}, loss={"weights": {"ce": 1.0}})
+    result = train(parse_config(cfg), progress=False)
     rows = read_metrics(result.run_dir / "metrics.jsonl")
     assert rows[0]["loss"] == rows[0]["ce"]
     assert rows[-1]["ce"] < rows[0]["ce"]
@@ -142,6 +144,18 @@ def test_final_student_and_run_manifest_are_written(make_config):
     assert manifest["state"]["step"] == 2
 
 
-def test_cached_teacher_kind_is_reported_until_available(make_config):
-    with pytest.raises(KDTrainError, match="cached"):
-        train(parse_config(make_config(teacher={"kind": "cached"})), progress=False)
+def test_cached_teacher_trains_from_a_cache_logits_directory(make_config, tmp_path):
+    from kd_train.cli import main
+
+    cfg = make_config(train={"max_steps": 12}, loss={"weights": {"kd": 1.0}})
+    cache = tmp_path / "cache"
+    argv = ["cache-logits", "--teacher", cfg["teacher"]["path"], "--data", cfg["data"]["train"]]
+    assert main([*argv, "--out", str(cache), "--k", "8", "--max-length", "48"]) == 0
+    cfg["teacher"] = {"kind": "cached", "path": str(cache)}
+    rows = read_metrics(train(parse_config(cfg), progress=False).run_dir / "metrics.jsonl")
+    assert rows[-1]["kd"] < 0.7 * rows[0]["kd"]
+
+
+def test_bad_loss_table_is_rejected_before_anything_runs(make_config):
+    with pytest.raises(KDTrainError, match=r"loss\.divergence: must be one of"):
+        parse_config(make_config(loss={"divergence": "kl"}))

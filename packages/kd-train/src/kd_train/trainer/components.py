@@ -9,6 +9,7 @@ the thing; the loop only sees their results.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,20 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
 from kd_train.errors import KDTrainError
+from kd_train.losses import DistillationLoss, LossConfig
+from kd_train.teachers import CachedTeacher, HFTeacher, dataset_fingerprint, tokenizer_fingerprint
 from kd_train.teachers.base import TopK
 from kd_train.trainer.config import DataConfig, StudentConfig, TeacherConfig
 
-__all__ = ["IGNORE_INDEX", "Example", "build_loss", "load_examples", "load_student", "load_teacher"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Example",
+    "build_loss",
+    "load_examples",
+    "load_student",
+    "load_teacher",
+    "loss_config",
+]
 
 #: ``teacher(input_ids, attention_mask)`` -> keyword arguments for the loss module.
 TeacherFn = Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]
@@ -51,30 +62,49 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     return model, tokenizer
 
 
-def load_teacher(cfg: TeacherConfig, device: torch.device) -> TeacherFn | None:
-    """Return the teacher as a function of a batch, or ``None`` for a CE-only run."""
+def load_teacher(
+    cfg: TeacherConfig, device: torch.device, tokenizer: Any, data: DataConfig
+) -> TeacherFn | None:
+    """Return the teacher as a function of a batch, or ``None`` for a CE-only run.
+
+    ``hf`` runs :class:`~kd_train.teachers.HFTeacher` in the loop (dense logits, or top-k
+    when ``teacher.topk`` is set); ``cached`` reads top-k (with tail) from a cache made by
+    ``kd-train cache-logits`` for ``data.train`` with this tokenizer
+    (:class:`~kd_train.teachers.CachedTeacher`; its fingerprints are checked).
+    """
     if cfg.kind == "none":
         return None
     assert cfg.path is not None  # checked by parse_config
-    _require_dir(cfg.path, "teacher.path")
     if cfg.kind == "cached":
-        raise KDTrainError(
-            "teacher.kind 'cached' needs kd_train.teachers.CachedTeacher, which this build "
-            "does not have yet; use teacher.kind 'hf'"
+        cache = CachedTeacher.open(
+            cfg.path,
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+            dataset_fingerprint=dataset_fingerprint(data.train),
         )
-    model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
-    model.to(device).eval()  # type: ignore[arg-type]
+        k_cached = cfg.topk or cache.k
+
+        def cached(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+            top = cache.topk(input_ids.cpu(), attention_mask.cpu(), k_cached)
+            return {"teacher_topk": _map_tensors(top, lambda t: t.to(device))}
+
+        return cached
+    _require_dir(cfg.path, "teacher.path")
+    live = HFTeacher.from_pretrained(cfg.path, device=str(device))
     k = cfg.topk
 
-    @torch.no_grad()
-    def teacher(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
+    def hf(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
         if k is None:
-            return {"teacher_logits": logits}
-        logprobs, ids = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
-        return {"teacher_topk": TopK(ids=ids, logprobs=logprobs)}
+            return {"teacher_logits": live.logits(input_ids, attention_mask)}
+        return {"teacher_topk": live.topk(input_ids, attention_mask, k)}
 
-    return teacher
+    return hf
+
+
+def _map_tensors(top: TopK, fn: Callable[[torch.Tensor], torch.Tensor]) -> TopK:
+    """Apply ``fn`` to every tensor field of a :class:`TopK` (or subclass, e.g. with tail)."""
+    return dataclasses.replace(
+        top, **{f.name: fn(getattr(top, f.name)) for f in dataclasses.fields(top)}
+    )
 
 
 def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
@@ -102,59 +132,17 @@ def _require_dir(path: str, key: str) -> None:
         raise KDTrainError(f"{key}: {path} is not a directory; give a saved model directory")
 
 
-class LocalKDLoss(torch.nn.Module):
-    r"""Stand-in for :mod:`kd_train.losses` until it lands: ``kd_weight·KD + ce_weight·CE``.
+def build_loss(options: dict[str, Any], has_teacher: bool) -> DistillationLoss:
+    """Build :class:`~kd_train.losses.DistillationLoss` from the config's ``loss`` mapping.
 
-    ``KD = T² Σ_t KL(p_T(·|t) ‖ q_T(·|t)) / N`` over the ``N = num_items_in_batch`` label
-    positions (dense teacher logits, or top-k renormalised over the k ids), and
-    ``CE = Σ_t -log q(y_t) / N``. Inputs are aligned: logits ``[B, T, V]``, labels ``[B, T]``.
+    Without ``loss.weights`` a run with a teacher optimises ``kd`` and a CE-only run
+    (``teacher.kind: none``) optimises ``ce``.
     """
-
-    def __init__(self, kd_weight: float, ce_weight: float, temperature: float) -> None:
-        super().__init__()
-        self.kd_weight, self.ce_weight, self.temperature = kd_weight, ce_weight, temperature
-
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        labels: torch.Tensor,
-        teacher_logits: torch.Tensor | None = None,
-        teacher_topk: TopK | None = None,
-        span_masks: dict[str, torch.Tensor] | None = None,
-        step: int = 0,
-        num_items_in_batch: int | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Return ``{"ce", "kd" (with a teacher), "loss"}``, each a scalar tensor."""
-        mask = labels != IGNORE_INDEX
-        n = float(num_items_in_batch if num_items_in_batch is not None else mask.sum())
-        logq = torch.log_softmax(student_logits.float(), dim=-1)
-        ce = -(logq.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask).sum() / n
-        terms = {"ce": ce}
-        t = self.temperature
-        if teacher_logits is not None or teacher_topk is not None:
-            logq_t = torch.log_softmax(student_logits.float() / t, dim=-1)
-            if teacher_topk is not None:
-                logq_t = logq_t.gather(-1, teacher_topk.ids)
-                logq_t = logq_t - logq_t.logsumexp(-1, keepdim=True)
-                logp = torch.log_softmax(teacher_topk.logprobs.float() / t, dim=-1)
-            else:
-                assert teacher_logits is not None
-                logp = torch.log_softmax(teacher_logits.float() / t, dim=-1)
-            kl = (logp.exp() * (logp - logq_t)).sum(-1)
-            terms["kd"] = t * t * (kl * mask).sum() / n
-        kd = terms.get("kd", torch.zeros(()))
-        terms["loss"] = self.kd_weight * kd + self.ce_weight * ce
-        return terms
+    return DistillationLoss(loss_config(options, has_teacher))
 
 
-def build_loss(options: dict[str, Any], has_teacher: bool) -> torch.nn.Module:
-    """Build the loss module from the config's ``loss`` mapping."""
-    allowed = {"kd_weight", "ce_weight", "temperature"}
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise KDTrainError(
-            f"unknown key 'loss.{unknown[0]}'; allowed keys here: {', '.join(sorted(allowed))}"
-        )
-    kd_weight = float(options.get("kd_weight", 1.0 if has_teacher else 0.0))
-    ce_weight = float(options.get("ce_weight", 0.0 if has_teacher else 1.0))
-    return LocalKDLoss(kd_weight, ce_weight, float(options.get("temperature", 1.0)))
+def loss_config(options: dict[str, Any], has_teacher: bool) -> LossConfig:
+    """Validate the ``loss`` mapping (errors name ``loss.<key>``) with the trainer's defaults."""
+    if "weights" not in options:
+        options = {**options, "weights": {"kd": 1.0} if has_teacher else {"ce": 1.0}}
+    return LossConfig.from_dict(options)

@@ -5,7 +5,7 @@ A run config is plain data with six sections (every key optional unless marked):
     student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
     teacher:   {kind: hf | cached | none, path: DIR, topk: K}
     data:      {train: FILE (required), eval: FILE, eval_fraction: 0.1, max_length: 256}
-    loss:      the mapping handed to kd_train.losses (see that module)
+    loss:      kd_train.losses.LossConfig as a mapping (divergence, temperature, weights, ...)
     optim:     {lr: 3e-4, weight_decay: 0.0, betas: [0.9, 0.999], eps: 1e-8,
                 warmup_steps: 0, min_lr_ratio: 0.1}
     train:     {seed, max_steps (required), batch_size, grad_accum, clip_norm,
@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import yaml
 
 from kd_train.errors import KDTrainError
+from kd_train.losses import LossConfig
 
 T = TypeVar("T")
 
@@ -149,6 +150,8 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     train = _parse_train(root.section("train", required=True))
     output_dir = root.get("output_dir", str, required=True)
     root.finish()
+    # The loss table is validated by its owner, before anything runs.
+    LossConfig.from_dict(loss or {"weights": {"ce": 1.0}})
     return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim)
 
 

@@ -21,6 +21,7 @@ micro-batches and processes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -106,7 +107,7 @@ def train(
     seed_everything(tc.seed)
     student, tokenizer = load_student(config.student, tc.seed)
     student.to(device)
-    teacher = load_teacher(config.teacher, device)
+    teacher = load_teacher(config.teacher, device, tokenizer, config.data)
     loss_fn = build_loss(config.loss, has_teacher=teacher is not None)
     train_set, eval_set = load_examples(config.data, tokenizer)
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
@@ -290,8 +291,8 @@ def compute_loss(
         }
     extra = {"step": step} if step is not None else {}
     return loss_fn(
-        view.logits,
         view.labels,
+        student_logits=view.logits,
         **teacher_out,
         span_masks=view.span_masks or None,
         num_items_in_batch=n_items,
@@ -306,8 +307,11 @@ def count_targets(batch: Batch) -> int:
 
 def _drop_last(value: Any) -> Any:
     """Drop the last position of a teacher output, as the next-token view does for logits."""
-    if isinstance(value, TopK):
-        return TopK(ids=value.ids[:, :-1], logprobs=value.logprobs[:, :-1])
+    if isinstance(value, TopK):  # also TopK subclasses that carry a tail
+        fields = dataclasses.fields(value)
+        return dataclasses.replace(
+            value, **{f.name: getattr(value, f.name)[:, :-1] for f in fields}
+        )
     return value[:, :-1]
 
 
