@@ -27,6 +27,10 @@ TEST_DEPS = (
     "hypothesis",
     "pytest-postgresql",
     "psycopg[binary]",
+    # the qa tools' own tests run bandit, diff-cover and `nox -l` (tests/test_readme_commands.py)
+    "bandit",
+    "diff-cover",
+    "nox",
 )
 DOCS_DEPS = ("sphinx", "furo", "myst-parser", "sphinx-argparse-cli", "matplotlib")
 OFFLINE_ENV = {
@@ -77,18 +81,40 @@ def run_lint(session: nox.Session) -> None:
 
 
 def run_docs(session: nox.Session, build: Path) -> None:
-    for builder in ("html", "doctest"):
-        session.run(
-            "sphinx-build",
-            "-q",
-            "-W",
-            "-n",
-            "--keep-going",
-            "-b",
-            builder,
-            "docs",
-            str(build / builder),
-        )
+    """sphinx-build -W -n, html then doctest: the command lives in qa/docs (one place)."""
+    session.run("python", "-m", "qa.docs", "build", "--out", str(build))
+
+
+def tool_venv(session: nox.Session, name: str, constraints: str, package: str) -> Path:
+    """A virtualenv of its own for a tool whose pins clash with ci/constraints.txt.
+
+    Built once from the session's Python (mutatest's bytecode must match the tests' Python)
+    under .nox/_tools/, then reused; returns its bin folder.
+    """
+    py_version = session.run(
+        "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])", silent=True
+    )
+    venv = ROOT / ".nox" / "_tools" / f"{name}-py{str(py_version).strip()}"
+    bindir = venv / ("Scripts" if sys.platform == "win32" else "bin")
+    if not (bindir / "python").exists():
+        session.run("python", "-m", "venv", str(venv))
+    pins = str(ROOT / "ci" / constraints)
+    session.run(
+        str(bindir / "python"), "-m", "pip", "install", "-q", "-c", pins, package, external=True
+    )
+    return bindir
+
+
+def semgrep_tool(session: nox.Session) -> None:
+    """semgrep in its own venv (ci/constraints-semgrep.txt), exported as $KD_SEMGREP."""
+    bindir = tool_venv(session, "semgrep", "constraints-semgrep.txt", "semgrep")
+    session.env["KD_SEMGREP"] = str(bindir / "semgrep")
+
+
+def mutatest_tool(session: nox.Session) -> None:
+    """mutatest in its own venv (it pins coverage<6), exported as $KD_MUTATEST_PYTHON."""
+    bindir = tool_venv(session, "mutatest", "constraints-mutatest.txt", "mutatest")
+    session.env["KD_MUTATEST_PYTHON"] = str(bindir / "python")
 
 
 @nox.session
@@ -147,37 +173,26 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def coverage(session: nox.Session) -> None:
-    """Line + branch coverage of all tests, reports in qa/reports/, floors from qa/gates.toml."""
+    """Line + branch coverage of all tests, reports in qa/reports/, floors from qa/gates.toml.
+
+    `nox -s coverage -- --base origin/main` adds diff coverage and the floor ratchet.
+    """
     start(session)
     all_packages(session)
     install(session, *TEST_DEPS)
-    reports = ROOT / "qa" / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    session.env["COVERAGE_PROCESS_START"] = str(ROOT / "pyproject.toml")
-    session.run("coverage", "erase")
-    session.run(
-        "pytest",
-        *[f"packages/{p}/tests" for p in PACKAGES],
-        "tests/integration",
-        "-m",
-        "not slow and not e2e",
-        "--cov",
-        "--cov-report=",
-        *session.posargs,
-    )
-    session.run("coverage", "combine", success_codes=[0, 1])
-    session.run("coverage", "json", "-o", str(reports / "coverage.json"))
-    session.run("coverage", "html", "-d", str(reports / "coverage-html"))
-    session.run("python", "-m", "qa.coverage", "check", str(reports / "coverage.json"))
+    session.run("python", "-m", "qa.coverage", "run", *session.posargs)
 
 
 @nox.session
 def mutation(session: nox.Session) -> None:
-    """Mutation testing (mutatest through qa/mutation's shim) of the critical modules."""
+    """Mutation testing (mutatest through qa/mutation's shim) of the critical modules.
+
+    `nox -s mutation -- --quick --base origin/main` mutates only the changed critical files.
+    """
     start(session)
     all_packages(session)
     install(session, *TEST_DEPS)
-    install(session, "-c", str(ROOT / "ci" / "constraints-mutatest.txt"), "mutatest")
+    mutatest_tool(session)
     session.run("python", "-m", "qa.mutation", *session.posargs)
 
 
@@ -185,18 +200,18 @@ def mutation(session: nox.Session) -> None:
 def security(session: nox.Session) -> None:
     """bandit + semgrep (rules in qa/security/semgrep) against the accepted-findings register."""
     start(session)
-    session.install("-c", str(ROOT / "ci" / "constraints-semgrep.txt"), "semgrep")
     install(session, "bandit")
-    session.run("python", "-m", "qa.security", *session.posargs)
+    semgrep_tool(session)
+    session.run("python", "-m", "qa.security", *(session.posargs or ["run"]))
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx site with -W -n and run every doctest in the docs and docstrings."""
+    """Build the Sphinx site with -W -n, run every doctest, check the README's commands."""
     start(session)
     all_packages(session)
-    install(session, *DOCS_DEPS)
-    run_docs(session, ROOT / "docs" / "_build")
+    install(session, *DOCS_DEPS, "pytest", "pytest-xdist", "nox")
+    session.run("python", "-m", "qa.docs", "run")
 
 
 @nox.session
@@ -269,9 +284,9 @@ def qa(session: nox.Session) -> None:
     """All QA gates (coverage, mutation, security, docs) and one summary table."""
     start(session)
     all_packages(session)
-    install(session, *TEST_DEPS, *DOCS_DEPS, "bandit")
-    session.install("-c", str(ROOT / "ci" / "constraints-semgrep.txt"), "semgrep")
-    install(session, "-c", str(ROOT / "ci" / "constraints-mutatest.txt"), "mutatest")
+    install(session, *TEST_DEPS, *DOCS_DEPS)
+    semgrep_tool(session)
+    mutatest_tool(session)
     session.run("python", "-m", "qa", "all", *session.posargs)
 
 

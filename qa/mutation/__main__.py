@@ -18,8 +18,10 @@ import argparse
 import importlib.util
 import os
 import platform
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -127,22 +129,35 @@ def run_target(
     print("+", shlex.join(cmd), flush=True)
     log = out.with_suffix(".log")
     with log.open("w", encoding="utf-8") as fh:
+        # A session of its own, so that a run over budget is stopped with its test processes.
+        proc = subprocess.Popen(
+            cmd, cwd=copy, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
-            proc = subprocess.run(
-                cmd,
-                cwd=copy,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                timeout=budget_s,
-                check=False,
-            )
+            proc.wait(timeout=budget_s)
         except subprocess.TimeoutExpired as exc:
-            raise TimeoutError(f"over its budget of {budget_s / 60:.1f} min (see {log})") from exc
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            partial = partial_results(log.read_text(encoding="utf-8", errors="replace"))
+            raise TimeoutError(
+                f"over its budget of {budget_s / 60:.1f} min, {partial} (see {log}): "
+                "lower nlocations in qa/gates.toml or narrow the module's tests"
+            ) from exc
     if proc.returncode != 0 or not out.exists():
         tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
         raise RuntimeError(f"mutatest exited {proc.returncode}; log {log}:\n{tail}")
     return parse(out.read_text(encoding="utf-8"))
+
+
+def partial_results(log: str) -> str:
+    """Count the trial results mutatest logged before it was stopped.
+
+    >>> partial_results("Result: Survived at a.py: (1, 2) Result: Detected at a.py: (1, 2)")
+    'partial results: 1 detected, 1 survived'
+    """
+    found = re.findall(r"Result: (\w+) at ", log)
+    counts = ", ".join(f"{found.count(k)} {k.lower()}" for k in sorted(set(found)))
+    return f"partial results: {counts or 'none'}"
 
 
 def merge(reports: list[Report]) -> Report:
@@ -229,6 +244,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="only files changed since --base")
     parser.add_argument("--base", default="origin/main", help="git ref for --quick")
     parser.add_argument("--no-history", action="store_true", help="do not append to history")
+    parser.add_argument(
+        "--max-minutes", type=float, help="per-module budget (default: qa/gates.toml)"
+    )
     args = parser.parse_args(argv)
     cfg = gates.mutation(gates.read())
     modules = [m for n, m in cfg.modules.items() if not args.module or n in args.module]
@@ -250,7 +268,8 @@ def main(argv: list[str]) -> int:
         copy = Path(tmp)
         copy_tree(gates.ROOT, copy)
         for mod in modules:
-            budget = quick_deadline - time.monotonic() if args.quick else cfg.max_minutes * 60
+            full = (args.max_minutes or cfg.max_minutes) * 60
+            budget = quick_deadline - time.monotonic() if args.quick else full
             o = check_module(mod, cfg, copy, outdir, changed, max(budget, 1.0))
             print_outcome(o)
             outcomes.append(o)
