@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from kd_eval.tasks.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.data.jsonl import write_records
 from kd_train.data.schema import KDRecord
 from kd_train.testing import tiny_llama_config, train_tiny_tokenizer
 from transformers import LlamaForCausalLM
-
-from kd_eval.tasks.labels import MAGIC_8_BALL_ANSWERS
 
 WriteSet = Callable[[Sequence[KDRecord]], Path]
 

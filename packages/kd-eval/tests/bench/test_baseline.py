@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from kd_eval.bench.baseline import compare_to_baseline, load_baseline
 from kd_eval.errors import ConfigError
 

@@ -1,5 +1,4 @@
 import pytest
-
 from kd_eval.bench.measure import (
     MEMORY_METHOD,
     BenchSettings,

@@ -2,7 +2,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-
 from kd_eval.bench.measure import BenchSettings, bench_runner
 from kd_eval.bench.runners import HFRunner, ONNXRunner, TorchScriptRunner, open_runner
 from kd_eval.errors import BenchError
@@ -89,7 +88,7 @@ def test_missing_or_unknown_model_paths_are_explained(tmp_path):
     with pytest.raises(BenchError, match="does not exist"):
         open_runner(tmp_path / "gone.onnx")
     (tmp_path / "model.bin").write_bytes(b"")
-    with pytest.raises(BenchError, match="unknown model file type '.bin'"):
+    with pytest.raises(BenchError, match=r"unknown model file type '\.bin'"):
         open_runner(tmp_path / "model.bin")
 
 

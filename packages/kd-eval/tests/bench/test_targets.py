@@ -1,5 +1,4 @@
 import pytest
-
 from kd_eval.bench.targets import check_targets, default_targets_path, load_targets
 from kd_eval.errors import ConfigError
 

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-
 from kd_eval.fidelity.metrics import token_metrics
 
 

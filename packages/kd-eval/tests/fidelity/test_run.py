@@ -2,11 +2,10 @@ import math
 
 import pytest
 import torch
-from kd_train.data.schema import KDRecord
-
 from kd_eval.errors import EvalDataError, VocabularyMismatchError
 from kd_eval.fidelity.run import encode_example, evaluate_fidelity
 from kd_eval.loading.models import load_model
+from kd_train.data.schema import KDRecord
 
 RECORDS = [
     KDRecord(id="a", prompt="The quick brown", completion=" fox jumps."),

@@ -1,8 +1,7 @@
 import pytest
-from kd_train.data.schema import KDRecord
-
 from kd_eval.errors import EvalDataError
 from kd_eval.loading.data import read_eval_set
+from kd_train.data.schema import KDRecord
 
 
 def test_reads_every_record_in_file_order(write_set):
@@ -11,7 +10,7 @@ def test_reads_every_record_in_file_order(write_set):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(EvalDataError, match="missing.jsonl does not exist"):
+    with pytest.raises(EvalDataError, match=r"missing\.jsonl does not exist"):
         read_eval_set(tmp_path / "missing.jsonl")
 
 

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from kd_eval.errors import ModelLoadError, VocabularyMismatchError
 from kd_eval.loading.models import check_same_vocabulary, count_parameters, load_model
 
@@ -13,7 +12,7 @@ def test_missing_directory_is_named(tmp_path):
 
 
 def test_directory_without_config_is_not_a_model(tmp_path):
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(tmp_path)
 
 
@@ -24,7 +23,7 @@ def test_directory_without_tokenizer_is_rejected(tmp_path, tiny_llama_dir):
 
 
 def test_tokenizer_larger_than_model_vocabulary_is_a_mismatch(mismatched_model_dir):
-    with pytest.raises(VocabularyMismatchError, match="320 tokens .* 200 rows"):
+    with pytest.raises(VocabularyMismatchError, match=r"320 tokens .* 200 rows"):
         load_model(mismatched_model_dir)
 
 

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from kd_eval.stats.bootstrap import bootstrap_mean
 
 

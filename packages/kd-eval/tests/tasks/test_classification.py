@@ -1,5 +1,4 @@
 import pytest
-
 from kd_eval.tasks.classification import UNPARSED, classification_metrics, match_label
 from kd_eval.tasks.labels import MAGIC_8_BALL_ANSWERS
 

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-
 from kd_eval.errors import ConfigError
 from kd_eval.tasks.fixtures import load_fixtures
 from kd_eval.tasks.toolcalls import ToolCall

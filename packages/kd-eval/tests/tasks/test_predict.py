@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from kd_eval.loading.models import load_model
 from kd_eval.tasks.predict import classify_by_likelihood, generate_text, label_scores
 

@@ -1,11 +1,10 @@
 import pytest
-from kd_train.data.schema import KDRecord
-
 from kd_eval.errors import EvalDataError
 from kd_eval.loading.models import load_model
 from kd_eval.tasks.labels import MAGIC_8_BALL_ANSWERS
 from kd_eval.tasks.predict import classify_by_likelihood
 from kd_eval.tasks.run import run_classification, run_toolcalls
+from kd_train.data.schema import KDRecord
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_generate_mode_labels_unmatched_text_unparsed(student, eightball_records
 
 def test_reference_outside_the_label_set_is_named(student):
     record = KDRecord(id="odd", prompt="Q?", completion="Maybe.")
-    with pytest.raises(EvalDataError, match="'odd'.*'Maybe.' is not one of the 20 labels"):
+    with pytest.raises(EvalDataError, match=r"'odd'.*'Maybe\.' is not one of the 20 labels"):
         run_classification(student, [record], MAGIC_8_BALL_ANSWERS)
 
 
@@ -67,5 +66,5 @@ def test_tool_call_run_scores_every_record(student):
 
 
 def test_tool_call_reference_must_be_a_tool_call(student):
-    with pytest.raises(EvalDataError, match="'t'.*not a JSON tool call"):
+    with pytest.raises(EvalDataError, match=r"'t'.*not a JSON tool call"):
         run_toolcalls(student, [KDRecord(id="t", prompt="p", completion="hello")])

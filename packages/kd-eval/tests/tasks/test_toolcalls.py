@@ -1,5 +1,4 @@
 import pytest
-
 from kd_eval.tasks.toolcalls import (
     ToolCall,
     ToolCallScore,

@@ -1,0 +1,69 @@
+import json
+
+import pytest
+from kd_eval.errors import ConfigError
+from kd_eval.report.document import (
+    SECTIONS,
+    merge_reports,
+    new_report,
+    read_report,
+    schema,
+    write_report,
+)
+from kd_eval.tasks.classification import classification_metrics
+
+
+def _classification():
+    m = classification_metrics(["a", "b"], ["a", "a"], ["a", "b"])
+    return {"model": "m", "parameters": 1, "mode": "likelihood", "chance_accuracy": 0.5,
+            **m.to_dict(), "examples": []}  # fmt: skip
+
+
+def test_the_schema_lists_every_section_as_required():
+    assert set(SECTIONS) <= set(schema()["required"])
+
+
+def test_a_written_report_reads_back(tmp_path):
+    report = new_report("run", classification=_classification())
+    path = write_report(tmp_path / "r.json", report)
+    assert read_report(path) == report
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_an_invalid_section_is_refused_before_writing(tmp_path):
+    bad = new_report("run", classification={**_classification(), "accuracy": 1.5})
+    with pytest.raises(ConfigError, match="classification/accuracy"):
+        write_report(tmp_path / "r.json", bad)
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_merging_combines_sections_from_several_reports():
+    merged = merge_reports(
+        [new_report("a", classification=_classification()), new_report("b", targets=[])], "run"
+    )
+    assert merged["name"] == "run"
+    assert merged["classification"] is not None
+    assert merged["targets"] == []
+
+
+def test_the_same_section_twice_is_a_conflict():
+    one = new_report("a", targets=[])
+    with pytest.raises(ConfigError, match="'targets'"):
+        merge_reports([one, new_report("b", targets=[])])
+
+
+def test_reading_a_file_that_is_not_a_report_is_explained(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ConfigError, match="not a kd-eval report"):
+        read_report(path)
+    path.write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        read_report(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_report(tmp_path / "none.json")
+
+
+def test_unknown_sections_are_a_programming_error():
+    with pytest.raises(ValueError, match="unknown report sections"):
+        new_report("x", vibes={})
