@@ -1,8 +1,13 @@
-"""``python -m qa.perf bench [ARGS]``: run every ``packages/*/benchmarks/bench_*.py``.
+"""``python -m qa.perf bench|load [ARGS]``: the benchmark suite and the load scenarios.
 
-Each benchmark script prints its table, writes its figures as JSON under ``qa/perf/`` and
-exits non-zero when a figure regresses beyond the tolerance in ``qa/gates.toml``; extra
-arguments (e.g. ``--quick``) are passed to every script. ``load`` runs the load scenarios.
+``bench`` runs every ``packages/*/benchmarks/bench_*.py`` (extra arguments such as
+``--quick`` are passed to each). Each script prints its table, writes its figures to
+``qa/perf/results/<name>.json`` and exits non-zero when a figure regresses beyond the
+tolerance in ``qa/gates.toml``. The runner then merges those files into
+``qa/perf/results/<machine-id>.json`` (see :mod:`qa.perf.common` for the id) and draws one
+PNG chart per group into ``docs/_static/perf/``. ``bench --only NAME`` runs one script.
+
+``load`` runs the load and fault scenarios (:mod:`qa.perf.load`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from qa.perf.common import ROOT
 
 
 def benchmark_scripts(root: Path = ROOT) -> list[Path]:
@@ -19,21 +24,52 @@ def benchmark_scripts(root: Path = ROOT) -> list[Path]:
     return sorted(root.glob("packages/*/benchmarks/bench_*.py"))
 
 
+def select(scripts: list[Path], args: list[str]) -> tuple[list[Path], list[str]]:
+    """Apply ``--only NAME`` (``bench_NAME.py``, repeatable); return scripts and the rest."""
+    only, rest = [], []
+    it = iter(args)
+    for arg in it:
+        if arg == "--only":
+            only.append(next(it, ""))
+        else:
+            rest.append(arg)
+    if only:
+        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in only]
+    return scripts, rest
+
+
 def run_bench(args: list[str]) -> int:
-    """Run each benchmark script; return 1 if any failed or none exists."""
-    scripts = benchmark_scripts()
+    """Run each benchmark script, then merge results and draw charts; 1 if any failed."""
+    scripts, rest = select(benchmark_scripts(), args)
     if not scripts:
         print("qa.perf: no benchmark scripts found under packages/*/benchmarks/", file=sys.stderr)
         return 1
     failed = []
     for script in scripts:
         print(f"== {script.relative_to(ROOT)}", flush=True)
-        if subprocess.run([sys.executable, str(script), *args], check=False).returncode != 0:
+        if subprocess.run([sys.executable, str(script), *rest], check=False).returncode != 0:
             failed.append(script.name)
+    from qa.perf.report import draw_charts, merge
+
+    target = merge()
+    charts = draw_charts()
+    print(f"qa.perf: results merged into {target.relative_to(ROOT)}; "
+          f"{len(charts)} charts in docs/_static/perf/")  # fmt: skip
     if failed:
         print(f"qa.perf: failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def run_load(args: list[str]) -> int:
+    """Run the load scenarios, then refresh the machine file and the charts."""
+    from qa.perf.load import main as load_main
+    from qa.perf.report import draw_charts, merge
+
+    status = load_main(args)
+    merge()
+    draw_charts()
+    return status
 
 
 def main(argv: list[str]) -> int:
@@ -41,8 +77,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["bench"]:
         return run_bench(argv[1:])
     if argv[:1] == ["load"]:
-        print("qa.perf: the load scenarios are not built yet", file=sys.stderr)
-        return 1
+        return run_load(argv[1:])
     print("usage: python -m qa.perf bench|load [ARGS]", file=sys.stderr)
     return 2
 

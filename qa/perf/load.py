@@ -1,0 +1,72 @@
+"""``python -m qa.perf load [--quick] [--only NAME]``: run the load and fault scenarios.
+
+Each scenario (a module of :mod:`qa.perf.scenarios`) runs at its ``FULL`` configuration,
+or ``QUICK`` with ``--quick``; the runner prints what each tried and verified, writes
+``qa/perf/results/load.json`` (the scenarios run this time replace their entries) and
+exits 1 if any check failed or a scenario raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+import traceback
+from typing import Any
+
+from qa.perf.common import RESULTS, read_json, write_json
+from qa.perf.scenarios import ScenarioResult
+
+#: Scenario modules, in the order of the issue (cheapest first within a run).
+SCENARIOS = {
+    "generate_faults": "qa.perf.scenarios.generate_faults",
+    "generate_kill": "qa.perf.scenarios.generate_kill",
+    "train_kill": "qa.perf.scenarios.train_kill",
+    "shared_budget": "qa.perf.scenarios.shared_budget",
+    "validator": "qa.perf.scenarios.validator",
+}
+LOAD_RESULTS = RESULTS / "load.json"
+
+
+def run_one(name: str, quick: bool) -> ScenarioResult:
+    """Import scenario ``name`` and run it at its QUICK or FULL configuration."""
+    module = importlib.import_module(SCENARIOS[name])
+    config = module.QUICK if quick else module.FULL
+    began = time.monotonic()
+    try:
+        result: ScenarioResult = module.run(config)
+    except Exception as exc:  # a crash is a failed scenario, reported like the others
+        result = ScenarioResult(name)
+        result.check("scenario ran to the end", f"{type(exc).__name__}: {exc}", "no exception",
+                     ok=False)  # fmt: skip
+        result.notes.append(traceback.format_exc(limit=5))
+    result.figures["wall_seconds"] = time.monotonic() - began
+    return result
+
+
+def main(argv: list[str]) -> int:
+    """Run the selected scenarios; print and store their results; 1 if any failed."""
+    parser = argparse.ArgumentParser(prog="python -m qa.perf load", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes (minutes, not hours)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(SCENARIOS),
+        metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
+    )
+    args = parser.parse_args(argv)
+    names = args.only or list(SCENARIOS)
+    stored: dict[str, Any] = read_json(LOAD_RESULTS) if LOAD_RESULTS.is_file() else {}
+    failed = []
+    for name in names:
+        print(f"-- {name} ({'quick' if args.quick else 'full'})", flush=True)
+        result = run_one(name, args.quick)
+        print(result.report(), flush=True)
+        stored[name] = {"mode": "quick" if args.quick else "full", **result.to_dict()}
+        write_json(LOAD_RESULTS, stored)
+        if not result.passed:
+            failed.append(name)
+    print(f"\nload: {len(names) - len(failed)}/{len(names)} scenarios passed"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
+    return 1 if failed else 0
