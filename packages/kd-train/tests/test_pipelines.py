@@ -1,18 +1,63 @@
 import json
 
-from kd_train.pipelines import main, mean_forward_kl
+from kd_train.data.schema import SPAN_KINDS
+from kd_train.pipelines import mean_forward_kl
+from kd_train.pipelines.__main__ import main
+from kd_train.pipelines.common import completion_kl, label_accuracy
+from kd_train.pipelines.toydata import (
+    MAGIC_8_BALL_ANSWERS,
+    eight_ball_answer,
+    eight_ball_questions,
+    eight_ball_records,
+    tool_call_records,
+)
 
 
 def test_kl_of_a_model_to_itself_is_zero(tiny_llama_dir):
     assert abs(mean_forward_kl(tiny_llama_dir, tiny_llama_dir, ["hello world"])) < 1e-6
+    records = tool_call_records(2)
+    assert abs(completion_kl(tiny_llama_dir, tiny_llama_dir, records)) < 1e-6
 
 
 def test_kl_between_different_models_is_positive(tiny_llama_dir, tiny_teacher_dir):
-    assert mean_forward_kl(tiny_teacher_dir, tiny_llama_dir, ["hello world"]) > 0
+    assert completion_kl(tiny_teacher_dir, tiny_llama_dir, tool_call_records(2)) > 0
 
 
-def test_pipeline_writes_its_summary(tmp_path, capsys):
-    assert main(["all", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["student_init_kl"] > 0
-    assert "student_init_kl" in capsys.readouterr().out
+def test_tool_call_records_are_deterministic_and_spans_cover_their_text():
+    records = tool_call_records(30, seed=7)
+    assert records == tool_call_records(30, seed=7)
+    kinds = {span.kind for r in records for span in r.spans}
+    assert kinds == {"tool_name", "json_args", "code_mode"}
+    assert kinds <= set(SPAN_KINDS)
+    for record in records:
+        for span in record.spans:
+            text = record.completion[span.start : span.end]
+            if span.kind == "json_args":
+                json.loads(text)
+            if span.kind == "tool_name":
+                assert text in {"get_weather", "send_message", "get_time"}
+
+
+def test_eight_ball_answers_depend_only_on_verb_and_time():
+    pairs = eight_ball_questions()
+    assert len(pairs) == 245
+    assert all(answer in MAGIC_8_BALL_ANSWERS for _, answer in pairs)
+    assert len(MAGIC_8_BALL_ANSWERS) == 20
+    assert eight_ball_answer("win", "today") == dict(pairs)["Will the cat win today?"]
+    assert eight_ball_records(seed=1) == eight_ball_records(seed=1)
+
+
+def test_label_accuracy_scores_completions_against_the_label_set(tiny_llama_dir):
+    records = eight_ball_records()[:2]
+    assert label_accuracy(tiny_llama_dir, records, MAGIC_8_BALL_ANSWERS) in (0.0, 0.5, 1.0)
+    assert label_accuracy(tiny_llama_dir, records, [r.completion[1:] for r in records[:1]]) == 0.5
+
+
+def test_toy_pipeline_writes_its_figures_and_reports_them(tmp_path, capsys):
+    assert main(["toy", "--out", str(tmp_path), "--steps", "3", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "toy" / "summary.json").read_text())
+    assert summary["student_heldout_kl_before"] > 0
+    assert (tmp_path / "toy" / "distill-run" / "student" / "model.safetensors").exists()
+    out = capsys.readouterr().out
+    assert "student KL to teacher, held out" in out
+    assert str(tmp_path / "summary.json") in out

@@ -1,0 +1,146 @@
+"""Synthetic, deterministic datasets for the demo pipelines (no download, no randomness leak).
+
+* :func:`tool_call_records`: requests answered by a tool call
+  ``<call>NAME {"arg": value, ...}</call>`` with ``tool_name`` and ``json_args`` spans, and
+  a share of small arithmetic tasks answered in code mode (``code_mode`` span).
+* :func:`eight_ball_records`: yes/no questions answered with one of the twenty classic
+  Magic 8-Ball replies; the reply is a pure function of the question (a rule the student
+  has to learn from the teacher).
+
+The same ``seed`` always gives the same records.
+
+>>> from kd_train.pipelines.toydata import tool_call_records
+>>> rec = tool_call_records(3, seed=0)[0]
+>>> [(s.kind, rec.completion[s.start:s.end][:8]) for s in rec.spans][:1][0][0]
+'tool_name'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+from kd_train.atomic import atomic_write_text
+from kd_train.data.schema import KDRecord, Span
+
+#: The twenty classic Magic 8-Ball answers (the same list as ``kd_eval``'s
+#: ``MAGIC_8_BALL_ANSWERS``; kd_train cannot import kd_eval, so it is repeated here).
+MAGIC_8_BALL_ANSWERS: tuple[str, ...] = (
+    "It is certain.",
+    "It is decidedly so.",
+    "Without a doubt.",
+    "Yes definitely.",
+    "You may rely on it.",
+    "As I see it, yes.",
+    "Most likely.",
+    "Outlook good.",
+    "Yes.",
+    "Signs point to yes.",
+    "Reply hazy, try again.",
+    "Ask again later.",
+    "Better not tell you now.",
+    "Cannot predict now.",
+    "Concentrate and ask again.",
+    "Don't count on it.",
+    "My reply is no.",
+    "My sources say no.",
+    "Outlook not so good.",
+    "Very doubtful.",
+)
+
+_CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Quito", "Perth", "Delhi")
+_UNITS = ("celsius", "fahrenheit")
+_CONTACTS = ("Ana", "Bo", "Chen", "Dara", "Eli", "Femi")
+_TOPICS = ("lunch", "the report", "the trip", "rain", "the game")
+
+
+def _tool_call(name: str, args: dict[str, object]) -> tuple[str, list[Span]]:
+    """The completion text of a tool call and its ``tool_name`` / ``json_args`` spans."""
+    head = "<call>"
+    body = json.dumps(args)
+    text = f"{head}{name} {body}</call>"
+    name_at = len(head)
+    args_at = name_at + len(name) + 1
+    return text, [
+        Span("tool_name", name_at, name_at + len(name)),
+        Span("json_args", args_at, args_at + len(body)),
+    ]
+
+
+def tool_call_records(n: int, seed: int = 0, code_share: float = 0.25) -> list[KDRecord]:
+    """``n`` tool-call records; about ``code_share`` of them are code-mode arithmetic."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    records = []
+    for i in range(n):
+        kind = rng.random()
+        if kind < code_share:
+            a, b = rng.randint(2, 99), rng.randint(2, 99)
+            prompt = f"Use code to add {a} and {b}.\n"
+            code = f"print({a} + {b})"
+            completion = f"<code>{code}</code>"
+            spans = [Span("code_mode", 6, 6 + len(code))]
+        elif kind < 0.6:
+            city, unit = rng.choice(_CITIES), rng.choice(_UNITS)
+            prompt = f"What is the weather in {city} in {unit}?\n"
+            completion, spans = _tool_call("get_weather", {"city": city, "unit": unit})
+        elif kind < 0.8:
+            who, topic = rng.choice(_CONTACTS), rng.choice(_TOPICS)
+            prompt = f"Send {who} a message about {topic}.\n"
+            completion, spans = _tool_call("send_message", {"to": who, "text": topic})
+        else:
+            city = rng.choice(_CITIES)
+            prompt = f"What time is it in {city}?\n"
+            completion, spans = _tool_call("get_time", {"city": city})
+        records.append(
+            KDRecord(id=f"tool-{seed}-{i}", prompt=prompt, completion=completion, spans=spans)
+        )
+    return records
+
+
+_SUBJECTS = ("I", "we", "my team", "the cat", "our plan", "the weather", "my friend")
+_VERBS = ("win", "succeed", "travel", "finish", "change", "improve", "arrive")
+_WHEN = ("today", "tomorrow", "soon", "this year", "next week")
+
+
+def eight_ball_answer(verb: str, when: str) -> str:
+    """The teacher's rule: the reply is picked by a hash of the question's verb and time.
+
+    The subject does not matter, so a question held out of training is answered by the
+    same rule as the training questions that share its verb and time.
+    """
+    digest = hashlib.sha256(f"{verb}|{when}".encode()).digest()
+    return MAGIC_8_BALL_ANSWERS[digest[0] % len(MAGIC_8_BALL_ANSWERS)]
+
+
+def eight_ball_questions() -> list[tuple[str, str]]:
+    """Every ``(question, answer)`` of the toy 8-ball grammar (245 of them), in a fixed order."""
+    return [
+        (f"Will {s} {v} {w}?", eight_ball_answer(v, w))
+        for s in _SUBJECTS
+        for v in _VERBS
+        for w in _WHEN
+    ]
+
+
+def eight_ball_records(seed: int = 0) -> list[KDRecord]:
+    """One record per question, shuffled by ``seed``: prompt ``Q: <question> A:``, reply."""
+    pairs = eight_ball_questions()
+    random.Random(seed).shuffle(pairs)  # noqa: S311 - synthetic data, not security
+    return [
+        KDRecord(id=f"8ball-{i}", prompt=f"Q: {q}\nA:", completion=f" {a}")
+        for i, (q, a) in enumerate(pairs)
+    ]
+
+
+def corpus_of(records: Iterable[KDRecord]) -> list[str]:
+    """The texts of ``records`` (prompt + completion), to train a tokenizer on."""
+    return [r.prompt + r.completion for r in records]
+
+
+def write_jsonl(path: Path, records: Iterable[KDRecord]) -> Path:
+    """Write ``records`` as a JSONL dataset, atomically."""
+    atomic_write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return path
