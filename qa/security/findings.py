@@ -20,14 +20,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: ``# nosec`` must name bandit tests (``# nosec B603``), ``# nosemgrep`` a rule id.
+#: A bandit suppression must name its tests ("nosec B603"), a semgrep one its rule id.
 BLANKET_NOSEC = re.compile(r"#\s*nosec\b(?!\s*:?\s*B\d{3})")
 BLANKET_NOSEMGREP = re.compile(r"#\s*nosemgrep\b(?!\s*:\s*[\w.-]+)")
 
 
 def normalise(code: str) -> str:
-    """Collapse whitespace so re-indenting or re-spacing a line keeps its fingerprint."""
-    return " ".join(code.split())
+    """Drop a trailing comment and collapse whitespace (the code a fingerprint hashes).
+
+    Re-indenting, re-spacing or editing the comment of a line keeps its fingerprint.
+
+    >>> normalise("    rng = random.Random(seed)  # noqa: S311 - toy data")
+    'rng = random.Random(seed)'
+    >>> normalise("x = '# not a comment'")
+    "x = '# not a comment'"
+    """
+    cut = len(code)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code.strip()).readline):
+            if tok.type == tokenize.COMMENT:
+                cut = tok.start[1]
+                break
+    except (tokenize.TokenError, SyntaxError):
+        pass  # an unfinished line ("run(") still yields its tokens up to the end
+    return " ".join(code.strip()[:cut].split())
 
 
 @dataclass(frozen=True)
@@ -107,7 +123,7 @@ def blanket_suppressions(root: Path, files: list[Path]) -> list[str]:
             tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
         except (OSError, UnicodeDecodeError, SyntaxError, tokenize.TokenError):
             continue
-        for tok in tokens:  # comments only: a docstring that mentions ``# nosec`` is fine
+        for tok in tokens:  # comments only: docstrings may quote suppression syntax
             if tok.type == tokenize.COMMENT and (
                 BLANKET_NOSEC.search(tok.string) or BLANKET_NOSEMGREP.search(tok.string)
             ):
