@@ -1,0 +1,113 @@
+"""The store against a real PostgreSQL server: same behaviour as SQLite, one shared budget."""
+
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from kd_train.store import BudgetExhaustedError, open_store
+from kd_train.testing_http import LoopbackTeacherServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_postgres_url_opens_a_store_with_the_psycopg_driver(pg_url):
+    store = open_store(pg_url)
+    assert (store.engine.dialect.name, store.engine.dialect.driver) == ("postgresql", "psycopg")
+    store.close()
+
+
+def test_ledger_settles_and_refuses_on_postgres(pg_url):
+    store = open_store(pg_url)
+    store.ledger.ensure_budget("b", cap_nanos=100)
+    r = store.ledger.reserve("b", 60, owner="w")
+    with pytest.raises(BudgetExhaustedError):
+        store.ledger.reserve("b", 41, owner="w")
+    store.ledger.settle(r, cost_nanos=30, key="k", model="m", body={"x": 1}, estimated=False)
+    assert store.ledger.status("b").spent_nanos == 30
+    assert store.cache.get("k").body == {"x": 1}
+    store.close()
+
+
+def test_sixteen_threads_on_two_engines_never_exceed_a_postgres_budget(pg_url):
+    stores = [open_store(pg_url), open_store(pg_url)]
+    stores[0].ledger.ensure_budget("shared", cap_nanos=1000)
+    admitted = []
+    lock = threading.Lock()
+
+    def worker(n):
+        ledger = stores[n % 2].ledger
+        for _ in range(4):
+            try:
+                r = ledger.reserve("shared", 70, owner=f"w{n}")
+            except BudgetExhaustedError:
+                continue
+            ledger.settle(r, cost_nanos=70, key=f"{n}-{r.id}", model="m", body={}, estimated=False)
+            with lock:
+                admitted.append(n)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    status = stores[0].ledger.status("shared")
+    assert len(admitted) == 1000 // 70
+    assert status.spent_nanos == stores[1].ledger.charged_total("shared") == 70 * len(admitted)
+    for s in stores:
+        s.close()
+
+
+def test_two_generate_workers_share_one_budget_without_overspending(
+    pg_url, teacher_model_dir, tmp_path
+):
+    procs = []
+    with LoopbackTeacherServer(teacher_model_dir, slow_seconds=0.02) as server:
+        for worker in ("a", "b"):
+            prompts = tmp_path / f"{worker}.jsonl"
+            prompts.write_text(
+                "".join(
+                    json.dumps({"id": f"{worker}{i}", "prompt": f"Outlook good {worker} {i}"})
+                    + "\n"
+                    for i in range(30)
+                )
+            )
+            args = [
+                sys.executable,
+                "-m",
+                "kd_train.cli",
+                "generate",
+                "--prompts",
+                str(prompts),
+                "--out",
+                str(tmp_path / f"{worker}.out.jsonl"),
+                "--base-url",
+                server.base_url,
+                "--model",
+                "tiny",
+                "--max-tokens",
+                "2",
+                "--concurrency",
+                "8",
+                "--price-per-1k-prompt",
+                "1",
+                "--price-per-1k-completion",
+                "1",
+                "--budget",
+                "0.4",
+                "--store",
+                pg_url,
+                "--no-progress",
+            ]
+            procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        results = [(p.wait(), p.stderr.read().decode()) for p in procs]
+    assert any(code == 3 for code, _ in results), results
+    store = open_store(pg_url)
+    status = store.ledger.status("default")
+    charged = store.ledger.charged_total("default")
+    store.close()
+    written = sum(len((tmp_path / f"{w}.out.jsonl").read_text().splitlines()) for w in ("a", "b"))
+    assert status.spent_nanos == charged <= 400_000_000
+    assert status.reserved_nanos == 0
+    assert 0 < written < 60
