@@ -58,7 +58,7 @@ class BenchSettings:
     seed: int = 0
 
     def check(self) -> None:
-        """Raise :class:`BenchError` on settings that cannot produce a measurement."""
+        """Raise :class:`~kd_eval.errors.BenchError` on settings that cannot measure anything."""
         if not self.seq_lens or not self.batch_sizes:
             raise BenchError("give at least one sequence length and one batch size")
         if min(self.seq_lens) < 1 or min(self.batch_sizes) < 1:

@@ -76,10 +76,11 @@ class HFRunner:
         return out.logits[:, -1].argmax(-1), (getattr(out, self._cache_name), mask)
 
 
-class _FullRecompute:
-    """Shared decoding for exported models: no cache, so rerun the whole sequence."""
+class FullRecomputeRunner:
+    """Shared decoding of exported models, which take no cache: rerun the whole sequence."""
 
     def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """Return the logits ``[B, S, V]`` of ``ids [B, S]`` (defined by each subclass)."""
         raise NotImplementedError
 
     def prefill(self, ids: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -95,7 +96,7 @@ class _FullRecompute:
         return int(self.logits(torch.zeros((1, 2), dtype=torch.long)).shape[-1])
 
 
-class TorchScriptRunner(_FullRecompute):
+class TorchScriptRunner(FullRecomputeRunner):
     """A TorchScript module ``(input_ids, attention_mask) -> logits [B, S, V]``."""
 
     kind = "torchscript"
@@ -118,7 +119,7 @@ class TorchScriptRunner(_FullRecompute):
         return _pick_logits(out)
 
 
-class ONNXRunner(_FullRecompute):
+class ONNXRunner(FullRecomputeRunner):
     """An ONNX causal LM run in onnxruntime on the CPU."""
 
     kind = "onnx"

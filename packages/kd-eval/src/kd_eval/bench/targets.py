@@ -95,8 +95,8 @@ def check_targets(bench: dict[str, Any], targets: list[RoleTarget]) -> list[dict
     """Check a bench result (JSON form) against every role's limits.
 
     Returns:
-        One row per (role, limit): ``role``, ``limit``, ``threshold``, ``value`` (``None`` if
-        not measured) and ``passed``.
+        One row per role and limit, with ``role``, ``limit``, ``threshold``, ``value``
+        (``None`` if not measured) and ``passed``.
     """
     by_shape = {(c["seq_len"], c["batch_size"]): c for c in bench["configs"]}
     rows = []

@@ -62,7 +62,8 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loade
         dtype: the dtype the weights are loaded in.
 
     Returns:
-        The model in eval mode and its tokenizer (with a pad token: EOS when it had none).
+        The model in eval mode and its tokenizer, given the EOS token as pad token when it
+        had none.
 
     Raises:
         ModelLoadError: the directory is missing, has no ``config.json``, or cannot be loaded.

@@ -61,7 +61,7 @@ def new_report(name: str, **sections: Any) -> dict[str, Any]:
 
 
 def validate(report: dict[str, Any], where: str) -> None:
-    """Raise :class:`ConfigError` naming ``where`` and the first violation of the schema."""
+    """Raise :class:`~kd_eval.errors.ConfigError` naming ``where`` and the first violation."""
     try:
         jsonschema.validate(report, schema())
     except jsonschema.ValidationError as exc:

@@ -2,7 +2,7 @@
 
 Plots are PNGs embedded as ``data:image/png;base64`` URIs, the style sheet is inline, there
 is no script and no external resource: the file can be mailed or archived as is. Every
-piece of text from the report goes through :func:`html.escape`.
+piece of text from the report goes through ``html.escape``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Recorded tool results, replayed deterministically (no network, no real tool runs).
 
 A fixture file is JSON: a list of ``{"name": str, "arguments": object, "result": any}``.
-Replaying a predicted call looks up its canonical JSON (:meth:`ToolCall.key`); a hit returns
-the recorded result, a miss means the model asked for a call nobody recorded.
+Replaying a predicted call looks up its canonical JSON
+(:meth:`~kd_eval.tasks.toolcalls.ToolCall.key`); a hit returns the recorded result, a miss
+means the model asked for a call nobody recorded.
 """
 
 from __future__ import annotations

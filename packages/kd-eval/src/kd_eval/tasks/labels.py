@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: The 20 answers of the classic Magic 8-Ball: 10 affirmative, 5 non-committal, 5 negative.
+#: The 20 answers of the classic Magic 8-Ball (10 affirmative, 5 non-committal, 5 negative).
 MAGIC_8_BALL_ANSWERS: tuple[str, ...] = (
     "It is certain.",
     "It is decidedly so.",
