@@ -23,7 +23,7 @@ from kd_train.atomic import atomic_write_text
 from tqdm import tqdm
 
 from kd_convert.contract import PARITY_FILE, Contract, build_contract, write_contract
-from kd_convert.errors import ConversionError, ExportConfigError, ValidationError
+from kd_convert.errors import ExportConfigError
 from kd_convert.fingerprint import source_fingerprint, tokenizer_fingerprint
 from kd_convert.formats import format_module
 from kd_convert.formats.base import RuntimeUnavailableError
@@ -54,9 +54,9 @@ def export_model(
     Writes the artifact, ``contract.json`` and ``parity.json`` (all atomically).
 
     Raises:
-        UnsupportedModelError: the model cannot be loaded or driven by the wrapper.
-        ValidationError: a pre-conversion check failed (nothing is written).
-        ConversionError: the converter failed.
+        kd_convert.errors.UnsupportedModelError: the wrapper cannot load or drive the model.
+        kd_convert.errors.ValidationError: a pre-conversion check failed (nothing written).
+        kd_convert.errors.ConversionError: the converter failed.
     """
     out = Path(out_dir)
     module = format_module(spec.format)
@@ -115,6 +115,3 @@ def _check_lengths(spec: ExportSpec, max_positions: int) -> None:
             f"sequence lengths {too_long} exceed the model's max_position_embeddings "
             f"({max_positions}): choose lengths <= {max_positions}"
         )
-
-
-__all__ = ["ConversionError", "ExportResult", "ValidationError", "export_model", "run_parity"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
     )
     result = export_model(args.model_dir, args.out_dir, spec, progress=not args.no_progress)
-    Console().print(summary_table(result))
+    print(summary_table(result))
     return 1 if result.parity.status == "failed" else 0
 
 
@@ -63,7 +64,7 @@ def parse_lengths(text: str) -> tuple[int, ...]:
         ) from exc
 
 
-def summary_table(result: ExportResult) -> Table:
+def summary_table(result: ExportResult, width: int = 100) -> str:
     """Return the table printed after an export: artifact, timings and parity per length."""
     contract, parity = result.contract, result.parity
     table = Table(title=f"kd-convert export: {contract.format} -> {result.artifact}")
@@ -86,4 +87,6 @@ def summary_table(result: ExportResult) -> Table:
         f"parity {parity.status} ({bound}); {len(contract.files)} files, {size / 1e6:.2f} MB; "
         f"{timings}"
     )
-    return table
+    console = Console(file=io.StringIO(), width=width)
+    console.print(table)
+    return console.file.getvalue().rstrip()  # type: ignore[attr-defined]
