@@ -1,6 +1,6 @@
 """``CachedTeacher``: teacher top-k log-probs computed once and read back from shards.
 
-``kd-train cache-logits`` (:mod:`kd_train.commands.cache_logits`) runs a teacher over a
+``kd-train cache-logits`` (``kd_train.commands.cache_logits``) runs a teacher over a
 dataset once and writes a cache directory::
 
     CACHE_DIR/shard-00000.safetensors   ids [N, k], logprobs [N, k] fp16, tail [N] fp16
@@ -368,8 +368,8 @@ class CachedTeacher:
         """Return a record's cached rows as ``[1, n, k]`` (``n`` = completion positions).
 
         Row ``j`` is the teacher's distribution at sequence position ``start + j``
-        (:attr:`RecordEntry.start`), i.e. over completion token ``j`` when the prompt is
-        not empty.
+        (``start`` of the record's :class:`RecordEntry`), i.e. over the ``j``-th label
+        (completion token, then ``eos``).
 
         Raises:
             CacheError: the record id is not in the cache.

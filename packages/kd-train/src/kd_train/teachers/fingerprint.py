@@ -124,7 +124,7 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     included), each as its relative path followed by its own SHA-256.
 
     Raises:
-        KDTrainError: the directory holds no weight file.
+        kd_train.errors.KDTrainError: the directory holds no weight file.
     """
     root = Path(model_dir)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)

@@ -146,7 +146,8 @@ class HFTeacher:
         """SHA-256 of the weight files the teacher was loaded from (computed once).
 
         Raises:
-            KDTrainError: the teacher was built from an in-memory model (no ``source``).
+            kd_train.errors.KDTrainError: the teacher was built from an in-memory model
+                (no ``source``).
         """
         if self._fingerprint is None:
             if self.source is None:
@@ -183,7 +184,7 @@ class HFTeacher:
         ``1 - Σ exp(logprobs)`` (:meth:`~kd_train.teachers.base.TopK.tail_logprob`).
 
         Raises:
-            KDTrainError: ``k`` is not in ``1..vocab_size``.
+            kd_train.errors.KDTrainError: ``k`` is not in ``1..vocab_size``.
         """
         if not 1 <= k <= self.vocab_size:
             raise KDTrainError(f"top-k needs 1 <= k <= vocab size {self.vocab_size}, got k={k}")
