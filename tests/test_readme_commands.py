@@ -1,4 +1,4 @@
-"""Every shell command shown in README.md and docs/quickstart.md is exercised or marked.
+"""Every shell command shown in README.md and the docs (quickstart, QA) is exercised or marked.
 
 A command is a line of a ``console``/``bash``/``shell``/``sh`` code block (in a block where
 some lines start with ``$ ``, only those lines), or an inline code span that starts with
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("README.md", "docs/quickstart.md")
+PAGES = ("README.md", "docs/quickstart.md", "docs/qa/index.md")
 SHELLS = {"console", "bash", "shell", "sh"}
 FENCE = re.compile(r"^(```+|~~~+)\s*\{?([\w-]*)\}?\s*$")
 BLOCK_MARK = re.compile(r"<!--\s*not-run:\s*(?P<why>.*?)\s*-->")
