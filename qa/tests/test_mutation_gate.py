@@ -159,3 +159,20 @@ def test_a_weak_test_lets_mutants_survive_and_fails_the_gate(tmp_path: Path) -> 
     assert (6, "Gt", "GtE") in survivors
     assert all(m.line == 6 for m in outcome.report.survivors)
     assert outcome.report.counts.detected >= 5
+
+
+def test_quick_mode_skips_a_module_whose_files_did_not_change(tmp_path: Path) -> None:
+    src = tmp_path / "packages" / "kd-toy" / "src" / "kd_toy"
+    src.mkdir(parents=True)
+    (src / "m.py").write_text("X = 1\n")
+    cfg = gates.mutation(gates.read())
+    mod = gates.MutationModule("kd_toy.m", 80.0, ("tests",), 1)
+    changed = ["packages/kd-toy/src/kd_toy/other.py"]
+    outcome = check_module(mod, cfg, tmp_path, tmp_path, changed, 1.0, root=tmp_path)
+    assert outcome.status == "NOTHING CHANGED"
+    assert not outcome.failed
+    # the module's file changed, but its tests are missing: an error, not a silent pass
+    changed = ["packages/kd-toy/src/kd_toy/m.py"]
+    outcome = check_module(mod, cfg, tmp_path, tmp_path, changed, 1.0, root=tmp_path)
+    assert outcome.status == "ERROR"
+    assert outcome.failed
