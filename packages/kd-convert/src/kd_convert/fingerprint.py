@@ -16,6 +16,8 @@ from pathlib import Path
 
 #: Files of a saved model whose bytes define it (weights and architecture).
 SOURCE_PATTERNS = ("config.json", "*.safetensors", "*.bin", "*.safetensors.index.json")
+#: Files whose presence means a tokenizer was saved with the model.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _CHUNK = 1 << 20
 
 
@@ -52,10 +54,16 @@ def source_fingerprint(model_dir: str | Path) -> dict[str, str]:
 
 
 def tokenizer_fingerprint(model_dir: str | Path) -> str | None:
-    """Return ``"sha256:<hex>"`` of the saved ``tokenizer.json``, or ``None`` if there is none.
+    """Return the kd-train fingerprint of the tokenizer saved in ``model_dir``, or ``None``.
 
-    The fast-tokenizer file holds the vocabulary, merges, normalizer and special tokens, so two
-    tokenizers with the same fingerprint encode every text identically.
+    Uses :func:`kd_train.teachers.fingerprint.tokenizer_fingerprint` (canonical tokenizer JSON
+    plus special tokens), the same value kd-train stores with cached teacher log-probs, so a
+    contract can be matched against the data the student was distilled on.
     """
-    path = Path(model_dir) / "tokenizer.json"
-    return f"sha256:{sha256_file(path)}" if path.is_file() else None
+    base = Path(model_dir)
+    if not any((base / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    from kd_train.teachers.fingerprint import tokenizer_fingerprint as fingerprint
+    from transformers import AutoTokenizer
+
+    return fingerprint(AutoTokenizer.from_pretrained(base, local_files_only=True))
