@@ -136,7 +136,7 @@ class LoopbackTeacherServer:
         self.slow_seconds = slow_seconds
         self.stall_seconds = stall_seconds
         self.report_usage = report_usage
-        self.counts: Counter[str] = Counter()
+        self.counts: dict[str, int] = Counter()
         self.answered: list[dict[str, int]] = []
         self.base_url = ""
         self._lock = threading.Lock()

@@ -64,7 +64,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) mapping.
 
     Raises:
-        KDTrainError: the file is missing, unparsable, or not a mapping.
+        kd_train.errors.KDTrainError: the file is missing, unparsable, or not a mapping.
     """
     source = Path(path)
     if not source.is_file():
@@ -83,7 +83,8 @@ def generate_config(data: dict[str, Any], source: str) -> GenerateConfig:
     """Validate ``data`` (merged file + flags) into a :class:`GenerateConfig`.
 
     Raises:
-        KDTrainError: a key is unknown, missing or invalid; the message names it and ``source``.
+        kd_train.errors.KDTrainError: a key is unknown, missing or invalid; the message
+            names it and ``source``.
     """
     unknown = set(data) - _TEACHER_KEYS - _OWN_KEYS
     if unknown:

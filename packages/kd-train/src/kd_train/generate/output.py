@@ -43,7 +43,8 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     """Read a JSONL prompts file (objects with string ``id`` and ``prompt``; ids unique).
 
     Raises:
-        KDTrainError: the file is missing, or a line is not such an object (file:line named).
+        kd_train.errors.KDTrainError: the file is missing, or a line is not such an object
+            (the message names file and line).
     """
     source = Path(path)
     if not source.is_file():
@@ -78,7 +79,7 @@ def recover_output(path: str | Path) -> set[str]:
     """Truncate ``path`` to its last complete line and return the ids written (``set()`` if new).
 
     Raises:
-        KDTrainError: a complete line is not a JSON object with a string ``id``.
+        kd_train.errors.KDTrainError: a complete line is not a JSON object with a string ``id``.
     """
     target = Path(path)
     if not target.exists():

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+import sqlalchemy
 
 from kd_train.store.cache import CachedResponse, ResponseCache, cache_key
 from kd_train.store.engine import normalize_url, open_engine, redact_url, sqlite_url
@@ -30,7 +30,7 @@ from kd_train.store.schema import SCHEMA_VERSION, nanos_to_usd, usd_to_nanos
 class Store:
     """An open store: its engine and the three views over it."""
 
-    engine: Engine
+    engine: sqlalchemy.Engine
     cache: ResponseCache
     ledger: Ledger
     runs: RunRegistry

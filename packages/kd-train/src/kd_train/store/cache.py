@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+import sqlalchemy
+from sqlalchemy import func, select
 
 from kd_train.store.schema import responses
 
@@ -51,7 +52,7 @@ class ResponseCache:
     >>> store.close()
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
 
     def get(self, key: str) -> CachedResponse | None:

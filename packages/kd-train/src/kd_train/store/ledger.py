@@ -34,7 +34,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+import sqlalchemy
+from sqlalchemy import Connection, delete, func, select, update
 
 from kd_train.store.errors import BudgetExhaustedError, StoreError
 from kd_train.store.schema import budgets, charges, reservations, responses
@@ -63,7 +64,7 @@ class BudgetStatus:
 class Ledger:
     """Budgets, reservations and charges over one engine (see the module docstring)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
 
     def ensure_budget(self, name: str, cap_nanos: int) -> None:

@@ -7,7 +7,8 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+import sqlalchemy
+from sqlalchemy import select, update
 
 from kd_train.store.schema import runs
 
@@ -25,7 +26,7 @@ class RunRegistry:
     >>> store.close()
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: sqlalchemy.Engine) -> None:
         self._engine = engine
 
     def start(self, command: str, config: dict[str, Any]) -> str:

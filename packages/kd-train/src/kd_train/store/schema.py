@@ -42,7 +42,7 @@ from sqlalchemy import (
 #: Version of the table layout; a store with another version is refused with a clear error.
 SCHEMA_VERSION = 1
 
-#: Nano-US-dollars per US dollar: money columns are integers in this unit.
+#: Nano-US-dollars per US dollar (money columns are integers in this unit).
 NANOS_PER_USD = 1_000_000_000
 
 metadata = MetaData()

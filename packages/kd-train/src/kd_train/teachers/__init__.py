@@ -9,10 +9,16 @@ from kd_train.teachers.fingerprint import (
     weights_fingerprint,
 )
 from kd_train.teachers.hf import HFTeacher
+from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
+from kd_train.teachers.retry import RetryPolicy
 
 __all__ = [
     "CachedTeacher",
     "HFTeacher",
+    "HTTPTeacher",
+    "HTTPTeacherConfig",
+    "HTTPTeacherError",
+    "RetryPolicy",
     "Teacher",
     "TopK",
     "TopKWithTail",

@@ -47,11 +47,11 @@ from kd_train.teachers.openai_api import (
     token_to_id,
 )
 from kd_train.teachers.ratelimit import RateLimiter
-from kd_train.teachers.retry import RETRY_STATUSES, RetryPolicy, parse_retry_after
+from kd_train.teachers.retry import RETRY_STATUSES, RetryPolicy, Uniform, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
-#: The cap of a budget created without one (nano-USD): no practical limit.
+#: The cap, in nano-USD, given to a budget created without one (no practical limit).
 UNLIMITED_NANOS = 2**62
 
 #: Log-prob written at positions outside the attention mask in :meth:`HTTPTeacher.topk`.
@@ -142,7 +142,7 @@ class Response:
 
 @dataclass
 class Counters:
-    """What a teacher did so far (thread-safe increments through :meth:`HTTPTeacher._count`)."""
+    """What a teacher did so far (updated under the teacher's lock)."""
 
     cache_hits: int = 0
     paid: int = 0
@@ -174,7 +174,7 @@ class HTTPTeacher:
         tokenizer: Any | None = None,
         owner: str = "kd-train",
         transport: httpx.BaseTransport | None = None,
-        rng: random.Random | None = None,
+        rng: Uniform | None = None,
     ) -> None:
         if config.budget is not None and store is None:
             raise ValueError("a budget needs a store (the ledger lives there); pass store=")
@@ -187,7 +187,7 @@ class HTTPTeacher:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self._limiter = RateLimiter(config.rpm)
-        self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not crypto
+        self._rng: Uniform = rng or random.Random()  # noqa: S311 - backoff jitter, not crypto
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=config.base_url.rstrip("/"),

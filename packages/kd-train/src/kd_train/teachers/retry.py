@@ -22,9 +22,18 @@ import email.utils
 import random
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-#: HTTP statuses that are worth retrying: rate limited, and the server-side failures.
+#: The HTTP statuses worth retrying (rate limited, timeouts, server-side failures).
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class Uniform(Protocol):
+    """A source of uniform random numbers, such as ``random.Random`` (for the jitter)."""
+
+    def uniform(self, a: float, b: float) -> float:
+        """Return a number drawn uniformly from ``[a, b]``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -50,7 +59,7 @@ class RetryPolicy:
             raise ValueError("base_delay, max_delay and max_retry_after must be >= 0")
 
     def delay(
-        self, retry: int, retry_after: float | None = None, rng: random.Random | None = None
+        self, retry: int, retry_after: float | None = None, rng: Uniform | None = None
     ) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first retry)."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
