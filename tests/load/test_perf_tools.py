@@ -1,0 +1,65 @@
+"""The perf runner's own pieces: machine id, results merge, charts, scenario results."""
+
+import json
+
+from qa.perf import common, report
+from qa.perf.__main__ import select
+from qa.perf.scenarios import ScenarioResult
+
+
+def test_machine_id_is_stable_and_depends_on_every_fact():
+    facts = {"system": "Linux", "arch": "x86_64", "cpu": "CPU", "cores": 2, "mem_gib": 24}
+    assert common.machine_id(facts) == common.machine_id(dict(facts))
+    for key, other in (("cpu", "CPU2"), ("cores", 4), ("mem_gib", 32), ("arch", "arm64")):
+        assert common.machine_id({**facts, key: other}) != common.machine_id(facts)
+    assert common.machine_id(facts).startswith("2c-")
+
+
+def test_machine_facts_hold_no_host_name():
+    import socket
+
+    assert socket.gethostname() not in json.dumps(common.machine_facts())
+
+
+def test_merge_gathers_groups_and_skips_machine_files(tmp_path):
+    (tmp_path / "data.json").write_text(json.dumps({"ratios": {"x": 1.0}}))
+    (tmp_path / "load.json").write_text(json.dumps({"validator": {"checks": []}}))
+    (tmp_path / "old.json").write_text(json.dumps({"machine": {"id": "z"}}))
+    merged = json.loads(report.merge(tmp_path).read_text())
+    assert merged["benchmarks"] == {"data": {"ratios": {"x": 1.0}}}
+    assert merged["load"] == {"validator": {"checks": []}}
+    assert merged["machine"]["id"] == common.machine_id()
+
+
+def test_every_group_gets_a_png_chart(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    sizes = {
+        str(n): {"rows": n, **{f"{p}_rows_per_s": 1e4 * n for p in ("json", "stream", "read")},
+                 **{f"{p}_peak_rss_mb": 100.0 for p in ("json", "stream", "read")}}
+        for n in (10, 100, 1000)
+    }  # fmt: skip
+    (results / "data.json").write_text(json.dumps({"sizes": sizes}))
+    (results / "other.json").write_text(json.dumps({"a": {"b": 3.0}, "c": 0.5}))
+    check = {"name": "x", "observed": 0, "expected": 0, "ok": True}
+    (results / "load.json").write_text(json.dumps({"validator": {"checks": [check]}}))
+    written = report.draw_charts(results, tmp_path / "charts")
+    assert sorted(p.name for p in written) == ["data.png", "load.png", "other.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_scenario_result_fails_on_any_failed_check_and_on_no_checks():
+    result = ScenarioResult("s")
+    assert not result.passed
+    result.check("lost", 0, 0)
+    assert result.passed
+    result.check("dupes", 1, 0)
+    assert not result.passed
+    assert "[FAIL] dupes: 1 (expected 0)" in result.report()
+
+
+def test_bench_only_selects_scripts_and_passes_the_rest(tmp_path):
+    scripts = [tmp_path / "bench_data.py", tmp_path / "bench_losses.py"]
+    chosen, rest = select(scripts, ["--only", "data", "--quick"])
+    assert chosen == [scripts[0]]
+    assert rest == ["--quick"]
