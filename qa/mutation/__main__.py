@@ -260,6 +260,8 @@ def main(argv: list[str]) -> int:
         "mutatest": "3.1.0",
         "python": platform.python_version(),
         "seed": cfg.seed,
+        # what the shim leaves out of the sample (entries without it still held annotations)
+        "excluded": "annotations",
         "sha": history.git_sha(gates.ROOT),
     }
     outcomes = []

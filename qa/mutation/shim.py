@@ -5,6 +5,10 @@
    members are AST classes, constants and strings).
 2. Sets iterate in hash order, which changes between processes; with the sort and a fixed
    seed (``--rseed`` is filled in when absent) the same code and tests give the same mutants.
+3. mutatest also mutates type annotations (``-> None`` to ``-> True``, ``int | None`` to
+   ``int & None``). Under ``from __future__ import annotations`` those are never evaluated:
+   no test can catch them, and they only dilute the score. Locations inside an annotation
+   are dropped from the sample space.
 
 Usage: ``python qa/mutation/shim.py [mutatest arguments]``. Only the standard library and
 mutatest are imported, so the shim runs in mutatest's virtualenv (it pins coverage<6).
@@ -12,9 +16,11 @@ mutatest are imported, so the shim runs in mutatest's virtualenv (it pins covera
 
 from __future__ import annotations
 
+import ast
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 DEFAULT_SEED = 20260101
@@ -49,11 +55,62 @@ def with_seed(argv: Sequence[str], seed: int = DEFAULT_SEED) -> list[str]:
     return list(argv) if given else [*argv, "--rseed", str(seed)]
 
 
+Span = tuple[int, int, int, int]
+
+
+def annotation_spans(source: str) -> list[Span]:
+    r"""(line, col, end line, end col) of every annotation in ``source``.
+
+    >>> annotation_spans("def f(a: int | None = None) -> None:\n    x: bool = True\n")
+    [(1, 9, 1, 19), (1, 31, 1, 35), (2, 7, 2, 11)]
+    """
+    nodes: list[ast.expr] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            args = [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]
+            nodes += [x.annotation for x in args if x is not None and x.annotation is not None]
+            nodes += [node.returns] if node.returns is not None else []
+        elif isinstance(node, ast.AnnAssign):
+            nodes.append(node.annotation)
+    return sorted(
+        (n.lineno, n.col_offset, n.end_lineno or n.lineno, n.end_col_offset or 0) for n in nodes
+    )
+
+
+def in_spans(line: int, col: int, spans: Iterable[Span]) -> bool:
+    """True when position (line, col) lies inside one of ``spans``.
+
+    >>> in_spans(1, 31, [(1, 31, 1, 35)]), in_spans(1, 36, [(1, 31, 1, 35)])
+    (True, False)
+    """
+    return any((l0, c0) <= (line, col) < (l1, c1) for l0, c0, l1, c1 in spans)
+
+
+def drop_annotations(targets: list[Any]) -> list[Any]:
+    """Keep the mutatest targets (``source_path``, ``loc_idx``) that are not annotations."""
+    cache: dict[Path, list[Span]] = {}
+    kept = []
+    for t in targets:
+        path = Path(t.source_path)
+        if path not in cache:
+            cache[path] = annotation_spans(path.read_text(encoding="utf-8"))
+        if not in_spans(t.loc_idx.lineno, t.loc_idx.col_offset, cache[path]):
+            kept.append(t)
+    return kept
+
+
 def patch() -> None:
-    """Replace the ``random`` module that ``mutatest.run`` uses with the sorted sampler."""
+    """Patch ``mutatest.run``: the sorted, seeded sampler and no annotation targets."""
     import mutatest.run
 
     mutatest.run.random = SortedSampleRandom(DEFAULT_SEED)
+    original = mutatest.run.get_sample
+
+    def get_sample(ggrp: Any, ignore_coverage: bool) -> list[Any]:
+        return drop_annotations(original(ggrp, ignore_coverage))
+
+    mutatest.run.get_sample = get_sample
 
 
 def main(argv: Sequence[str]) -> None:
