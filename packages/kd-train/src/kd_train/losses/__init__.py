@@ -1,9 +1,10 @@
 """Distillation losses: divergences, masking, top-k teachers, chunking, spans, schedules.
 
-The trainer builds one :class:`DistillationLoss` from a :class:`LossConfig` and calls it
-on every batch; the rest are the pieces it is made of, usable on their own. Inputs are
-already aligned (position ``t`` of logits, teacher, labels and masks is one predicted
-token); the caller shifts. See the concepts page "Distillation losses" for the maths.
+The trainer builds one :class:`~kd_train.losses.combined.DistillationLoss` from a
+:class:`~kd_train.losses.config.LossConfig` and calls it on every batch; the rest are the
+pieces it is made of, usable on their own. Inputs are already aligned (position ``t`` of
+logits, teacher, labels and masks is one predicted token); the caller shifts. See the
+concepts page "Distillation losses" for the maths.
 """
 
 from kd_train.losses.checks import LossArgumentError

@@ -49,7 +49,7 @@ class LinearWarmup:
         return self.start + (self.end - self.start) * frac
 
 
-#: A loss term's weight: a constant or a schedule.
+#: The weight of a loss term, a constant or a schedule.
 Weight = float | LinearWarmup
 
 
