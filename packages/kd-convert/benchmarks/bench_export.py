@@ -23,6 +23,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-baseline", action="store_true")
     args = parser.parse_args(argv)
 
-    from kd_convert.formats import onnx as onnx_format
     from kd_convert.pipeline import export_model
     from kd_convert.spec import ExportSpec
     from kd_convert.wrapper import ExportWrapper, load_student
@@ -62,8 +62,19 @@ def main(argv: list[str] | None = None) -> int:
             figures[f"export_seconds.{fmt}"] = time.perf_counter() - start
             if fmt == "onnx":
                 onnx_path = result.artifact
+        # One thread each: a fair comparison, and stable on a shared machine (torch's
+        # intra-op pool collapses under oversubscription: 1 ms became 1 s on a loaded box).
+        torch.set_num_threads(1)
         wrapper = ExportWrapper(load_student(model_dir))
-        run_onnx = onnx_format.load_runner(onnx_path)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
+        def run_onnx(a: np.ndarray, b: np.ndarray) -> object:
+            return session.run(None, {"input_ids": a, "attention_mask": b})
+
         for length in lengths:
             ids = np.random.default_rng(0).integers(4, 300, (1, length)).astype(np.int32)
             mask = np.ones_like(ids)
