@@ -1,5 +1,5 @@
 import pytest
-from kd_train.trainer.config import ConfigError, load_config, parse_config
+from kd_train.trainer.config import RunConfigError, load_config, parse_config
 
 MINIMAL = {
     "student": {"path": "s"},
@@ -19,51 +19,51 @@ def test_minimal_config_takes_documented_defaults():
 
 
 def test_unknown_key_names_its_path_and_the_allowed_keys():
-    with pytest.raises(ConfigError, match=r"'train\.max_step'.*allowed keys here: .*max_steps"):
+    with pytest.raises(RunConfigError, match=r"'train\.max_step'.*allowed keys here: .*max_steps"):
         parse_config({**MINIMAL, "train": {"max_steps": 3, "max_step": 4}})
 
 
 def test_bad_choice_lists_the_allowed_values():
     with pytest.raises(
-        ConfigError, match=r"train\.precision must be one of fp32, bf16; got 'fp16'"
+        RunConfigError, match=r"train\.precision must be one of fp32, bf16; got 'fp16'"
     ):
         parse_config(with_("train", precision="fp16"))
 
 
 def test_wrong_type_names_the_key_path():
-    with pytest.raises(ConfigError, match=r"optim\.lr must be float, got str"):
+    with pytest.raises(RunConfigError, match=r"optim\.lr must be float, got str"):
         parse_config(with_("optim", lr="fast"))
 
 
 def test_out_of_range_value_is_rejected_with_the_bound():
-    with pytest.raises(ConfigError, match=r"train\.batch_size must be >= 1, got 0"):
+    with pytest.raises(RunConfigError, match=r"train\.batch_size must be >= 1, got 0"):
         parse_config(with_("train", batch_size=0))
 
 
 def test_missing_required_section_is_named():
-    with pytest.raises(ConfigError, match=r"missing required section 'data'"):
+    with pytest.raises(RunConfigError, match=r"missing required section 'data'"):
         parse_config({k: v for k, v in MINIMAL.items() if k != "data"})
 
 
 def test_student_needs_exactly_one_of_path_and_config():
-    with pytest.raises(ConfigError, match=r"exactly one of 'path'"):
+    with pytest.raises(RunConfigError, match=r"exactly one of 'path'"):
         parse_config({**MINIMAL, "student": {}})
 
 
 def test_student_config_needs_a_model_type_and_a_tokenizer():
-    with pytest.raises(ConfigError, match=r"model_type is required"):
+    with pytest.raises(RunConfigError, match=r"model_type is required"):
         parse_config({**MINIMAL, "student": {"config": {"hidden_size": 8}, "tokenizer": "t"}})
-    with pytest.raises(ConfigError, match=r"student.tokenizer is required"):
+    with pytest.raises(RunConfigError, match=r"student.tokenizer is required"):
         parse_config({**MINIMAL, "student": {"config": {"model_type": "llama"}}})
 
 
 def test_hf_teacher_needs_a_path():
-    with pytest.raises(ConfigError, match=r"teacher.path is required"):
+    with pytest.raises(RunConfigError, match=r"teacher.path is required"):
         parse_config({**MINIMAL, "teacher": {"kind": "hf"}})
 
 
 def test_betas_must_be_two_numbers_below_one():
-    with pytest.raises(ConfigError, match=r"optim.betas"):
+    with pytest.raises(RunConfigError, match=r"optim.betas"):
         parse_config(with_("optim", betas=[0.9]))
 
 
@@ -91,22 +91,22 @@ def test_yaml_and_toml_give_the_same_config_with_paths_resolved(tmp_path):
 
 def test_unknown_extension_is_an_error(tmp_path):
     (tmp_path / "run.ini").write_text("x")
-    with pytest.raises(ConfigError, match=r"unknown extension '.ini'"):
+    with pytest.raises(RunConfigError, match=r"unknown extension '.ini'"):
         load_config(tmp_path / "run.ini")
 
 
 def test_invalid_yaml_names_the_file(tmp_path):
     (tmp_path / "run.yaml").write_text("student: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"run\.yaml is not valid yaml"):
+    with pytest.raises(RunConfigError, match=r"run\.yaml is not valid yaml"):
         load_config(tmp_path / "run.yaml")
 
 
 def test_missing_file_is_reported(tmp_path):
-    with pytest.raises(ConfigError, match=r"cannot read config file"):
+    with pytest.raises(RunConfigError, match=r"cannot read config file"):
         load_config(tmp_path / "absent.yaml")
 
 
 def test_top_level_must_be_a_mapping(tmp_path):
     (tmp_path / "run.yaml").write_text("- a\n- b\n")
-    with pytest.raises(ConfigError, match=r"top level must be a mapping"):
+    with pytest.raises(RunConfigError, match=r"top level must be a mapping"):
         load_config(tmp_path / "run.yaml")

@@ -1,6 +1,6 @@
 """Pieces shared by the demo pipelines: run a training stage, measure KL and accuracy.
 
-Every stage is a real ``kd-train`` run (:func:`kd_train.trainer.train` on a config dict,
+Every stage is a real ``kd-train`` run (:func:`kd_train.trainer.loop.train` on a config dict,
 the same code ``kd-train distill`` runs), so the pipelines exercise the product end to end.
 """
 

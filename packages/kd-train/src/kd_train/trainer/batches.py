@@ -11,8 +11,8 @@ the global batch is the same whatever the number of processes. An epoch has
 >>> order = epoch_order(10, seed=0, epoch=0)
 >>> sorted(order) == list(range(10))
 True
->>> micro_batch(order, 0, batch_size=2, rank=0, world=2) + micro_batch(order, 0, 2, 1, 2)
-... == order[:4]
+>>> shards = [micro_batch(order, 0, batch_size=2, rank=r, world=2) for r in range(2)]
+>>> shards[0] + shards[1] == order[:4]
 True
 """
 
@@ -33,7 +33,7 @@ def batches_per_epoch(n: int, batch_size: int, world: int) -> int:
     """Number of full micro-batches in an epoch of ``n`` examples.
 
     Raises:
-        KDTrainError: if the dataset cannot fill a single global micro-batch.
+        kd_train.errors.KDTrainError: if the dataset cannot fill a single global micro-batch.
     """
     count = n // (batch_size * world)
     if count == 0:

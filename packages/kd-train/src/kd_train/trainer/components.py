@@ -19,9 +19,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
 from kd_train.errors import KDTrainError
-from kd_train.losses import DistillationLoss, LossConfig
-from kd_train.teachers import CachedTeacher, HFTeacher, dataset_fingerprint, tokenizer_fingerprint
+from kd_train.losses.combined import DistillationLoss
+from kd_train.losses.config import LossConfig
 from kd_train.teachers.base import TopK
+from kd_train.teachers.cached import CachedTeacher
+from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
+from kd_train.teachers.hf import HFTeacher
 from kd_train.trainer.config import DataConfig, StudentConfig, TeacherConfig
 
 __all__ = [
@@ -67,10 +70,10 @@ def load_teacher(
 ) -> TeacherFn | None:
     """Return the teacher as a function of a batch, or ``None`` for a CE-only run.
 
-    ``hf`` runs :class:`~kd_train.teachers.HFTeacher` in the loop (dense logits, or top-k
+    ``hf`` runs :class:`~kd_train.teachers.hf.HFTeacher` in the loop (dense logits, or top-k
     when ``teacher.topk`` is set); ``cached`` reads top-k (with tail) from a cache made by
     ``kd-train cache-logits`` for ``data.train`` with this tokenizer
-    (:class:`~kd_train.teachers.CachedTeacher`; its fingerprints are checked).
+    (:class:`~kd_train.teachers.cached.CachedTeacher`; its fingerprints are checked).
     """
     if cfg.kind == "none":
         return None
@@ -133,7 +136,7 @@ def _require_dir(path: str, key: str) -> None:
 
 
 def build_loss(options: dict[str, Any], has_teacher: bool) -> DistillationLoss:
-    """Build :class:`~kd_train.losses.DistillationLoss` from the config's ``loss`` mapping.
+    """Build :class:`~kd_train.losses.combined.DistillationLoss` from the config's ``loss`` mapping.
 
     Without ``loss.weights`` a run with a teacher optimises ``kd`` and a CE-only run
     (``teacher.kind: none``) optimises ``ce``.

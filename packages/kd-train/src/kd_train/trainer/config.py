@@ -42,7 +42,7 @@ from kd_train.losses import LossConfig
 T = TypeVar("T")
 
 
-class ConfigError(KDTrainError):
+class RunConfigError(KDTrainError):
     """A run config is malformed; the message names the key path and what is allowed."""
 
 
@@ -139,7 +139,7 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     """Validate plain data (from YAML, TOML or JSON) and return a :class:`RunConfig`.
 
     Raises:
-        ConfigError: naming the key path, what was wrong and what is allowed.
+        RunConfigError: naming the key path, what was wrong and what is allowed.
     """
     root = _Section(data, "")
     student = _parse_student(root.section("student", required=True))
@@ -165,7 +165,7 @@ def load_config(path: str | Path) -> RunConfig:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+        raise RunConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
     try:
         if file.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text)
@@ -174,14 +174,14 @@ def load_config(path: str | Path) -> RunConfig:
         elif file.suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(
+            raise RunConfigError(
                 f"config file {file}: unknown extension {file.suffix!r}; "
                 "use .yaml, .yml, .toml or .json"
             )
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"config file {file} is not valid {file.suffix[1:]}: {exc}") from exc
+        raise RunConfigError(f"config file {file} is not valid {file.suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {file}: the top level must be a mapping of sections")
+        raise RunConfigError(f"config file {file}: the top level must be a mapping of sections")
     return resolve_paths(parse_config(data), file.parent)
 
 
@@ -209,12 +209,12 @@ def _parse_student(s: _Section) -> StudentConfig:
     )
     s.finish()
     if (out.path is None) == (out.config is None):
-        raise ConfigError("student: give exactly one of 'path' (a saved model) or 'config'")
+        raise RunConfigError("student: give exactly one of 'path' (a saved model) or 'config'")
     if out.config is not None:
         if "model_type" not in out.config:
-            raise ConfigError("student.config.model_type is required (e.g. 'llama', 'qwen2')")
+            raise RunConfigError("student.config.model_type is required (e.g. 'llama', 'qwen2')")
         if out.tokenizer is None:
-            raise ConfigError("student.tokenizer is required with student.config")
+            raise RunConfigError("student.tokenizer is required with student.config")
     return out
 
 
@@ -226,7 +226,7 @@ def _parse_teacher(s: _Section) -> TeacherConfig:
     )
     s.finish()
     if out.kind != "none" and out.path is None:
-        raise ConfigError(f"teacher.path is required when teacher.kind is {out.kind!r}")
+        raise RunConfigError(f"teacher.path is required when teacher.kind is {out.kind!r}")
     return out
 
 
@@ -244,7 +244,7 @@ def _parse_data(s: _Section) -> DataConfig:
 def _parse_optim(s: _Section) -> OptimConfig:
     betas = s.get("betas", list, [0.9, 0.999])
     if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
-        raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
+        raise RunConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
     out = OptimConfig(
         lr=s.get("lr", float, 3e-4, minimum=0.0),
         weight_decay=s.get("weight_decay", float, 0.0, minimum=0.0),
@@ -280,7 +280,7 @@ class _Section:
 
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
+            raise RunConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
         self.data, self.path, self.used = data, path, set[str]()
 
     def key(self, name: str) -> str:
@@ -289,7 +289,7 @@ class _Section:
     def section(self, name: str, required: bool = False) -> _Section:
         if name not in self.data:
             if required:
-                raise ConfigError(f"missing required section {self.key(name)!r}")
+                raise RunConfigError(f"missing required section {self.key(name)!r}")
             return _Section({}, self.key(name))
         self.used.add(name)
         return _Section(self.data[name], self.key(name))
@@ -311,7 +311,7 @@ class _Section:
     ) -> T:
         if name not in self.data or self.data[name] is None:
             if required:
-                raise ConfigError(f"missing required key {self.key(name)!r}")
+                raise RunConfigError(f"missing required key {self.key(name)!r}")
             if name in self.data:  # an explicit null: None where allowed, else the default
                 self.used.add(name)
                 return None if nullable else default  # type: ignore[return-value]
@@ -322,19 +322,19 @@ class _Section:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            raise ConfigError(
+            raise RunConfigError(
                 f"{self.key(name)} must be {kind.__name__}, got {type(value).__name__} {value!r}"
             )
         if minimum is not None and value < minimum:
-            raise ConfigError(f"{self.key(name)} must be >= {minimum}, got {value!r}")
+            raise RunConfigError(f"{self.key(name)} must be >= {minimum}, got {value!r}")
         if maximum is not None and value > maximum:
-            raise ConfigError(f"{self.key(name)} must be <= {maximum}, got {value!r}")
+            raise RunConfigError(f"{self.key(name)} must be <= {maximum}, got {value!r}")
         return value
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
         value = self.get(name, str, default)
         if value not in allowed:
-            raise ConfigError(
+            raise RunConfigError(
                 f"{self.key(name)} must be one of {', '.join(allowed)}; got {value!r}"
             )
         return value
@@ -343,7 +343,7 @@ class _Section:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
             known = ", ".join(sorted(_KNOWN.get(self.path, ())))
-            raise ConfigError(
+            raise RunConfigError(
                 f"unknown key {self.key(unknown[0])!r} in config; allowed keys here: {known}"
             )
 

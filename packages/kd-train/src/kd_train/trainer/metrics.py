@@ -104,7 +104,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
 
-def progress_bar(total: int, initial: int, enabled: bool) -> tqdm[Any]:
+def progress_bar(total: int, initial: int, enabled: bool) -> Any:
     """A tqdm bar over optimiser steps (ETA included), on standard error."""
     return tqdm(
         total=total,
