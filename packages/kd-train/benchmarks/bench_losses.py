@@ -159,6 +159,9 @@ def measure(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[s
     """Run :func:`worker` in a fresh interpreter; return its figures or the reason it failed."""
     cmd = [sys.executable, __file__, "--worker", impl, loss, str(vocab), str(tokens), str(chunk)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode < 0:
+        # SIGKILL without a traceback is the kernel's OOM killer on Linux.
+        return {"error": f"killed by signal {-proc.returncode} (out of memory?)"}
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"not runnable on CPU: {last[:160]}"}
