@@ -61,3 +61,12 @@ def test_toy_pipeline_writes_its_figures_and_reports_them(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "student KL to teacher, held out" in out
     assert str(tmp_path / "summary.json") in out
+
+
+def test_local_text_records_cut_docstring_sentences_into_prompt_and_completion():
+    from kd_train.pipelines.smollm2 import local_text_records
+
+    records = local_text_records(50)
+    assert len(records) == 50
+    assert len({r.id for r in records}) == 50
+    assert all(r.completion.startswith(" ") and r.prompt for r in records)
