@@ -5,6 +5,7 @@
   ``qa/security/accepted.toml``, any register entry without a justification, any blanket
   ``# nosec`` / ``# nosemgrep`` (one that names no rule), or a rule whose tests fail.
 * ``accept --rule RULE --location FILE:LINE --why TEXT``: add a finding to the register.
+* ``prune``: delete the register entries that match no finding any more.
 """
 
 from __future__ import annotations
@@ -138,6 +139,26 @@ def cmd_accept(rule: str, location: str, why: str, root: Path = gates.ROOT) -> i
     return 0
 
 
+def cmd_prune() -> int:
+    """Delete stale register entries (those matching no current finding)."""
+    sec = gates.security(gates.read())
+    res = check(
+        gates.ROOT,
+        list(sec.paths),
+        list(sec.exclude),
+        register.REGISTER,
+        list(sec.bandit_skips),
+        run_rule_tests=False,
+    )
+    if res.errors:
+        report(res)
+        return 1
+    stale = {e.key for e in res.stale}
+    register.rewrite([e for e in register.load() if e.key not in stale])
+    print(f"pruned {len(stale)} stale entr{'y' if len(stale) == 1 else 'ies'}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Parse ``argv`` and run a subcommand (``run`` when none is given)."""
     parser = argparse.ArgumentParser(prog="python -m qa.security", description=__doc__)
@@ -147,7 +168,10 @@ def main(argv: list[str]) -> int:
     acc.add_argument("--rule", required=True, help="bandit:B603 or semgrep:<rule-id>")
     acc.add_argument("--location", required=True, help="FILE:LINE, FILE relative to the repo")
     acc.add_argument("--why", required=True, help="the justification, in a full sentence")
+    sub.add_parser("prune", help="delete register entries that match nothing any more")
     args = parser.parse_args(argv)
+    if args.cmd == "prune":
+        return cmd_prune()
     if args.cmd == "accept":
         return cmd_accept(args.rule, args.location, args.why)
     return cmd_run()

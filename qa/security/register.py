@@ -91,6 +91,25 @@ def entry_text(finding: Finding, why: str) -> str:
     )
 
 
+def rewrite(entries: list[Accepted], path: Path = REGISTER) -> None:
+    """Write ``entries`` back to the register, keeping its leading comment block."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True) if path.exists() else []
+    header = "".join(
+        line
+        for line in lines[
+            : next((i for i, line in enumerate(lines) if not line.startswith("#")), len(lines))
+        ]
+    )
+    body = "".join(
+        entry_text(Finding(e.rule, e.file, 0, e.code, ""), e.why).replace(
+            f"fingerprint = {json.dumps(Finding(e.rule, e.file, 0, e.code, '').fingerprint)}",
+            f"fingerprint = {json.dumps(e.fingerprint)}",
+        )
+        for e in entries
+    )
+    path.write_text(header + body, encoding="utf-8")
+
+
 def accept(finding: Finding, why: str, path: Path = REGISTER) -> None:
     """Append an entry for ``finding`` to the register; refuse an empty justification."""
     if len(why.strip()) < MIN_WHY:

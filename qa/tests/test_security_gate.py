@@ -41,7 +41,9 @@ def test_an_accepted_finding_passes_and_survives_lines_added_above(tmp_path: Pat
     line = PLANTED.splitlines()[7]
     for rule in ("semgrep:torch-load-without-weights-only", "bandit:B614"):
         finding = Finding(rule, "pkg/ckpt.py", 8, line, "")
-        register.accept(finding, "a fixture of this test: the file is never loaded", root / "a.toml")
+        register.accept(
+            finding, "a fixture of this test: the file is never loaded", root / "a.toml"
+        )
     (root / "pkg" / "ckpt.py").write_text("# a new first line\n" + PLANTED)
     res = check(root, ["pkg"], [], root / "a.toml", run_rule_tests=False)
     assert res.new == []
@@ -118,3 +120,17 @@ def test_reports_are_parsed_with_paths_relative_to_the_root(tmp_path: Path) -> N
     assert parse_semgrep(json.loads(json.dumps(semgrep)), tmp_path) == [
         Finding("semgrep:pickle-load", "a.py", 2, "pickle.loads(b)", "Unpickling runs code")
     ]
+
+
+def test_rewrite_keeps_the_header_and_the_fingerprints(tmp_path: Path) -> None:
+    path = tmp_path / "accepted.toml"
+    path.write_text("# the register\n")
+    a = Finding("bandit:B603", "a.py", 3, "run(['git'])  # why", "")
+    b = Finding("bandit:B607", "b.py", 9, "run(['ls'])", "")
+    register.accept(a, "a fixed argument list, never a shell", path)
+    register.accept(b, "a fixed argument list, never a shell", path)
+    entries = register.load(path)
+    register.rewrite(entries[1:], path)
+    assert path.read_text().startswith("# the register\n")
+    assert register.load(path) == entries[1:]
+    assert [e.key for e in entries] == [a.key, b.key]
