@@ -40,7 +40,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/pipeline"))
     parser.add_argument("--steps", type=int, default=None, help="training steps per stage")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest for tiny models)"
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     figures = run(args.pipeline, args.out, steps=args.steps, progress=not args.no_progress)
     figures = {**figures, "seconds": time.perf_counter() - start}

@@ -138,7 +138,7 @@ def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[s
             "data": {"train": str(train_file), "eval_fraction": 0.0, "max_length": 2048},
             "loss": {"divergence": "forward_kl", "weights": {"kd": 1.0}},
             "optim": {"lr": 3e-3, "warmup_steps": 20},
-            "train": {"max_steps": steps, "batch_size": 8},
+            "train": {"max_steps": steps, "batch_size": 8, "threads": torch.get_num_threads()},
             "output_dir": str(root / "distill-run"),
         },
         progress,
