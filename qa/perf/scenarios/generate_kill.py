@@ -103,8 +103,8 @@ def run(config: GenerateKillConfig) -> ScenarioResult:
             killed_out = work / "killed.jsonl"
             statuses = []
             for at in points:
-                status, lines = kill_when(command("killed"), killed_out, at, deadline)
-                statuses.append(status)
+                code, lines = kill_when(command("killed"), killed_out, at, deadline)
+                statuses.append(code)
                 result.tried[f"kill at >= {at} records"] = f"killed with {lines} lines written"
             final = subprocess.run(
                 command("killed"), capture_output=True, timeout=config.max_seconds, check=False
@@ -128,7 +128,7 @@ def run(config: GenerateKillConfig) -> ScenarioResult:
         result.check("records different from the uninterrupted run", len(differ), 0)
         store = open_store(f"sqlite:///{work / 'killed.sqlite'}")
         try:
-            status = store.ledger.status("default")
+            budget = store.ledger.status("default")
             charged = store.ledger.charged_total("default")
             with store.engine.connect() as conn:
                 from kd_train.store.schema import charges
@@ -137,10 +137,10 @@ def run(config: GenerateKillConfig) -> ScenarioResult:
                 keys = conn.execute(select(charges.c.response_key)).scalars().all()
         finally:
             store.close()
-        result.check("ledger spend == sum of charges", status.spent_nanos, charged)
+        result.check("ledger spend == sum of charges", budget.spent_nanos, charged)
         result.check("responses paid for twice", len(keys) - len(set(keys)), 0)
         result.tried["paid responses"] = len(keys)
-        result.tried["reservations held by killed runs (nano-USD)"] = status.reserved_nanos
+        result.tried["reservations held by killed runs (nano-USD)"] = budget.reserved_nanos
     return result
 
 
