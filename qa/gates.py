@@ -67,6 +67,7 @@ class MutationGates:
     timeout_factor: float
     max_minutes: float
     quick_max_minutes: float
+    quick_nlocations: int
     modules: dict[str, MutationModule] = field(default_factory=dict)
 
 
@@ -142,6 +143,7 @@ def mutation(raw: dict[str, Any]) -> MutationGates:
         timeout_factor=_num(mut, "timeout_factor", "mutation"),
         max_minutes=_num(mut, "max_minutes", "mutation"),
         quick_max_minutes=_num(mut, "quick_max_minutes", "mutation"),
+        quick_nlocations=int(_num(mut, "quick_nlocations", "mutation")),
         modules=modules,
     )
 
