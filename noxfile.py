@@ -27,6 +27,7 @@ TEST_DEPS = (
     "hypothesis",
     "pytest-postgresql",
     "psycopg[binary]",
+    "jsonschema",  # the KD record and report schemas are checked against their validators
     # the qa tools' own tests run bandit, diff-cover and `nox -l` (tests/test_readme_commands.py)
     "bandit",
     "diff-cover",
@@ -42,7 +43,7 @@ OFFLINE_ENV = {
 # Which packages a package's tests need installed (kd-eval and kd-convert depend on kd-train).
 NEEDS = {
     "kd-train": ("kd-train",),
-    "kd-eval": ("kd-train", "kd-eval"),
+    "kd-eval": ("kd-train", "kd-eval[test]"),
     "kd-convert": ("kd-train", "kd-convert[coreml]"),
 }
 UNIT_MARKERS = "not slow and not e2e and not integration"
@@ -294,12 +295,14 @@ def qa(session: nox.Session) -> None:
 
 @nox.session
 def ci(session: nox.Session) -> None:
-    """What CI runs (the README's test command): lint, types, docs, then every fast test."""
+    """What CI runs (the README's test command): lint, types, security, docs, every fast test."""
     start(session)
     all_packages(session)
     install(session, *TEST_DEPS, *DOCS_DEPS, "ruff", "mypy", "types-PyYAML", "check-jsonschema")
+    semgrep_tool(session)
     run_lint(session)
-    session.run("mypy", *SOURCES)
+    session.run("mypy", *SOURCES, "qa")
+    session.run("python", "-m", "qa.security", "run")
     run_docs(session, Path(tempfile.mkdtemp(prefix="kd-docs-")))
     session.run(
         "pytest",
