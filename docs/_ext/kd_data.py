@@ -9,6 +9,11 @@ site is built, so a page cannot claim a number that the code did not produce.
     key/value rows, and an object of objects becomes one row per key. ``:columns:`` limits
     and orders the columns. A missing file or path is a build error (with ``-W``), never an
     empty table.
+
+``.. kd-history-plot:: qa/mutation/history.jsonl``
+    Plots a JSON-lines history (one object per run) as a PNG drawn at build time: ``:y:``
+    names the figure (default ``score``), ``:group:`` the key whose values get one line each
+    (default ``module``), ``:x:`` the run order key (default ``date``).
 """
 
 from __future__ import annotations
@@ -27,9 +32,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def load_data(path: Path, select: str | None) -> Any:
-    """Load ``path`` (JSON or TOML) and return the part named by the dotted ``select``."""
+    """Load ``path`` (JSON, JSON lines or TOML); return the part named by the dotted ``select``."""
     text = path.read_text(encoding="utf-8")
-    data: Any = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    data: Any
+    if path.suffix == ".toml":
+        data = tomllib.loads(text)
+    elif path.suffix == ".jsonl":
+        data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        data = json.loads(text)
     for part in (select or "").split("."):
         if not part:
             continue
@@ -117,7 +128,66 @@ class DataTable(SphinxDirective):
         return row
 
 
+def plot_history(
+    rows: list[dict[str, Any]], x: str, y: str, group: str, title: str, out: Path
+) -> Path:
+    """Draw ``y`` against run order, one line per ``group`` value; write a PNG to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    order = sorted({str(r[x]) for r in rows})
+    for name in sorted({str(r[group]) for r in rows}):
+        runs = sorted((r for r in rows if str(r[group]) == name), key=lambda r: str(r[x]))
+        xs = [order.index(str(r[x])) for r in runs]
+        ax.plot(xs, [float(r[y]) for r in runs], marker="o", label=name)
+    ax.set_xticks(range(len(order)), [v[:16] for v in order])
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+class HistoryPlot(SphinxDirective):
+    """The ``kd-history-plot`` directive (see the module docstring)."""
+
+    required_arguments = 1
+    option_spec = {  # noqa: RUF012 - docutils API
+        "x": directives.unchanged,
+        "y": directives.unchanged,
+        "group": directives.unchanged,
+        "title": directives.unchanged,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        """Draw the plot into ``docs/_generated/`` and return an image node for it."""
+        path = ROOT / self.arguments[0]
+        self.env.note_dependency(str(path))
+        x, y = self.options.get("x", "date"), self.options.get("y", "score")
+        group = self.options.get("group", "module")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            rows = [json.loads(line) for line in lines if line.strip()]
+            if not rows:
+                raise ValueError("no runs recorded")
+            name = path.stem + "-" + y + ".png"
+            out = Path(self.env.srcdir) / "_generated" / name
+            plot_history(rows, x, y, group, self.options.get("title", ""), out)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise self.error(f"kd-history-plot: {self.arguments[0]}: {exc!r}") from exc
+        return [nodes.image(uri=f"/_generated/{name}", alt=f"{y} by {group} over runs")]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     """Register the directives."""
     app.add_directive("kd-data-table", DataTable)
+    app.add_directive("kd-history-plot", HistoryPlot)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -8,6 +8,8 @@
   ratchet (no floor in gates.toml may be lower than at REF).
 * ``check COVERAGE_JSON``: only the floors, against an existing report.
 * ``ratchet REF``: only the floor ratchet.
+* ``record``: copy the last run's figures into ``qa/coverage/record.json`` (committed; the
+  docs' QA page is rendered from it).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from qa import gates, summary
 from qa.coverage.gate import check, summary_json, table
+from qa.coverage.record import record
 
 PACKAGE_TESTS = [
     "packages/kd-train/tests",
@@ -128,7 +131,11 @@ def main(argv: list[str]) -> int:
     chk.add_argument("report", type=Path)
     rat = sub.add_parser("ratchet", help="fail when a floor is lower than at REF")
     rat.add_argument("ref")
+    sub.add_parser("record", help="keep the last run's figures in qa/coverage/record.json")
     args = parser.parse_args(argv)
+    if args.cmd == "record":
+        print(f"qa.coverage: wrote {record().relative_to(gates.ROOT)}")
+        return 0
     if args.cmd == "check":
         return cmd_check(args.report)
     if args.cmd == "ratchet":
