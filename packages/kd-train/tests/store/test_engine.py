@@ -1,8 +1,8 @@
 import pytest
 from kd_train.store import StoreError, open_store, sqlite_url
 from kd_train.store.engine import normalize_url, open_engine, redact_url
-from kd_train.store.schema import meta
-from sqlalchemy import text, update
+from kd_train.store.schema import SCHEMA_VERSION, meta
+from sqlalchemy import select, text, update
 
 
 def test_postgres_urls_map_to_psycopg3():
@@ -34,6 +34,31 @@ def test_other_schema_version_is_refused_with_a_clear_error(tmp_path):
     store.close()
     with pytest.raises(StoreError, match="schema version 99"):
         open_store(url)
+
+
+def test_version_1_store_is_upgraded_in_place_keeping_its_charges(tmp_path):
+    url = sqlite_url(tmp_path / "s.sqlite")
+    store = open_store(url)
+    store.ledger.ensure_budget("b", 100)
+    store.ledger.settle(
+        store.ledger.reserve("b", 10, owner="w"),
+        cost_nanos=7,
+        key="k",
+        model="m",
+        body={},
+        estimated=False,
+    )
+    with store.engine.begin() as conn:  # back to the version 1 layout
+        conn.execute(text("ALTER TABLE charges DROP COLUMN unconfirmed_reason"))
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value="1"))
+    store.close()
+    again = open_store(url)
+    with again.engine.connect() as conn:
+        version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+        assert version.scalar_one() == str(SCHEMA_VERSION)
+    status = again.ledger.status("b")
+    again.close()
+    assert (status.spent_nanos, status.unconfirmed_nanos) == (7, 0)
 
 
 def test_reopening_a_store_keeps_its_data(tmp_path):

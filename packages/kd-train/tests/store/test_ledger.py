@@ -2,6 +2,8 @@ import threading
 
 import pytest
 from kd_train.store import BudgetExhaustedError, StoreError, open_store, sqlite_url
+from kd_train.store.schema import charges
+from sqlalchemy import select
 
 
 @pytest.fixture
@@ -52,6 +54,43 @@ def test_release_frees_the_reservation_without_charge(store):
     store.ledger.release(r)
     status = store.ledger.status("b")
     assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
+
+
+def test_unconfirmed_settle_charges_the_reserved_worst_case_with_its_reason(store):
+    r = store.ledger.reserve("b", 60, owner="w")
+    store.ledger.settle_unconfirmed(r, key="k1", reason="timed out after 1.0 s")
+    status = store.ledger.status("b")
+    assert (status.spent_nanos, status.reserved_nanos, status.unconfirmed_nanos) == (60, 0, 60)
+    with store.engine.connect() as conn:
+        row = conn.execute(select(charges)).one()
+    assert (row.response_key, row.cost_nanos, row.unconfirmed_reason) == (
+        "k1",
+        60,
+        "timed out after 1.0 s",
+    )
+
+
+def test_unconfirmed_charge_caches_nothing(store):
+    r = store.ledger.reserve("b", 60, owner="w")
+    store.ledger.settle_unconfirmed(r, key="k1", reason="dropped")
+    assert store.cache.get("k1") is None
+
+
+def test_spent_counts_confirmed_and_unconfirmed_charges(store):
+    r1 = store.ledger.reserve("b", 30, owner="w")
+    store.ledger.settle(r1, cost_nanos=12, key="k1", model="m", body={}, estimated=False)
+    r2 = store.ledger.reserve("b", 30, owner="w")
+    store.ledger.settle_unconfirmed(r2, key="k2", reason="HTTP 502")
+    status = store.ledger.status("b")
+    assert status.spent_nanos == store.ledger.charged_total("b") == 42
+    assert status.unconfirmed_nanos == 30
+
+
+def test_unconfirmed_charges_count_against_the_cap(store):
+    r = store.ledger.reserve("b", 80, owner="w")
+    store.ledger.settle_unconfirmed(r, key="k", reason="timed out")
+    with pytest.raises(BudgetExhaustedError, match="exhausted"):
+        store.ledger.reserve("b", 21, owner="w")
 
 
 def test_closing_a_reservation_twice_is_an_error(store):

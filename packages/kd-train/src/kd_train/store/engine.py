@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -134,6 +134,14 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _upgrade_from_1(conn: Connection) -> None:
+    """Version 1 -> 2: add ``charges.unconfirmed_reason`` (NULL: every old charge is confirmed)."""
+    conn.execute(text("ALTER TABLE charges ADD COLUMN unconfirmed_reason TEXT"))
+    conn.execute(
+        update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+    )
+
+
 def _create_schema(engine: Engine) -> None:
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -142,6 +150,8 @@ def _create_schema(engine: Engine) -> None:
         found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         if found is None:
             conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        elif found == "1":
+            _upgrade_from_1(conn)
         elif found != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {redact_url(str(engine.url))!r} has schema version {found}; this "

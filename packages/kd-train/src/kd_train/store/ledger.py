@@ -5,16 +5,26 @@ the budget's charges and ``reserved`` the sum of its open reservations. It holds
 threads, processes and machines because each step is one transaction that locks the
 budget row first (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL):
 
-1. :meth:`Ledger.reserve` — worst-case cost ``w`` of the next request: if
+1. :meth:`Ledger.reserve` — worst-case cost ``w`` of the next *attempt*: if
    ``spent + reserved + w > cap`` raise :class:`~kd_train.store.errors.BudgetExhaustedError`
-   (the request is never sent); else ``reserved += w``.
-2. :meth:`Ledger.settle` — the response arrived with cost ``c``: ``reserved -= w``,
-   ``spent += c``, one charge row and the response's cache entry, all in one transaction.
-3. :meth:`Ledger.release` — the request failed: ``reserved -= w``.
+   (the attempt is never sent); else ``reserved += w``.
+2. Exactly one of:
 
-A reservation whose process was killed mid-request stays open: it keeps holding its worst
-case, because the endpoint may have billed a response that never arrived. The cap therefore
-stays safe; :meth:`Ledger.release_owner` frees them when the operator knows better.
+   * :meth:`Ledger.settle` — the answer arrived with cost ``c <= w``: ``reserved -= w``,
+     ``spent += c``, one *confirmed* charge row and the answer's cache entry, all in one
+     transaction.
+   * :meth:`Ledger.settle_unconfirmed` — the request was sent but no usable answer came
+     back (timeout, dropped connection, malformed body, server error): the endpoint may
+     have billed it, so ``reserved -= w``, ``spent += w``, one *unconfirmed* charge row
+     at the worst case, with the reason. Nothing is cached; a later answer to the same
+     request, from the cache, costs nothing, so it is never counted twice.
+   * :meth:`Ledger.release` — the request was never sent (connection refused, our own
+     wait interrupted) or the endpoint refused it (HTTP 4xx, 429): ``reserved -= w``.
+
+So ``spent`` = confirmed + unconfirmed charges, and what the provider can have billed is at
+most ``spent + reserved <= cap``. A reservation whose process was killed mid-request stays
+open: it keeps holding its worst case, because the endpoint may have billed a response that
+never arrived. :meth:`Ledger.release_owner` frees them when the operator knows better.
 
 >>> import tempfile, pathlib
 >>> from kd_train.store import open_store
@@ -23,7 +33,7 @@ stays safe; :meth:`Ledger.release_owner` frees them when the operator knows bett
 >>> r = store.ledger.reserve("demo", 60, owner="w1")
 >>> store.ledger.settle(r, cost_nanos=25, key="k" * 64, model="m", body={}, estimated=False)
 >>> store.ledger.status("demo")
-BudgetStatus(name='demo', cap_nanos=100, spent_nanos=25, reserved_nanos=0)
+BudgetStatus(name='demo', cap_nanos=100, spent_nanos=25, reserved_nanos=0, unconfirmed_nanos=0)
 >>> store.close()
 """
 
@@ -53,12 +63,19 @@ class Reservation:
 
 @dataclass(frozen=True)
 class BudgetStatus:
-    """A budget's figures in nano-USD: the cap, the settled spend and the open reservations."""
+    """A budget's figures in nano-USD.
+
+    ``spent_nanos`` is every charge, confirmed and unconfirmed; ``unconfirmed_nanos`` is the
+    part of it charged at the worst case for requests sent without a usable answer (an upper
+    bound of what the provider billed for them). ``reserved_nanos`` is held by requests in
+    flight.
+    """
 
     name: str
     cap_nanos: int
     spent_nanos: int
     reserved_nanos: int
+    unconfirmed_nanos: int = 0
 
 
 class Ledger:
@@ -157,8 +174,40 @@ class Ledger:
                     )
                 )
 
+    def settle_unconfirmed(self, reservation: Reservation, *, key: str, reason: str) -> None:
+        """Charge ``reservation``'s full worst case: the request was sent, no answer came back.
+
+        The provider may have billed it, so the reserved amount becomes an *unconfirmed*
+        charge (``unconfirmed_reason = reason``), counted in ``spent``. No cache entry is
+        written, so the same request answered later (and cached) is not charged again by
+        this row. ``key`` is the request's cache key, for reconciliation with the invoice.
+        """
+        with self._engine.begin() as conn:
+            self._lock(conn, reservation.budget)
+            self._close(conn, reservation)
+            conn.execute(
+                update(budgets)
+                .where(budgets.c.name == reservation.budget)
+                .values(spent_nanos=budgets.c.spent_nanos + reservation.amount_nanos)
+            )
+            conn.execute(
+                charges.insert().values(
+                    budget=reservation.budget,
+                    response_key=key,
+                    cost_nanos=reservation.amount_nanos,
+                    estimated=True,
+                    owner=reservation.owner,
+                    created_at=time.time(),
+                    unconfirmed_reason=reason,
+                )
+            )
+
     def release(self, reservation: Reservation) -> None:
-        """Close ``reservation`` without a charge (the request failed or was not sent)."""
+        """Close ``reservation`` without a charge: the request was never sent, or was refused.
+
+        Only for failures known to leave nothing to bill (connection refused, an HTTP 4xx
+        refusal); a request that may have reached the model is :meth:`settle_unconfirmed`.
+        """
         with self._engine.begin() as conn:
             self._lock(conn, reservation.budget)
             self._close(conn, reservation)
@@ -190,14 +239,18 @@ class Ledger:
 
     def status(self, budget: str) -> BudgetStatus:
         """Return the current figures of ``budget``."""
+        unconfirmed = select(func.coalesce(func.sum(charges.c.cost_nanos), 0)).where(
+            (charges.c.budget == budget) & charges.c.unconfirmed_reason.is_not(None)
+        )
         with self._engine.connect() as conn:
             row = conn.execute(select(budgets).where(budgets.c.name == budget)).first()
+            held = int(conn.execute(unconfirmed).scalar_one())
         if row is None:
             raise StoreError(f"no budget named {budget!r} in this store; create it first")
-        return BudgetStatus(row.name, row.cap_nanos, row.spent_nanos, row.reserved_nanos)
+        return BudgetStatus(row.name, row.cap_nanos, row.spent_nanos, row.reserved_nanos, held)
 
     def charged_total(self, budget: str) -> int:
-        """Return the sum of ``budget``'s charge rows (equals its ``spent_nanos``)."""
+        """Return the sum of ``budget``'s charge rows, confirmed and unconfirmed (its ``spent``)."""
         query = select(func.coalesce(func.sum(charges.c.cost_nanos), 0)).where(
             charges.c.budget == budget
         )

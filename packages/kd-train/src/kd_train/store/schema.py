@@ -14,6 +14,9 @@ Four tables plus one key/value table for the version:
     The budget ledger. A budget row holds its ``cap``, ``spent`` and ``reserved`` amounts; a
     reservation row is the worst-case cost of one request in flight; a charge row is the
     settled cost of one paid response. ``spent`` is always the sum of the budget's charges.
+    A charge with an ``unconfirmed_reason`` is *unconfirmed*: the request was sent but no
+    usable answer came back (timeout, dropped connection, malformed body, server error), so
+    it is charged at its reserved worst case because the endpoint may have billed it.
 
 Money is stored as integer nano-US-dollars (1 USD = 10⁹), so sums are exact.
 
@@ -21,7 +24,7 @@ Money is stored as integer nano-US-dollars (1 USD = 10⁹), so sums are exact.
 >>> sorted(metadata.tables)
 ['budgets', 'charges', 'kd_store_meta', 'reservations', 'responses', 'runs']
 >>> SCHEMA_VERSION
-1
+2
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ from sqlalchemy import (
     Text,
 )
 
-#: Version of the table layout; a store with another version is refused with a clear error.
-SCHEMA_VERSION = 1
+#: Version of the table layout; a store with another version is refused with a clear error,
+#: except version 1, which :func:`kd_train.store.engine.open_engine` upgrades in place.
+#: 2: ``charges.unconfirmed_reason``.
+SCHEMA_VERSION = 2
 
 #: Nano-US-dollars per US dollar (money columns are integers in this unit).
 NANOS_PER_USD = 1_000_000_000
@@ -105,6 +110,8 @@ charges = Table(
     Column("estimated", Boolean, nullable=False),
     Column("owner", String(128), nullable=False),
     Column("created_at", Float, nullable=False),
+    # NULL for a confirmed charge (the cost came from an answer); else why it is unconfirmed
+    Column("unconfirmed_reason", Text, nullable=True),
 )
 
 
