@@ -1,4 +1,4 @@
-"""Every shell command shown in README.md and the docs (quickstart, QA) is exercised or marked.
+"""Every code example shown in README.md and the docs site is exercised or marked.
 
 A command is a line of a ``console``/``bash``/``shell``/``sh`` code block (in a block where
 some lines start with ``$ ``, only those lines), or an inline code span that starts with
@@ -11,6 +11,8 @@ some lines start with ``$ ``, only those lines), or an inline code span that sta
   code block (the whole block), or a trailing ``# not-run: REASON`` on the command line.
 
 A new command that is neither fails ``test_every_command_is_exercised_or_marked_not_run``.
+Python examples follow the same rule: a ``python``/``py``/``pycon`` block is either a
+``{doctest}`` block (run by ``sphinx-build -b doctest``) or marked ``<!-- not-run: REASON -->``.
 The convention is documented in docs/qa/index.md.
 """
 
@@ -26,7 +28,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("README.md", "docs/quickstart.md", "docs/qa/index.md")
+PAGES = (
+    "README.md",
+    *sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md") if "_build" not in p.parts
+    ),
+)
+PYTHON = {"python", "py", "pycon", "python3"}
 SHELLS = {"console", "bash", "shell", "sh"}
 FENCE = re.compile(r"^(```+|~~~+)\s*\{?([\w-]*)\}?\s*$")
 BLOCK_MARK = re.compile(r"<!--\s*not-run:\s*(?P<why>.*?)\s*-->")
@@ -84,6 +92,48 @@ def extract(page: str, text: str) -> list[Command]:
                     out.append(Command(page, no, code, why if why is not None else block_why))
         i = end + 1
     return out
+
+
+def python_blocks(page: str, text: str) -> list[Command]:
+    """Every plain python code block of a page (its first line), with its not-run reason."""
+    out: list[Command] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        fence = FENCE.match(lines[i])
+        if not fence:
+            i += 1
+            continue
+        end = next(
+            (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence.group(1))),
+            len(lines),
+        )
+        if fence.group(2) in PYTHON and not lines[i].lstrip("`~ ").startswith("{"):
+            prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+            mark = BLOCK_MARK.search(prev)
+            first = lines[i + 1].strip() if i + 1 < end else ""
+            out.append(Command(page, i + 1, first, mark.group("why") if mark else None))
+        i = end + 1
+    return out
+
+
+def test_every_python_example_is_a_doctest_or_marked_not_run() -> None:
+    blocks = [b for p in PAGES for b in python_blocks(p, (ROOT / p).read_text(encoding="utf-8"))]
+    unmarked = [b.where() for b in blocks if not (b.not_run or "").strip()]
+    assert unmarked == [], "make these {doctest} blocks, or mark them <!-- not-run: REASON -->"
+
+
+def test_a_plain_python_block_is_caught_and_doctest_blocks_are_not() -> None:
+    page = (
+        "```python\nimport torch\n```\n\n"
+        "<!-- not-run: needs a model directory -->\n```python\nload('m/')\n```\n\n"
+        "```{doctest}\n>>> 1 + 1\n2\n```\n"
+    )
+    blocks = python_blocks("x.md", page)
+    assert [(b.text, b.not_run) for b in blocks] == [
+        ("import torch", None),
+        ("load('m/')", "needs a model directory"),
+    ]
 
 
 def exercised(cmd: Command) -> bool:

@@ -99,7 +99,8 @@ class Example:
     Attributes:
         record_id: the record's ``id``.
         input_ids: ``int64 [T]``.
-        labels: ``int64 [T]``; :data:`~kd_train.data.tokenization.IGNORE_INDEX` on ``bos`` and the prompt.
+        labels: ``int64 [T]``; :data:`~kd_train.data.tokenization.IGNORE_INDEX` on ``bos``
+            and the prompt.
         span_masks: one ``bool [T]`` per kind in :data:`~kd_train.data.schema.SPAN_KINDS`.
         teacher_ids: ``int64 [T, k]`` teacher top-k ids (0 where ``teacher_mask`` is false),
             or ``None`` when the record has no ``teacher_topk``.
