@@ -12,8 +12,14 @@ or at random with given rates:
 
 ``429``: HTTP 429 with ``Retry-After``; ``500``: HTTP 500; ``slow``: answers after
 ``slow_seconds``; ``stall``: waits ``stall_seconds`` (longer than a client timeout) then
-answers; ``drop``: closes the connection without a response; ``malformed``: HTTP 200 with
-a truncated JSON body.
+answers; ``drop``: computes the completion, then closes the connection without a response;
+``malformed``: computes the completion, then sends HTTP 200 with a truncated JSON body.
+
+Like a real provider, the server *bills* every completion it computes, whether or not the
+client receives it (``drop``, ``malformed``, a ``stall`` the client gave up on): the
+``usage`` of each is in :attr:`LoopbackTeacherServer.billed`, so a test can check the
+provider-side spend against the client's budget (call :meth:`~LoopbackTeacherServer.wait_idle`
+first, for the stalled answers still being computed). 429 and 500 bill nothing.
 
 >>> import tempfile, httpx
 >>> from kd_train.testing import save_tiny_llama
@@ -116,6 +122,7 @@ class LoopbackTeacherServer:
         base_url: ``http://127.0.0.1:PORT/v1`` once started.
         counts: requests seen per outcome (``"ok"`` and each fault name).
         answered: the ``usage`` of every 200 answer with a valid body, in order.
+        billed: the ``usage`` of every completion computed, received by the client or not.
     """
 
     def __init__(
@@ -138,8 +145,11 @@ class LoopbackTeacherServer:
         self.report_usage = report_usage
         self.counts: dict[str, int] = Counter()
         self.answered: list[dict[str, int]] = []
+        self.billed: list[dict[str, int]] = []
         self.base_url = ""
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -169,8 +179,29 @@ class LoopbackTeacherServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no request is being handled; return whether that happened in time."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def billed_nanos(self, price_per_1k_prompt: float, price_per_1k_completion: float) -> int:
+        """What the server billed, in nano-USD, at these prices (USD per 1000 tokens).
+
+        Each request costs ``ceil((P·p + C·c) / 1000)``, rounded like
+        :meth:`kd_train.teachers.http.HTTPTeacherConfig.cost_nanos`.
+        """
+        p, c = round(price_per_1k_prompt * 1e9), round(price_per_1k_completion * 1e9)
+        with self._lock:
+            usages = list(self.billed)
+        return sum(
+            -(-(u["prompt_tokens"] * p + u["completion_tokens"] * c) // 1000) for u in usages
+        )
+
     def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Compute the JSON answer to ``body`` at ``path`` (no fault injection)."""
+        """Compute (and bill) the JSON answer to ``body`` at ``path`` (no fault injection)."""
+        return self._complete(path, body)[0]
+
+    def _complete(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         chat = path.endswith("/chat/completions")
         if chat:
             prompt: str | list[int] = "\n".join(m["content"] for m in body["messages"])
@@ -221,12 +252,25 @@ class LoopbackTeacherServer:
         if self.report_usage:
             out["usage"] = usage
         with self._lock:
-            self.answered.append(usage)
-        return out
+            self.billed.append(usage)
+        return out, usage
 
     def _tally(self, outcome: str) -> None:
         with self._lock:
             self.counts[outcome] += 1
+
+    def _answered(self, usage: dict[str, int]) -> None:
+        with self._lock:
+            self.answered.append(usage)
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._in_flight -= 1
+            self._idle.notify_all()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -237,6 +281,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # keep test output quiet; counts are kept on the server object
 
     def do_POST(self) -> None:
+        self.owner._enter()
+        try:
+            self._post()
+        finally:
+            self.owner._leave()
+
+    def _post(self) -> None:
         server = self.owner
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
@@ -244,16 +295,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(401, {"error": {"message": "invalid api key"}})
         fault = server.faults.next()
         server._tally(fault)
-        if fault == "drop":
-            self.close_connection = True
-            return
         if fault == "429":
             headers = {"Retry-After": f"{server.retry_after:g}"}
             return self._send(429, {"error": {"message": "rate limited"}}, headers)
         if fault == "500":
             return self._send(500, {"error": {"message": "injected failure"}})
-        if fault == "malformed":
-            return self._send_raw(200, b'{"choices": [{"text": "trunc')
         if fault in ("slow", "stall"):
             time.sleep(server.slow_seconds if fault == "slow" else server.stall_seconds)
         if self.path not in ("/v1/completions", "/v1/chat/completions"):
@@ -262,7 +308,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             return self._send(400, {"error": {"message": "request body is not JSON"}})
-        self._send(200, server.answer(self.path, body))
+        out, usage = server._complete(self.path, body)  # billed now, delivered or not
+        if fault == "drop":
+            self.close_connection = True
+            return None
+        if fault == "malformed":
+            return self._send_raw(200, b'{"choices": [{"text": "trunc')
+        self._send(200, out)
+        server._answered(usage)
+        return None
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._send_raw(status, json.dumps(body).encode(), headers)

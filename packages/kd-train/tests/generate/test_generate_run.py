@@ -81,6 +81,19 @@ def test_failed_prompts_are_counted_and_left_for_a_rerun(server, store, prompts_
     assert (summary.failed, summary.written, summary.complete) == (1, 5, False)
 
 
+def test_unconfirmed_spend_is_reported_apart_from_the_confirmed(
+    server, store, prompts_file, tmp_path
+):
+    server.faults = FaultPlan(script=["malformed"])
+    out = tmp_path / "out.jsonl"
+    with teacher_for(server, store, concurrency=1) as teacher:
+        summary = generate_dataset(read_prompts(prompts_file), teacher, out, progress=False)
+    # worst case of "The quick 0": (11 bytes + 16) + 3 tokens at $1/1k
+    assert summary.unconfirmed_usd == pytest.approx(0.03)
+    spent = store.ledger.status("default").spent_nanos
+    assert spent == round((summary.spent_usd + summary.unconfirmed_usd) * 1e9)
+
+
 def test_top_logprobs_become_token_ids_with_a_tokenizer(server, store, prompts_file, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(server.model.tokenizer.name_or_path)
     out = tmp_path / "out.jsonl"

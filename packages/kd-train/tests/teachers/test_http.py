@@ -1,16 +1,19 @@
 """HTTPTeacher against the loopback server (a real HTTP server on 127.0.0.1, a real model)."""
 
 import logging
+import socket
 import threading
 import time
 
 import pytest
 import torch
 from kd_train.store import BudgetExhaustedError, open_store, sqlite_url
+from kd_train.store.schema import charges
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
 from kd_train.teachers.retry import RetryPolicy
 from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+from sqlalchemy import select
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 FAST = RetryPolicy(max_attempts=4, base_delay=0.001, max_delay=0.01)
@@ -101,7 +104,19 @@ def test_stalled_request_times_out_and_is_retried(tiny_teacher_dir):
     assert elapsed < 4.0
 
 
-def test_exhausted_retries_raise_and_release_the_reservation(tiny_teacher_dir, store):
+# worst case of "hello" with make_teacher's prices: (5 bytes + 16) * $1/1k + 3 * $2/1k
+HELLO_WORST = 27_000_000
+
+
+def unconfirmed_reasons(store):
+    with store.engine.connect() as conn:
+        query = select(charges.c.unconfirmed_reason).where(
+            charges.c.unconfirmed_reason.is_not(None)
+        )
+        return list(conn.execute(query).scalars())
+
+
+def test_exhausted_5xx_retries_are_charged_unconfirmed_at_the_worst_case(tiny_teacher_dir, store):
     server = serve(tiny_teacher_dir, faults=FaultPlan(script=["500"] * 4))
     with (
         make_teacher(server, store, budget=1.0) as teacher,
@@ -110,7 +125,95 @@ def test_exhausted_retries_raise_and_release_the_reservation(tiny_teacher_dir, s
         teacher.generate("hello")
     server.stop()
     status = store.ledger.status("default")
+    assert (status.spent_nanos, status.unconfirmed_nanos) == (4 * HELLO_WORST, 4 * HELLO_WORST)
+    assert status.reserved_nanos == 0
+    assert unconfirmed_reasons(store) == ["HTTP 500"] * 4
+
+
+def test_exhausted_429_retries_release_every_reservation(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["429"] * 4))
+    with (
+        make_teacher(server, store, budget=1.0) as teacher,
+        pytest.raises(HTTPTeacherError, match="after 4 attempts: HTTP 429"),
+    ):
+        teacher.generate("hello")
+    server.stop()
+    status = store.ledger.status("default")
     assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
+
+
+def test_timeout_after_sending_is_an_unconfirmed_charge(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["stall"]), stall_seconds=1.0)
+    with make_teacher(server, store, budget=1.0, timeout=0.5) as teacher:
+        response = teacher.generate("hello")
+    assert server.wait_idle()
+    server.stop()
+    status = store.ledger.status("default")
+    assert status.unconfirmed_nanos == HELLO_WORST
+    assert status.spent_nanos == HELLO_WORST + response.cost_nanos
+    assert unconfirmed_reasons(store)[0].startswith("timed out after 0.5 s")
+    assert len(server.billed) == 2  # the stalled answer was computed, hence billed
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("malformed", "malformed"), ("drop", "connection")])
+def test_unusable_answer_after_sending_is_an_unconfirmed_charge(
+    tiny_teacher_dir, store, fault, reason
+):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=[fault]))
+    with make_teacher(server, store, budget=1.0) as teacher:
+        response = teacher.generate("hello")
+    server.stop()
+    status = store.ledger.status("default")
+    assert (
+        status.spent_nanos
+        == HELLO_WORST + response.cost_nanos
+        == store.ledger.charged_total("default")
+    )
+    assert status.unconfirmed_nanos == HELLO_WORST
+    assert unconfirmed_reasons(store)[0].startswith(reason)
+    assert teacher.counters.unconfirmed == 1
+
+
+def test_connect_refused_releases_the_reservation(store):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = HTTPTeacherConfig(
+        f"http://127.0.0.1:{port}/v1", "m", retry=FAST, budget=1.0, price_per_1k_prompt=1.0
+    )
+    with (
+        HTTPTeacher(config, store=store) as teacher,
+        pytest.raises(HTTPTeacherError, match="connection failed before sending"),
+    ):
+        teacher.generate("hello")
+    status = store.ledger.status("default")
+    assert (status.spent_nanos, status.reserved_nanos) == (0, 0)
+    assert store.ledger.charged_total("default") == 0
+
+
+def test_unconfirmed_request_answered_later_from_the_cache_is_not_charged_again(
+    tiny_teacher_dir, store
+):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["malformed"]))
+    with make_teacher(server, store, budget=1.0) as teacher:
+        first = teacher.generate("hello")
+        spent = store.ledger.status("default").spent_nanos
+        again = teacher.generate("hello")
+    server.stop()
+    assert (again.cached, again.body) == (True, first.body)
+    assert store.ledger.status("default").spent_nanos == spent == HELLO_WORST + first.cost_nanos
+
+
+def test_every_attempt_checks_the_cap_before_it_is_sent(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, faults=FaultPlan(script=["malformed"]))
+    with (
+        make_teacher(server, store, budget=HELLO_WORST * 1.5 / 1e9) as teacher,
+        pytest.raises(BudgetExhaustedError, match="exhausted"),
+    ):
+        teacher.generate("hello")
+    server.stop()
+    assert sum(server.counts.values()) == 1  # the retry did not fit, so it was not sent
+    assert store.ledger.status("default").spent_nanos == HELLO_WORST
 
 
 def test_rejected_key_is_not_retried_and_not_shown(tiny_teacher_dir):
@@ -191,9 +294,14 @@ def test_topk_matches_the_local_model_logprobs(tiny_teacher_dir, tokenizer, stor
 
 
 def test_budget_is_never_exceeded_under_concurrency_16(tiny_teacher_dir, store):
-    server = serve(tiny_teacher_dir, faults=FaultPlan(rates={"slow": 0.3, "500": 0.2}, seed=1))
-    server.slow_seconds = 0.02
-    teacher = make_teacher(server, store, budget=0.2, concurrency=16, max_tokens=2)
+    faults = {"slow": 0.2, "500": 0.1, "stall": 0.1, "drop": 0.1, "malformed": 0.1, "429": 0.05}
+    server = serve(
+        tiny_teacher_dir,
+        faults=FaultPlan(rates=faults, seed=1),
+        slow_seconds=0.02,
+        stall_seconds=1.0,
+    )
+    teacher = make_teacher(server, store, budget=0.2, concurrency=16, max_tokens=2, timeout=0.5)
     peak = [0]
     results, refused = [], []
     lock = threading.Lock()
@@ -204,6 +312,8 @@ def test_budget_is_never_exceeded_under_concurrency_16(tiny_teacher_dir, store):
         except BudgetExhaustedError:
             with lock:
                 refused.append(i)
+            return
+        except HTTPTeacherError:
             return
         status = store.ledger.status("default")
         with lock:
@@ -216,18 +326,23 @@ def test_budget_is_never_exceeded_under_concurrency_16(tiny_teacher_dir, store):
     for t in threads:
         t.join()
     teacher.close()
+    assert server.wait_idle()
     server.stop()
     status = store.ledger.status("default")
     cap = 200_000_000
     assert refused, "the budget should have stopped some requests"
+    assert status.unconfirmed_nanos > 0, "the faults should have left unconfirmed charges"
     assert (
         status.spent_nanos
-        == sum(r.cost_nanos for r in results)
+        == sum(r.cost_nanos for r in results) + status.unconfirmed_nanos
         == store.ledger.charged_total("default")
     )
     assert status.spent_nanos <= cap
     assert peak[0] <= cap
     assert status.reserved_nanos == 0
+    billed = server.billed_nanos(1.0, 2.0)
+    assert billed <= cap
+    assert billed <= status.spent_nanos  # the ledger never undercounts what was billed
 
 
 def test_api_key_never_reaches_logs_or_store(tiny_teacher_dir, tmp_path, caplog):

@@ -37,7 +37,9 @@ class GenerateSummary:
         written: records written by this run.
         cache_hits: of those, answered from the response cache (free).
         paid: of those, answered by the endpoint (paid).
-        spent_usd: the cost of this run's paid requests.
+        spent_usd: the confirmed cost of this run's paid requests.
+        unconfirmed_usd: the worst case charged for this run's requests that were sent but
+            got no usable answer (the provider may have billed them); the budget counts it.
         failed: prompts whose requests failed for good (rerun to retry them).
         budget_stop: the message of the budget stop, when the run stopped for the budget.
     """
@@ -48,6 +50,7 @@ class GenerateSummary:
     cache_hits: int = 0
     paid: int = 0
     spent_usd: float = 0.0
+    unconfirmed_usd: float = 0.0
     failed: int = 0
     budget_stop: str | None = None
 
@@ -82,6 +85,7 @@ def generate_dataset(
     window = 2 * teacher.config.concurrency
     bar = tqdm(total=len(prompts), initial=summary.already_written, disable=not progress)
     bar.set_description("generate")
+    unconfirmed_before = teacher.counters.unconfirmed_nanos
     pending: dict[Future[Response], Prompt] = {}
     queue = iter(todo)
     with RecordAppender(out) as appender, ThreadPoolExecutor(teacher.config.concurrency) as pool:
@@ -111,6 +115,7 @@ def generate_dataset(
                 summary.spent_usd += nanos_to_usd(response.cost_nanos)
                 bar.update(1)
     bar.close()
+    summary.unconfirmed_usd = nanos_to_usd(teacher.counters.unconfirmed_nanos - unconfirmed_before)
     return summary
 
 

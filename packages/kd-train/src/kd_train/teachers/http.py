@@ -9,12 +9,22 @@ Every request goes through the same path:
    ``p``/``c`` the prices per 1000 tokens) is reserved in the ledger; if it does not fit
    under the cap, :class:`~kd_train.store.errors.BudgetExhaustedError` is raised and
    nothing is sent.
-3. **Send** under the concurrency limit and the requests-per-minute limit, retrying 429,
-   5xx, timeouts, dropped connections and malformed bodies with exponential backoff and
-   jitter, honouring ``Retry-After`` (:mod:`kd_train.teachers.retry`).
-4. **Settle.** The cost is taken from the response's ``usage``; when the endpoint reports
-   none it is estimated from token counts and marked ``estimated``. Charge and cache entry
-   are committed in one transaction. A request that fails for good releases its reservation.
+3. **Send** under the concurrency limit and the requests-per-minute limit.
+4. **Settle** that attempt's reservation by what the provider may have billed:
+
+   * an answer: the cost from its ``usage`` (estimated from token counts and marked
+     ``estimated`` when the endpoint reports none); charge and cache entry in one
+     transaction;
+   * sent, but no usable answer — a timeout on our side, a connection dropped after
+     sending, a malformed 200 body, an HTTP 5xx: an *unconfirmed* charge of ``w`` with
+     the reason, because the model may have run and been billed;
+   * never sent or refused — a connect error, an HTTP 4xx (429 included): released.
+
+Retries (429, 5xx, timeouts, dropped connections, malformed bodies; exponential backoff
+with jitter, honouring ``Retry-After``, :mod:`kd_train.teachers.retry`) repeat steps 1-4, so
+every attempt checks the cache and the cap before it is sent. Hence what the provider can
+have billed is at most the ledger's confirmed + unconfirmed charges + open reservations,
+which never exceeds the cap.
 
 The API key is a constructor argument (the command line reads it from the environment
 variable named in the config); it is sent only in the ``Authorization`` header, never
@@ -142,13 +152,20 @@ class Response:
 
 @dataclass
 class Counters:
-    """What a teacher did so far (updated under the teacher's lock)."""
+    """What a teacher did so far (updated under the teacher's lock).
+
+    ``spent_nanos`` is the confirmed cost of answered requests; ``unconfirmed`` counts the
+    attempts sent without a usable answer and ``unconfirmed_nanos`` their worst case, charged
+    to the budget because the provider may have billed them.
+    """
 
     cache_hits: int = 0
     paid: int = 0
     retries: int = 0
     failed: int = 0
     spent_nanos: int = 0
+    unconfirmed: int = 0
+    unconfirmed_nanos: int = 0
 
 
 class HTTPTeacher:
@@ -265,64 +282,19 @@ class HTTPTeacher:
         self, path: str, body: dict[str, Any], prompt_tokens: int, completion_tokens: int
     ) -> Response:
         key = cache_key(self.config.model, {"path": path, "body": body})
-        if self.store is not None:
-            hit = self.store.cache.get(key)
-            if hit is not None:
-                self._count(cache_hits=1)
-                return Response(key, hit.body, 0, hit.estimated, cached=True)
-        reservation: Reservation | None = None
-        if self.store is not None:
-            worst = self.config.cost_nanos(prompt_tokens, completion_tokens)
-            reservation = self.store.ledger.reserve(self.config.budget_name, worst, self.owner)
-        try:
-            answer = self._send_with_retries(path, body)
-            cost, estimated = self._cost(path, body, answer)
-        except BaseException:
-            if reservation is not None and self.store is not None:
-                self.store.ledger.release(reservation)
-            self._count(failed=1)
-            raise
-        if reservation is not None and self.store is not None:
-            self.store.ledger.settle(
-                reservation,
-                cost_nanos=cost,
-                key=key,
-                model=self.config.model,
-                body=answer,
-                estimated=estimated,
-            )
-        self._count(paid=1, spent_nanos=cost)
-        return Response(key, answer, cost, estimated, cached=False)
-
-    def _send_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        worst = self.config.cost_nanos(prompt_tokens, completion_tokens)
         policy = self.config.retry
         problem = "no attempt made"
         for attempt in range(1, policy.max_attempts + 1):
-            retry_after: float | None = None
-            self._limiter.acquire()
-            try:
-                with self._slots:
-                    reply = self._client.post(path, json=body)
-            except httpx.TimeoutException as exc:
-                problem = f"timed out after {self.config.timeout} s ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                problem = f"connection failed ({type(exc).__name__}: {exc})"
-            else:
-                if reply.status_code == 200:
-                    try:
-                        answer = reply.json()
-                        if path == PATHS["chat"]:
-                            parse_generation("chat", answer)
-                        else:
-                            parse_generation("completions", answer)
-                        return dict(answer)
-                    except (ValueError, MalformedResponseError) as exc:
-                        problem = f"malformed response body ({exc})"
-                elif reply.status_code in RETRY_STATUSES:
-                    retry_after = parse_retry_after(reply.headers.get("retry-after"))
-                    problem = f"HTTP {reply.status_code}"
-                else:
-                    raise HTTPTeacherError(_status_message(reply, self.config.base_url + path))
+            # Checked before every attempt: another worker may have paid for this answer
+            # while ours timed out, and a cached answer costs nothing more.
+            hit = self._cached(key)
+            if hit is not None:
+                return hit
+            outcome = self._attempt(path, body, key, worst)
+            if isinstance(outcome, Response):
+                return outcome
+            problem, retry_after = outcome
             if attempt == policy.max_attempts:
                 break
             wait = policy.delay(attempt, retry_after, self._rng)
@@ -337,10 +309,94 @@ class HTTPTeacher:
             )
             self._count(retries=1)
             threading.Event().wait(wait)
+        self._count(failed=1)
         raise HTTPTeacherError(
             f"POST {self.config.base_url}{path} failed after {policy.max_attempts} attempts: "
             f"{problem}. Check that the endpoint is up, or raise retry.max_attempts"
         )
+
+    def _cached(self, key: str) -> Response | None:
+        if self.store is None:
+            return None
+        hit = self.store.cache.get(key)
+        if hit is None:
+            return None
+        self._count(cache_hits=1)
+        return Response(key, hit.body, 0, hit.estimated, cached=True)
+
+    def _attempt(
+        self, path: str, body: dict[str, Any], key: str, worst: int
+    ) -> Response | tuple[str, float | None]:
+        """Send once under a fresh reservation; return the answer or ``(problem, retry_after)``.
+
+        The reservation's fate follows what the provider may have billed: settled to the
+        reported cost on an answer; released when the request surely never reached the
+        model (connect error, an HTTP 4xx refusal); otherwise — timeout, dropped connection,
+        malformed 200, HTTP 5xx — charged as unconfirmed at ``worst``.
+        """
+        self._limiter.acquire()
+        with self._slots:
+            reservation = self._reserve(worst)
+            try:
+                reply = self._client.post(path, json=body)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._release(reservation)
+                return f"connection failed before sending ({type(exc).__name__}: {exc})", None
+            except httpx.TimeoutException as exc:
+                problem = f"timed out after {self.config.timeout} s ({type(exc).__name__})"
+                self._unconfirmed(reservation, key, worst, problem)
+                return problem, None
+            except httpx.TransportError as exc:
+                problem = f"connection lost after sending ({type(exc).__name__}: {exc})"
+                self._unconfirmed(reservation, key, worst, problem)
+                return problem, None
+            except BaseException as exc:
+                self._unconfirmed(reservation, key, worst, f"interrupted ({type(exc).__name__})")
+                raise
+        if reply.status_code != 200:
+            problem = f"HTTP {reply.status_code}"
+            if reply.status_code >= 500:
+                self._unconfirmed(reservation, key, worst, problem)
+            else:
+                self._release(reservation)
+            if reply.status_code in RETRY_STATUSES:
+                return problem, parse_retry_after(reply.headers.get("retry-after"))
+            self._count(failed=1)
+            raise HTTPTeacherError(_status_message(reply, self.config.base_url + path))
+        try:
+            answer = dict(reply.json())
+            cost, estimated = self._cost(path, body, answer)
+        except (ValueError, TypeError, MalformedResponseError) as exc:
+            problem = f"malformed response body ({exc})"
+            self._unconfirmed(reservation, key, worst, problem)
+            return problem, None
+        if reservation is not None and self.store is not None:
+            self.store.ledger.settle(
+                reservation,
+                cost_nanos=cost,
+                key=key,
+                model=self.config.model,
+                body=answer,
+                estimated=estimated,
+            )
+        self._count(paid=1, spent_nanos=cost)
+        return Response(key, answer, cost, estimated, cached=False)
+
+    def _reserve(self, worst: int) -> Reservation | None:
+        if self.store is None:
+            return None
+        return self.store.ledger.reserve(self.config.budget_name, worst, self.owner)
+
+    def _release(self, reservation: Reservation | None) -> None:
+        if reservation is not None and self.store is not None:
+            self.store.ledger.release(reservation)
+
+    def _unconfirmed(
+        self, reservation: Reservation | None, key: str, worst: int, reason: str
+    ) -> None:
+        if reservation is not None and self.store is not None:
+            self.store.ledger.settle_unconfirmed(reservation, key=key, reason=reason)
+        self._count(unconfirmed=1, unconfirmed_nanos=worst)
 
     def _cost(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> tuple[int, bool]:
         api: Api = "chat" if path == PATHS["chat"] else "completions"
