@@ -5,7 +5,9 @@
   docstring example of the pages). Nitpicky mode fails on a reference to an API that does
   not exist; the CLI pages are rendered from the real parsers (sphinx-argparse-cli).
 * ``run``: ``build`` into ``docs/_build``, then ``tests/test_readme_commands.py`` (every
-  shell command of README.md and docs/quickstart.md is run by a test or marked not run).
+  shell and python example of README.md and the site is run or marked not run), then
+  ``docs/render_pages.py``: the home page, an API page and the QA status page rendered to
+  PNG with headless Chromium (the system's ``chromium``) and checked not to be blank.
 """
 
 from __future__ import annotations
@@ -55,6 +57,17 @@ def readme_commands() -> int:
     return subprocess.run(cmd, cwd=gates.ROOT, check=False).returncode
 
 
+#: Pages rendered by headless Chromium after the build (they must not come out blank).
+RENDERED = ("index.html", "api/kd_train.html", "qa/status.html")
+
+
+def render_pages(html: Path, out: Path) -> int:
+    """Screenshot :data:`RENDERED` with headless Chromium; non-zero if one is blank or missing."""
+    cmd = [sys.executable, "docs/render_pages.py", str(html), str(out), *RENDERED]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=gates.ROOT, check=False).returncode
+
+
 def main(argv: list[str]) -> int:
     """Parse ``argv`` and run ``build`` or the whole gate."""
     parser = argparse.ArgumentParser(prog="python -m qa.docs", description=__doc__)
@@ -68,9 +81,13 @@ def main(argv: list[str]) -> int:
         return build(args.source, args.out)
     rc_build = build(gates.ROOT / "docs", gates.ROOT / "docs" / "_build")
     rc_readme = readme_commands()
-    passed = rc_build == 0 and rc_readme == 0
-    figure = f"sphinx -W -n + doctest: {'ok' if rc_build == 0 else 'FAILED'}; README commands: " + (
-        "ok" if rc_readme == 0 else "FAILED"
+    build_dir = gates.ROOT / "docs" / "_build"
+    rc_render = render_pages(build_dir / "html", build_dir / "screenshots")
+    passed = rc_build == 0 and rc_readme == 0 and rc_render == 0
+    verdict = {True: "ok", False: "FAILED"}
+    figure = (
+        f"sphinx -W -n + doctest: {verdict[rc_build == 0]}; "
+        f"examples: {verdict[rc_readme == 0]}; rendered pages: {verdict[rc_render == 0]}"
     )
     summary.write(summary.Summary("docs", figure, "0 warnings, 0 failures", passed))
     return 0 if passed else 1
