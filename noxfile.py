@@ -275,11 +275,86 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def pipeline(session: nox.Session) -> None:
-    """The main job: distil a toy student end to end, evaluate it and export it."""
+    """The main job: distil the toy students, evaluate them, export one; a closing table.
+
+    Every stage is a real command line and a failing one fails the session:
+    `python -m kd_train.pipelines all` (toy and 8-ball students, held-out splits), then
+    `kd-eval fidelity` (toy student against its teacher, untrained and distilled),
+    `kd-eval classify` (8-ball student on its held-out split, untrained and distilled),
+    `kd-eval report` (JSON + HTML), `kd-convert export` (onnx, torchscript) and `verify`.
+    tests/e2e/test_pipeline.py runs the same stages.
+    """
+    import json  # only this session reads results back
+
+    def read(path: Path) -> dict:  # type: ignore[type-arg]
+        return json.loads(path.read_text())
+
     start(session)
     all_packages(session)
     out = ROOT / "runs" / "pipeline"
+    ev, ex, quiet = out / "eval", out / "export", "--no-progress"
     session.run("python", "-m", "kd_train.pipelines", "all", "--out", str(out), *session.posargs)
+    toy, ball = read(out / "summary.json")["toy"], read(out / "summary.json")["8-ball"]
+    init = {name: str(out / name / "student-init") for name in ("toy", "8-ball")}
+    for when, student in (("before", init["toy"]), ("after", toy["student_dir"])):
+        session.run(
+            *("kd-eval", "fidelity", "--teacher", toy["teacher_dir"], "--student", student),
+            *("--data", str(out / "toy" / "data" / "heldout.jsonl"), quiet),
+            *("--out", str(ev / f"toy-fidelity-{when}.json"), "--name", f"toy-{when}"),
+        )
+    for when, student in (("before", init["8-ball"]), ("after", ball["student_dir"])):
+        # --mode generate: the likelihood mode scores each label without the leading space
+        # that the 8-ball completions carry, so it misses most of what the student learnt
+        session.run(
+            *("kd-eval", "classify", student, "--labels", "8ball", "--mode", "generate"),
+            *("--data", str(out / "8-ball" / "data" / "heldout.jsonl"), quiet),
+            *("--out", str(ev / f"8-ball-classify-{when}.json"), "--name", f"8-ball-{when}"),
+        )
+    merged = [str(ev / "toy-fidelity-after.json"), str(ev / "8-ball-classify-after.json")]
+    session.run("kd-eval", "report", *merged, "--out-dir", str(ev / "report"), "--name", "pipeline")
+    for fmt in ("onnx", "torchscript"):
+        session.run(
+            "kd-convert", "export", "--format", fmt, toy["student_dir"], str(ex / fmt), quiet
+        )
+        session.run("kd-convert", "verify", str(ex / fmt))
+
+    kd = "KD loss {student_kd_before:.4f} -> {student_kd_after:.4f} (first -> last step)"
+    fid = [
+        read(ev / f"toy-fidelity-{w}.json")["fidelity"]["aggregate"] for w in ("before", "after")
+    ]
+    kl, top1 = ([f[key]["value"] for f in fid] for key in ("forward_kl", "top1_agreement"))
+    cls = [read(ev / f"8-ball-classify-{w}.json")["classification"] for w in ("before", "after")]
+    rows = [
+        ("distil toy", toy["student_dir"], kd.format(**toy)),
+        ("distil 8-ball", ball["student_dir"], kd.format(**ball)),
+        (
+            "fidelity toy",
+            str(ev / "toy-fidelity-after.json"),
+            f"KL(teacher||student) {kl[0]:.4f} -> {kl[1]:.4f} nats, "
+            f"top-1 agreement {top1[0]:.3f} -> {top1[1]:.3f}",
+        ),
+        (
+            "classify 8-ball",
+            str(ev / "8-ball-classify-after.json"),
+            f"accuracy {cls[0]['accuracy']:.3f} -> {cls[1]['accuracy']:.3f} "
+            f"(chance {cls[1]['chance_accuracy']:.3f}, {cls[1]['n']} held out)",
+        ),
+        ("report", str(ev / "report" / "report.html"), "report.json + report.html"),
+    ]
+    for fmt in ("onnx", "torchscript"):
+        parity = read(ex / fmt / "parity.json")
+        worst_abs = max(case["max_abs"] for case in parity["results"])
+        worst_cos = min(case["cosine"] for case in parity["results"])
+        figure = (
+            f"parity {parity['status']}: max|d| {worst_abs:.2g} "
+            f"(<= {parity['threshold']['max_abs']:g}), cosine {worst_cos:.6f}; verified"
+        )
+        rows.append((f"export {fmt}", str(ex / fmt), figure))
+    rows = [(stage, os.path.relpath(path, ROOT), figure) for stage, path, figure in rows]
+    width = [max(len(row[i]) for row in rows) for i in (0, 1)]
+    print("\npipeline summary (stage, artefact, key figure)")
+    for stage, path, figure in rows:
+        print(f"  {stage:<{width[0]}}  {path:<{width[1]}}  {figure}", flush=True)
 
 
 @nox.session
