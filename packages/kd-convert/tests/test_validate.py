@@ -2,7 +2,13 @@ import pytest
 import torch
 from kd_convert.errors import ValidationError
 from kd_convert.spec import ExportSpec
-from kd_convert.validate import capture, int32_problems, validate
+from kd_convert.validate import (
+    capture,
+    dynamic_shapes,
+    example_inputs,
+    int32_problems,
+    validate,
+)
 from kd_convert.wrapper import ExportWrapper, additive_causal_mask, load_student
 from torch import nn
 
@@ -107,3 +113,28 @@ def test_other_export_failures_propagate_unchanged():
 
     with pytest.raises(KeyError):
         capture(Broken(), SPEC)
+
+
+def test_example_ids_alternate_one_and_two_and_the_mask_is_all_ones():
+    ids, mask = example_inputs(ExportSpec("onnx", (5, 9), batch_size=2))
+    assert ids.tolist() == [[1, 2, 1, 2, 1]] * 2
+    assert mask.tolist() == [[1] * 5] * 2
+    assert (ids.dtype, mask.dtype) == (torch.int32, torch.int32)
+
+
+def test_example_inputs_take_an_explicit_length():
+    ids, mask = example_inputs(ExportSpec("onnx", (5, 9)), length=9)
+    assert ids.shape == mask.shape == (1, 9)
+
+
+def test_one_enumerated_length_has_no_dynamic_shapes():
+    assert dynamic_shapes(ExportSpec("onnx", (8,))) is None
+
+
+def test_several_lengths_make_the_sequence_axis_dynamic_between_them():
+    shapes = dynamic_shapes(ExportSpec("onnx", (16, 8, 32)))
+    assert shapes is not None
+    assert sorted(shapes) == ["attention_mask", "input_ids"]
+    for axes in shapes.values():
+        assert list(axes) == [1]
+        assert (axes[1].min, axes[1].max) == (8, 32)

@@ -48,8 +48,8 @@ _GUARD_ERRORS = ("data-dependent", "Constraints violated", "guard")
 def example_inputs(spec: ExportSpec, length: int | None = None) -> tuple[torch.Tensor, ...]:
     """Return int32 ``(input_ids, attention_mask)`` of shape ``[batch, length]`` for tracing.
 
-    ``length`` defaults to the smallest enumerated length. Ids are ``1..length`` (any id the
-    vocabulary holds would do); the mask is all ones.
+    ``length`` defaults to the smallest enumerated length. Ids alternate ``1, 2, 1, 2, ...``
+    (any ids the vocabulary holds would do); the mask is all ones.
     """
     n = spec.seq_lengths[0] if length is None else length
     ids = (torch.arange(n, dtype=torch.int32) % 2 + 1).repeat(spec.batch_size, 1)

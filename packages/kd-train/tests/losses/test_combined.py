@@ -301,6 +301,31 @@ def test_label_outside_vocabulary_raises() -> None:
         )
 
 
+def test_label_equal_to_the_vocabulary_size_raises() -> None:
+    labels = torch.full((B, T), V)
+    with pytest.raises(ValueError, match=rf"labels holds id {V}, outside the student vocabulary"):
+        DistillationLoss(LossConfig(weights={"ce": 1.0}))(
+            labels, student_logits=torch.randn(B, T, V)
+        )
+
+
+def test_negative_label_that_is_not_ignore_index_raises() -> None:
+    labels = torch.full((B, T), -3)
+    with pytest.raises(ValueError, match=r"labels holds id -3, outside the student vocabulary"):
+        DistillationLoss(LossConfig(weights={"ce": 1.0}))(
+            labels, student_logits=torch.randn(B, T, V)
+        )
+
+
+def test_labels_up_to_the_last_vocabulary_id_are_accepted() -> None:
+    labels = torch.full((B, T), V - 1)
+    labels[0, 0] = 0
+    out = DistillationLoss(LossConfig(weights={"ce": 1.0}))(
+        labels, student_logits=torch.randn(B, T, V)
+    )
+    assert torch.isfinite(out["loss"])
+
+
 def test_shape_mismatch_raises_naming_the_argument() -> None:
     with pytest.raises(ValueError, match=r"teacher_logits has shape \(2, 6, 13\)"):
         DistillationLoss(LossConfig())(

@@ -126,6 +126,33 @@ def test_no_checkpoint_means_none(tmp_path):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_an_empty_checkpoints_dir_means_none(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_latest_is_the_highest_step_not_the_newest_write(tmp_path, trained):
+    model, optimizer = trained
+    for step in (20, 3):
+        save_checkpoint(tmp_path, TrainState(step=step), model, optimizer, {}, keep=5)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step-00000020"
+
+
+def test_saving_creates_a_run_dir_that_does_not_exist_yet(tmp_path, trained):
+    model, optimizer = trained
+    run_dir = tmp_path / "runs" / "new-run"
+    ckpt = save_checkpoint(run_dir, TrainState(step=1), model, optimizer, {})
+    assert ckpt == run_dir / "checkpoints" / "step-00000001"
+    assert verify_checkpoint(ckpt)["step"] == 1
+
+
+def test_a_fresh_state_starts_at_zero_with_no_best_eval_loss():
+    state = TrainState()
+    assert state.best_eval_loss is None
+    assert (state.step, state.epoch, state.index, state.tokens_seen) == (0, 0, 0, 0)
+    assert (state.evals_without_improvement, state.stopped_early) == (0, False)
+
+
 def test_weights_of_another_architecture_are_refused(tmp_path, trained, tiny_teacher_dir):
     model, optimizer = trained
     ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
