@@ -1,3 +1,4 @@
+import hashlib
 import json
 import random
 
@@ -61,6 +62,15 @@ def test_manifest_holds_hash_of_every_state_file_and_the_config(tmp_path, traine
         p.name for p in ckpt.iterdir() if p.name != "manifest.json"
     )
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+
+
+def test_manifest_records_the_sha256_and_size_of_each_file(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    files = json.loads((ckpt / "manifest.json").read_text())["files"]
+    for name, entry in files.items():
+        data = (ckpt / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def test_corrupted_file_is_named_in_the_error(tmp_path, trained):
