@@ -10,28 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from qa import gates, summary
+from qa.mutation.history import git_sha
 
 RECORD = Path(__file__).resolve().parent / "record.json"
-
-
-def git_sha(root: Path = gates.ROOT) -> str:
-    """The commit the figures were measured on (``+dirty`` when the tree had changes)."""
-    sha = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    return (sha or "unknown") + ("+dirty" if dirty else "")
 
 
 def build_record(coverage_summary: dict[str, Any], sha: str, date: str) -> dict[str, Any]:
@@ -71,5 +56,5 @@ def record(reports: Path = gates.REPORTS, out: Path = RECORD) -> Path:
     """Write the record from ``reports/coverage-summary.json``; return its path."""
     data = json.loads((reports / "coverage-summary.json").read_text(encoding="utf-8"))
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    summary.write_json(out, build_record(data, git_sha(), today))
+    summary.write_json(out, build_record(data, git_sha(gates.ROOT), today))
     return out

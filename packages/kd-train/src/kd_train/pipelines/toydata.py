@@ -26,8 +26,8 @@ from pathlib import Path
 from kd_train.atomic import atomic_write_text
 from kd_train.data.schema import KDRecord, Span
 
-#: The twenty classic Magic 8-Ball answers (the same list as ``kd_eval``'s
-#: ``MAGIC_8_BALL_ANSWERS``; kd_train cannot import kd_eval, so it is repeated here).
+#: The twenty classic Magic 8-Ball answers (10 affirmative, 5 non-committal, 5 negative).
+#: ``kd_eval.tasks.labels`` re-exports this list, so the data and the evaluation agree.
 MAGIC_8_BALL_ANSWERS: tuple[str, ...] = (
     "It is certain.",
     "It is decidedly so.",
