@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kd_train.trainer import load_config, train
+from kd_train.trainer import RunConfig, load_config, train
 from kd_train.trainer.distributed import from_environ
 
 
@@ -35,8 +35,13 @@ def run(args: argparse.Namespace) -> int:
         import dataclasses
 
         config = dataclasses.replace(config, output_dir=str(args.output_dir.resolve()))
+    return train_and_report(config, resume=False, progress=not args.no_progress)
+
+
+def train_and_report(config: RunConfig, *, resume: bool, progress: bool) -> int:
+    """Train (or resume) on this process's rank; rank 0 prints where the student went."""
     ctx = from_environ(os.environ)
-    result = train(config, ctx, progress=not args.no_progress)
+    result = train(config, ctx, resume=resume, progress=progress)
     if ctx.is_main:
         print(
             json.dumps(

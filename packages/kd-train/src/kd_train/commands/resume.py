@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from kd_train.commands.distill import train_and_report
 from kd_train.errors import KDTrainError
-from kd_train.trainer import parse_config, train
-from kd_train.trainer.distributed import from_environ
+from kd_train.trainer import parse_config
 
 
 def register(subparsers: Any) -> None:
@@ -37,16 +36,4 @@ def run(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         raise KDTrainError(f"{config_file} is not valid JSON ({exc})") from exc
     config = parse_config(data)
-    ctx = from_environ(os.environ)
-    result = train(config, ctx, resume=True, progress=not args.no_progress)
-    if ctx.is_main:
-        print(
-            json.dumps(
-                {
-                    "run_dir": str(result.run_dir),
-                    "student": str(result.student_dir),
-                    "step": result.state.step,
-                }
-            )
-        )
-    return 0
+    return train_and_report(config, resume=True, progress=not args.no_progress)
