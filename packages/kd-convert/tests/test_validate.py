@@ -3,6 +3,7 @@ import torch
 from kd_convert.errors import ValidationError
 from kd_convert.spec import ExportSpec
 from kd_convert.validate import (
+    MAX_LISTED,
     capture,
     dynamic_shapes,
     example_inputs,
@@ -138,3 +139,62 @@ def test_several_lengths_make_the_sequence_axis_dynamic_between_them():
     for axes in shapes.values():
         assert list(axes) == [1]
         assert (axes[1].min, axes[1].max) == (8, 32)
+
+
+class ManyInt64Ops(nn.Module):
+    """Eight int64 ops, each on its own line: more problems than one message lists."""
+
+    def forward(self, input_ids, attention_mask):
+        a = attention_mask.long()
+        b = a.cumsum(-1)
+        c = torch.arange(input_ids.shape[1])
+        d = b + c
+        e = d * 3
+        f = e - 1
+        g = f.abs()
+        h = g.neg()
+        return h.float()
+
+
+def test_a_long_list_of_problems_is_cut_at_max_listed_and_counts_the_rest():
+    spec = ExportSpec("exported", (8,))
+    problems = list(dict.fromkeys(int32_problems(capture(ManyInt64Ops(), spec))))
+    assert len(problems) > MAX_LISTED
+    with pytest.raises(ValidationError) as info:
+        validate(ManyInt64Ops(), spec)
+    message = str(info.value)
+    assert message.endswith(f"; and {len(problems) - MAX_LISTED} more")
+    assert message.count("produces an int64 tensor") == MAX_LISTED
+
+
+def test_a_short_list_of_problems_is_given_in_full_without_a_count():
+    class TwoInt64Ops(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return (attention_mask.long() * 3).float()
+
+    with pytest.raises(ValidationError) as info:
+        validate(TwoInt64Ops(), ExportSpec("exported", (8,)))
+    message = str(info.value)
+    assert message.count("produces an int64 tensor") == 2
+    assert "more" not in message
+
+
+def test_an_int64_buffer_is_not_reported_as_a_model_input():
+    class Offsets(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("offsets", torch.arange(8))
+
+        def forward(self, input_ids, attention_mask):
+            return (input_ids + self.offsets.int()).float()
+
+    assert int32_problems(capture(Offsets(), ExportSpec("exported", (8,)))) == []
+
+
+def test_a_clean_module_passes_and_its_program_is_returned():
+    class Clean(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return (input_ids * attention_mask).float()
+
+    program = validate(Clean(), ExportSpec("exported", (8,)))
+    assert list(program.graph_signature.user_inputs) == ["input_ids", "attention_mask"]
