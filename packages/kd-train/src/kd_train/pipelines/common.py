@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,37 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.atomic import atomic_write_text
 from kd_train.data.schema import KDRecord
+from kd_train.pipelines.toydata import corpus_of, write_jsonl
+from kd_train.testing import DEFAULT_CORPUS, save_tiny_llama
 from kd_train.trainer import parse_config, train
 from kd_train.trainer.metrics import read_metrics
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every toy pipeline starts from: its data split and its untrained models."""
+
+    train_file: Path
+    heldout: list[KDRecord]
+    teacher_init: Path
+    student_init: Path
+
+
+def prepare(root: Path, records: Sequence[KDRecord], n_train: int) -> Prepared:
+    """Split ``records`` into ``data/train.jsonl`` + ``data/heldout.jsonl`` under ``root``.
+
+    Then train a tokenizer on the records' text and save an untrained teacher (hidden 64,
+    3 layers) and a smaller GQA student (hidden 32, 2 layers) with it.
+    """
+    train_file = write_jsonl(root / "data" / "train.jsonl", records[:n_train])
+    heldout = list(records[n_train:])
+    write_jsonl(root / "data" / "heldout.jsonl", heldout)
+    corpus = [*DEFAULT_CORPUS, *corpus_of(records)]
+    teacher_init = save_tiny_llama(
+        root / "teacher-init", seed=1, hidden_size=64, num_layers=3, corpus=corpus
+    )
+    student_init = save_tiny_llama(root / "student-init", seed=0, corpus=corpus)
+    return Prepared(train_file, heldout, teacher_init, student_init)
 
 
 def run_stage(config: dict[str, Any], progress: bool = True) -> dict[str, Any]:

@@ -19,31 +19,24 @@ from typing import Any
 from kd_train.pipelines.common import (
     completion_kl,
     label_accuracy,
+    prepare,
     report,
     run_stage,
     write_summary,
 )
 from kd_train.pipelines.toydata import (
     MAGIC_8_BALL_ANSWERS,
-    corpus_of,
     eight_ball_records,
-    write_jsonl,
 )
-from kd_train.testing import DEFAULT_CORPUS, save_tiny_llama
 
 
 def run_eight_ball(out: Path, *, steps: int = 200, progress: bool = True) -> dict[str, Any]:
     """Run the 8-ball pipeline into ``out/8-ball``; return (and write) its figures."""
     root = out / "8-ball"
     records = eight_ball_records(seed=0)
-    train_file = write_jsonl(root / "data" / "train.jsonl", records[:200])
-    heldout = records[200:]
-    write_jsonl(root / "data" / "heldout.jsonl", heldout)
-    corpus = [*DEFAULT_CORPUS, *corpus_of(records)]
-    teacher_init = save_tiny_llama(
-        root / "teacher-init", seed=1, hidden_size=64, num_layers=3, corpus=corpus
-    )
-    student_init = save_tiny_llama(root / "student-init", seed=0, corpus=corpus)
+    prep = prepare(root, records, n_train=200)
+    train_file, heldout = prep.train_file, prep.heldout
+    teacher_init, student_init = prep.teacher_init, prep.student_init
     common: dict[str, Any] = {
         "data": {"train": str(train_file), "eval_fraction": 0.1, "max_length": 32},
         "train": {"max_steps": steps, "batch_size": 16, "eval_every": 50, "threads": 1},

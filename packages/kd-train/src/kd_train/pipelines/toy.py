@@ -20,23 +20,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kd_train.pipelines.common import completion_kl, report, run_stage, write_summary
-from kd_train.pipelines.toydata import corpus_of, tool_call_records, write_jsonl
-from kd_train.testing import DEFAULT_CORPUS, save_tiny_llama
+from kd_train.pipelines.common import completion_kl, prepare, report, run_stage, write_summary
+from kd_train.pipelines.toydata import tool_call_records
 
 
 def run_toy(out: Path, *, steps: int = 150, progress: bool = True) -> dict[str, Any]:
     """Run the toy pipeline into ``out/toy``; return (and write) its figures."""
     root = out / "toy"
     records = tool_call_records(240, seed=0)
-    train_file = write_jsonl(root / "data" / "train.jsonl", records[:200])
-    heldout = records[200:]
-    write_jsonl(root / "data" / "heldout.jsonl", heldout)
-    corpus = [*DEFAULT_CORPUS, *corpus_of(records)]
-    teacher_init = save_tiny_llama(
-        root / "teacher-init", seed=1, hidden_size=64, num_layers=3, corpus=corpus
-    )
-    student_init = save_tiny_llama(root / "student-init", seed=0, corpus=corpus)
+    prep = prepare(root, records, n_train=200)
+    train_file, heldout = prep.train_file, prep.heldout
+    teacher_init, student_init = prep.teacher_init, prep.student_init
     common: dict[str, Any] = {
         "data": {"train": str(train_file), "eval_fraction": 0.1, "max_length": 64},
         "train": {"max_steps": steps, "batch_size": 16, "eval_every": 50, "threads": 1},
