@@ -293,6 +293,8 @@ def pipeline(session: nox.Session) -> None:
     all_packages(session)
     out = ROOT / "runs" / "pipeline"
     ev, ex, quiet = out / "eval", out / "export", "--no-progress"
+    # a fresh run each time: the trainer refuses an output_dir that already holds checkpoints
+    shutil.rmtree(out, ignore_errors=True)
     session.run("python", "-m", "kd_train.pipelines", "all", "--out", str(out), *session.posargs)
     toy, ball = read(out / "summary.json")["toy"], read(out / "summary.json")["8-ball"]
     init = {name: str(out / name / "student-init") for name in ("toy", "8-ball")}
