@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from kd_train.data import jsonl
 from kd_train.data.errors import DataValidationError
 from kd_train.data.jsonl import (
+    IdRegistry,
     RecordWriter,
     encode_record,
     iter_lines,
@@ -128,6 +130,54 @@ def test_reader_rejects_duplicate_ids_naming_the_first_line(tmp_path: Path) -> N
     path.write_bytes(row(1) + row(2) + row(1))
     with pytest.raises(DataValidationError, match=r"d\.jsonl:3: id: .*first on line 1"):
         list(read_records(path))
+
+
+@pytest.mark.parametrize("first", [2, 8])  # on disk (spilled at line 3 and 6), in memory
+def test_duplicate_across_the_spill_threshold_names_both_lines(tmp_path: Path, first: int) -> None:
+    seen = IdRegistry("d.jsonl", max_in_memory=3, tmp_dir=tmp_path)
+    for line in range(1, 9):
+        seen.add(f"id{line}", line)
+    assert seen.index_path is not None
+    assert seen.index_path.parent == tmp_path
+    with pytest.raises(DataValidationError, match=rf'd\.jsonl:9: id: duplicate id "id{first}" '
+                       rf"\(first on line {first}\)"):  # fmt: skip
+        seen.add(f"id{first}", 9)
+
+
+def test_spilled_id_index_is_deleted_on_close(tmp_path: Path) -> None:
+    seen = IdRegistry("d.jsonl", max_in_memory=2, tmp_dir=tmp_path)
+    for line in range(1, 6):
+        seen.add(f"id{line}", line)
+    assert seen.index_path is not None
+    assert seen.index_path.exists()
+    seen.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_registry_below_its_threshold_writes_no_file(tmp_path: Path) -> None:
+    with IdRegistry("d.jsonl", max_in_memory=10, tmp_dir=tmp_path) as seen:
+        for line in range(1, 10):
+            seen.add(f"id{line}", line)
+        assert (seen.index_path, list(tmp_path.iterdir())) == (None, [])
+
+
+def test_reader_finds_a_spilled_duplicate_and_removes_its_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(jsonl, "IN_MEMORY_IDS", 2)
+    monkeypatch.setattr(jsonl.tempfile, "tempdir", str(scratch))
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"".join(row(i) for i in range(1, 7)) + row(1))
+    with pytest.raises(DataValidationError, match=r"d\.jsonl:7: id: .*first on line 1"):
+        list(read_records(path))
+    assert list(scratch.iterdir()) == []
+
+
+def test_registry_threshold_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_in_memory must be >= 1"):
+        IdRegistry("d.jsonl", max_in_memory=0)
 
 
 def test_reader_can_skip_the_duplicate_id_check(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 r"""Streaming JSONL I/O for KD datasets: one record in memory at a time, atomic writes.
 
 Reading goes line by line through a buffered binary file (never ``readlines``), so memory
-stays flat whatever the dataset size; the only state that grows is the map of ids already
-seen (``id -> line``), kept to reject duplicates — pass ``unique_ids=False`` to drop it.
+stays flat whatever the dataset size. Duplicate ids are rejected through an
+:class:`IdRegistry`, whose memory is bounded too: it keeps up to :data:`IN_MEMORY_IDS`
+16-byte id hashes in memory, then moves them to a temporary SQLite file that is deleted
+when the reading ends (pass ``unique_ids=False`` to skip the check).
 A line ends at ``\n``; the newline after the last line is optional, and a ``\r`` before it
 is ignored. Line numbers are 1-based.
 
@@ -25,11 +27,16 @@ is checked before it is written, so a file this module writes is one it reads ba
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
+import sqlite3
+import tempfile
+import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from kd_train.atomic import atomic_open
 from kd_train.data.errors import DataValidationError
@@ -70,23 +77,63 @@ def source_name(source: Source) -> str:
     return name if isinstance(name, str) else "<stream>"
 
 
+#: Ids the :class:`IdRegistry` holds in memory before it moves them to its on-disk index.
+IN_MEMORY_IDS = 100_000
+
+#: log2 of the bits in the registry's Bloom filter over the on-disk ids (8 MiB).
+_BLOOM_LOG2_BITS = 26
+_BLOOM_MASK = (1 << _BLOOM_LOG2_BITS) - 1
+
+
+def id_hash(record_id: str) -> bytes:
+    """Return the 16-byte BLAKE2b digest of ``record_id`` (UTF-8), the registry's key.
+
+    Two distinct ids share a digest with probability about ``n² / 2¹²⁹`` for ``n`` ids
+    (below 10⁻²⁰ for a billion rows), which would be reported as a duplicate.
+
+    >>> from kd_train.data.jsonl import id_hash
+    >>> len(id_hash("a")), id_hash("a") == id_hash("a") != id_hash("b")
+    (16, True)
+    """
+    return hashlib.blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class IdRegistry:
     """The ids seen so far in one file, to reject a duplicate with both line numbers.
 
+    Memory is bounded whatever the file size: ids are kept as :func:`id_hash` digests with
+    their first line, in a dict of at most ``max_in_memory`` entries (about 120 bytes
+    each); when it is full, its entries move in one transaction to a temporary SQLite file
+    (``index_path``: a table keyed by the digest, ``WITHOUT ROWID``) and the dict starts
+    again. A lookup reads the dict, then the file — but only when a fixed 8 MiB Bloom
+    filter (4 bit positions cut from the digest) says the id may be on disk, so a new id
+    rarely costs a disk lookup (false positives: ~1e-5 of rows at 1M ids, ~4% at 10M).
+    :meth:`close` (or the end of a ``with`` block, or garbage collection) deletes the file.
+
     >>> from kd_train.data.errors import DataValidationError
     >>> from kd_train.data.jsonl import IdRegistry
-    >>> seen = IdRegistry("d.jsonl")
-    >>> seen.add("a", 1)
-    >>> try:
-    ...     seen.add("a", 4)
-    ... except DataValidationError as err:
-    ...     print(err)
+    >>> with IdRegistry("d.jsonl", max_in_memory=2) as seen:
+    ...     for line, record_id in enumerate(["a", "b", "c", "a"], start=1):
+    ...         try:
+    ...             seen.add(record_id, line)
+    ...         except DataValidationError as err:
+    ...             print(err)
     d.jsonl:4: id: duplicate id "a" (first on line 1); ids must be unique in a dataset
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(
+        self, path: str, *, max_in_memory: int | None = None, tmp_dir: str | Path | None = None
+    ) -> None:
         self.path = path
-        self._first_line: dict[str, int] = {}
+        self.max_in_memory = IN_MEMORY_IDS if max_in_memory is None else max_in_memory
+        if self.max_in_memory < 1:
+            raise ValueError(f"max_in_memory must be >= 1, got {self.max_in_memory}")
+        self.index_path: Path | None = None
+        self._tmp_dir = tmp_dir
+        self._memory: dict[bytes, int] = {}
+        self._db: sqlite3.Connection | None = None
+        self._bloom = bytearray()
+        self._cleanup: weakref.finalize[Any, Any] | None = None
 
     def add(self, record_id: str, line: int) -> None:
         """Remember ``record_id``; raise if it was seen on an earlier line.
@@ -94,7 +141,16 @@ class IdRegistry:
         Raises:
             DataValidationError: a duplicate id (the message names both lines).
         """
-        first = self._first_line.setdefault(record_id, line)
+        key = id_hash(record_id)
+        first = self._memory.get(key)
+        if first is None and self._db is not None and self._maybe_on_disk(key):
+            row = self._db.execute("SELECT line FROM ids WHERE h = ?", (key,)).fetchone()
+            first = None if row is None else int(row[0])
+        if first is None:
+            self._memory[key] = line
+            if len(self._memory) >= self.max_in_memory:
+                self._spill()
+            return
         if first != line:
             raise DataValidationError(
                 self.path,
@@ -104,6 +160,67 @@ class IdRegistry:
                 f"duplicate id {json.dumps(record_id)[:60]} (first on line {first}); "
                 "ids must be unique in a dataset",
             )
+
+    def close(self) -> None:
+        """Forget every id and delete the on-disk index, if there is one."""
+        self._memory.clear()
+        if self._cleanup is not None:
+            self._cleanup()
+        self._db = None
+
+    def __enter__(self) -> IdRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spill(self) -> None:
+        if self._db is None:
+            handle, name = tempfile.mkstemp(prefix="kd-ids-", suffix=".sqlite", dir=self._tmp_dir)
+            os.close(handle)
+            self.index_path = Path(name)
+            # A scratch index: no journal, no fsync; a crash loses nothing worth keeping.
+            self._db = sqlite3.connect(name, isolation_level=None, check_same_thread=False)
+            self._cleanup = weakref.finalize(self, _drop_index, self._db, self.index_path)
+            self._db.execute("PRAGMA page_size=16384")  # fewer, fuller pages: faster batches
+            self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("PRAGMA synchronous=OFF")
+            self._db.execute(
+                "CREATE TABLE ids (h BLOB PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            self._bloom = bytearray(1 << (_BLOOM_LOG2_BITS - 3))
+        bloom = self._bloom
+        for key in self._memory:
+            for bit in _bloom_bits(key):
+                bloom[bit >> 3] |= 1 << (bit & 7)
+        # Sorted, the batch walks the B-tree in order instead of jumping across its pages.
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "INSERT INTO ids (h, line) VALUES (?, ?)", sorted(self._memory.items())
+        )
+        self._db.execute("COMMIT")
+        self._memory.clear()
+
+    def _maybe_on_disk(self, key: bytes) -> bool:
+        bloom = self._bloom
+        return all(bloom[bit >> 3] & (1 << (bit & 7)) for bit in _bloom_bits(key))
+
+
+def _bloom_bits(key: bytes) -> tuple[int, int, int, int]:
+    """Four independent bit positions of the Bloom filter, cut from a 16-byte digest."""
+    v = int.from_bytes(key, "little")
+    n = _BLOOM_LOG2_BITS
+    return (
+        v & _BLOOM_MASK,
+        (v >> n) & _BLOOM_MASK,
+        (v >> 2 * n) & _BLOOM_MASK,
+        v >> 3 * n & _BLOOM_MASK,
+    )
+
+
+def _drop_index(db: sqlite3.Connection, path: Path) -> None:
+    db.close()
+    path.unlink(missing_ok=True)
 
 
 def read_records(
@@ -126,12 +243,12 @@ def read_records(
         DataValidationError: at the first invalid row (file, line, field and reason).
     """
     name = source_name(source)
-    seen = IdRegistry(name) if unique_ids else None
-    for number, raw in iter_lines(source):
-        record = parse_line(raw, name, number, vocab_size=vocab_size)
-        if seen is not None:
-            seen.add(record.id, number)
-        yield record
+    with IdRegistry(name) if unique_ids else contextlib.nullcontext() as seen:
+        for number, raw in iter_lines(source):
+            record = parse_line(raw, name, number, vocab_size=vocab_size)
+            if seen is not None:
+                seen.add(record.id, number)
+            yield record
 
 
 def encode_record(record: KDRecord) -> bytes:
@@ -179,6 +296,7 @@ class RecordWriter:
         tb: TracebackType | None,
     ) -> None:
         self._handle = None
+        self._ids.close()
         self._stack.__exit__(exc_type, exc, tb)
 
     def write(self, record: KDRecord) -> None:
