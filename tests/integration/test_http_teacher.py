@@ -80,6 +80,8 @@ def test_budget_is_never_exceeded_under_concurrency_16(teacher_model_dir, tmp_pa
         teacher_model_dir, api_key=KEY, faults=faults, retry_after=0.01, slow_seconds=0.05
     ) as server:
         proc = run_generate(server, tmp_path, 60, "--concurrency", "16", "--budget", "0.5")
+        assert server.wait_idle()
+        billed = server.billed_nanos(1.0, 1.0)
     assert proc.returncode == 3, proc.stderr
     assert "exhausted" in proc.stderr
     store = open_store(sqlite_url(tmp_path / "run" / "kd-store.sqlite"))
@@ -88,6 +90,7 @@ def test_budget_is_never_exceeded_under_concurrency_16(teacher_model_dir, tmp_pa
     store.close()
     assert status.spent_nanos == charged <= 500_000_000
     assert status.reserved_nanos == 0
+    assert billed <= status.spent_nanos  # what the provider billed is within the ledger's spend
     written = (tmp_path / "run" / "out.jsonl").read_text().splitlines()
     assert 0 < len(written) < 60
     assert_key_nowhere(proc, tmp_path / "run")
