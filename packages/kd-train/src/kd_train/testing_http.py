@@ -17,7 +17,7 @@ answers; ``drop``: computes the completion, then closes the connection without a
 
 Like a real provider, the server *bills* every completion it computes, whether or not the
 client receives it (``drop``, ``malformed``, a ``stall`` the client gave up on): the
-``usage`` of each is in :attr:`LoopbackTeacherServer.billed`, so a test can check the
+``usage`` of each is in ``LoopbackTeacherServer.billed``, so a test can check the
 provider-side spend against the client's budget (call :meth:`~LoopbackTeacherServer.wait_idle`
 first, for the stalled answers still being computed). 429 and 500 bill nothing.
 
