@@ -16,8 +16,9 @@ checks, in order (the first failure is reported):
    log-probs are finite, ``<= 0`` and their probabilities sum to at most ``1 + 1e-3``.
 
 Uniqueness of ``id`` across a file needs state and is checked by the reader, in bounded
-memory (:class:`kd_train.data.jsonl.IdRegistry`). The same constraints, minus the cross-field ones, are in the
-JSON Schema file shipped next to this module (:data:`JSON_SCHEMA_PATH`).
+memory (:class:`kd_train.data.jsonl.IdRegistry`). The same constraints, minus the
+cross-field ones, are in the JSON Schema file shipped next to this module
+(:data:`JSON_SCHEMA_PATH`).
 
 >>> from kd_train.data.validate import parse_line
 >>> parse_line(b'{"schema_version": 1, "id": "a", "prompt": "2+2=", "completion": "4"}').id
