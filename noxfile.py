@@ -305,10 +305,8 @@ def pipeline(session: nox.Session) -> None:
             *("--out", str(ev / f"toy-fidelity-{when}.json"), "--name", f"toy-{when}"),
         )
     for when, student in (("before", init["8-ball"]), ("after", ball["student_dir"])):
-        # --mode generate: the likelihood mode scores each label without the leading space
-        # that the 8-ball completions carry, so it misses most of what the student learnt
         session.run(
-            *("kd-eval", "classify", student, "--labels", "8ball", "--mode", "generate"),
+            *("kd-eval", "classify", student, "--labels", "8ball"),
             *("--data", str(out / "8-ball" / "data" / "heldout.jsonl"), quiet),
             *("--out", str(ev / f"8-ball-classify-{when}.json"), "--name", f"8-ball-{when}"),
         )

@@ -4,7 +4,7 @@ The stages are those of `nox -s pipeline` (noxfile.py), run the same way: as sub
 the installed command lines, next to the interpreter running the tests.
 
 * ``distilled``: ``python -m kd_train.pipelines all`` (toy and 8-ball students + held-out sets);
-* ``eightball_accuracy``: ``kd-eval classify --mode generate`` of the 8-ball student on its
+* ``eightball_accuracy``: ``kd-eval classify`` (label likelihood) of the 8-ball student on its
   held-out split, untrained and distilled (shared by test_eightball.py and test_pipeline.py).
 
 Every test module using them is in the ``pipeline`` xdist group, so a parallel run computes
@@ -37,7 +37,7 @@ def eightball_accuracy(distilled: Distilled) -> dict[str, dict[str, Any]]:
     for when, student in zip(WHEN, students, strict=True):
         report = distilled.out / "eval" / f"8-ball-classify-{when}.json"
         run_cli(
-            *("kd-eval", "classify", student, "--labels", "8ball", "--mode", "generate"),
+            *("kd-eval", "classify", student, "--labels", "8ball"),
             *("--data", distilled.heldout("8-ball"), "--out", report, "--no-progress"),
         )
         sections[when] = read_json(report)["classification"]

@@ -1,9 +1,14 @@
 """Run a causal LM on prompts: score candidate labels, or generate text greedily.
 
-Label scoring: for prompt tokens ``x`` and a label's tokens ``y_1..y_m``,
-``score(y) = Σ_j log p(y_j | x, y_<j)`` (or that sum divided by ``m`` with
-``length_normalize``); the predicted class is the label with the highest score. All labels
-of one prompt run as one right-padded batch ``[L, len(x) + max_m]``.
+Prompts are laid out exactly as the trainer lays out a KD record
+(:func:`kd_train.data.tokenization.encode_record`): ``[bos] + prompt tokens``, with ``bos``
+whenever the tokenizer has one, and the prompt and completion tokenized separately.
+
+Label scoring: for prompt tokens ``x`` and a label's tokens ``y_1..y_m`` (the label written
+as a completion is written, i.e. ``prefix + label`` where ``prefix`` is the whitespace the
+data's completions start with), ``score(y) = Σ_j log p(y_j | x, y_<j)`` (or that sum divided
+by ``m`` with ``length_normalize``); the predicted class is the label with the highest score.
+All labels of one prompt run as one right-padded batch ``[L, len(x) + max_m]``.
 """
 
 from __future__ import annotations
@@ -16,10 +21,9 @@ import torch.nn.functional as F  # noqa: N812
 
 
 def _prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    if not ids and tokenizer.bos_token_id is not None:
-        ids = [int(tokenizer.bos_token_id)]
-    return ids
+    """``[bos] + prompt tokens``, the layout the trainer uses (no ``bos`` if there is none)."""
+    bos = [] if tokenizer.bos_token_id is None else [int(tokenizer.bos_token_id)]
+    return bos + list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
 @torch.no_grad()
@@ -30,8 +34,12 @@ def label_scores(
     labels: Sequence[str],
     *,
     length_normalize: bool = False,
+    prefix: str = "",
 ) -> list[float]:
     """Return the log-likelihood of each label given ``prompt`` (see the module docstring).
+
+    ``prefix`` is put before every label (e.g. ``" "`` when the data's completions start
+    with a space): with a byte-level BPE, ``" Yes."`` and ``"Yes."`` are different tokens.
 
     Raises:
         ValueError: ``prompt`` encodes to no tokens and the tokenizer has no BOS token.
@@ -39,7 +47,9 @@ def label_scores(
     x = _prompt_ids(tokenizer, prompt)
     if not x:
         raise ValueError("an empty prompt needs a BOS token to condition on")
-    ys = [list(tokenizer(label, add_special_tokens=False)["input_ids"]) for label in labels]
+    ys = [
+        list(tokenizer(prefix + label, add_special_tokens=False)["input_ids"]) for label in labels
+    ]
     width = len(x) + max(len(y) for y in ys)
     pad = int(tokenizer.pad_token_id or 0)
     ids = torch.full((len(ys), width), pad, dtype=torch.long)
@@ -63,9 +73,12 @@ def classify_by_likelihood(
     labels: Sequence[str],
     *,
     length_normalize: bool = False,
+    prefix: str = "",
 ) -> str:
     """Return the label with the highest log-likelihood given ``prompt`` (first on ties)."""
-    scores = label_scores(model, tokenizer, prompt, labels, length_normalize=length_normalize)
+    scores = label_scores(
+        model, tokenizer, prompt, labels, length_normalize=length_normalize, prefix=prefix
+    )
     return labels[max(range(len(labels)), key=scores.__getitem__)]
 
 

@@ -56,12 +56,16 @@ def run_classification(
     predictions = []
     for record in tqdm(records, desc="classify", unit="ex", disable=not progress):
         if mode == "likelihood":
+            # Score each label as this record's completion is written: same leading space.
+            completion = record.completion
+            prefix = completion[: len(completion) - len(completion.lstrip())]
             pred = classify_by_likelihood(
                 loaded.model,
                 loaded.tokenizer,
                 record.prompt,
                 labels,
                 length_normalize=length_normalize,
+                prefix=prefix,
             )
         else:
             text = generate_text(loaded.model, loaded.tokenizer, record.prompt, max_new_tokens)
