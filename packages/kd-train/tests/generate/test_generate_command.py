@@ -38,6 +38,7 @@ def test_generate_writes_records_and_prints_a_summary(server, prompts_file, tmp_
     assert run_cli(server, prompts_file, tmp_path) == 0
     out = capsys.readouterr().out
     assert "paid requests    6" in out
+    assert "unconfirmed      $0.000000" in out  # every request was answered
     assert (tmp_path / "run" / "kd-store.sqlite").is_file()
     assert len((tmp_path / "run" / "out.jsonl").read_text().splitlines()) == 6
 

@@ -149,6 +149,7 @@ def _print_summary(summary: GenerateSummary, config: GenerateConfig, budget: Any
         ("failed", summary.failed),
         ("spend this run", f"${summary.spent_usd:.6f}"),
         ("ledger spend", f"${nanos_to_usd(budget.spent_nanos):.6f}"),
+        ("unconfirmed", f"${nanos_to_usd(budget.unconfirmed_nanos):.6f}"),
         ("held in flight", f"${nanos_to_usd(budget.reserved_nanos):.6f}"),
         ("budget", cap),
         ("store", redact_url(config.store_url)),

@@ -215,8 +215,8 @@ def iter_valid_records(
     if mode == "strict":
         quarantine_path = None
     report.quarantine_path = None if quarantine_path is None else str(quarantine_path)
-    seen = IdRegistry(name)
     with (
+        IdRegistry(name) as seen,
         (
             atomic_open(quarantine_path, "wb") if quarantine_path is not None else _discard()
         ) as rejects,
