@@ -8,6 +8,7 @@ from kd_convert.validate import (
     dynamic_shapes,
     example_inputs,
     int32_problems,
+    unsupported_op_problems,
     validate,
 )
 from kd_convert.wrapper import ExportWrapper, additive_causal_mask, load_student
@@ -198,3 +199,13 @@ def test_a_clean_module_passes_and_its_program_is_returned():
 
     program = validate(Clean(), ExportSpec("exported", (8,)))
     assert list(program.graph_signature.user_inputs) == ["input_ids", "attention_mask"]
+
+
+def test_coreml_op_check_judges_only_the_graph_ops():
+    class Masked(nn.Module):
+        def forward(self, input_ids, attention_mask):
+            return (input_ids * attention_mask).float()
+
+    spec = ExportSpec("coreml", (8,))
+    program = capture(Masked(), spec).run_decompositions({})
+    assert unsupported_op_problems(program, spec) == []
