@@ -349,6 +349,14 @@ def test_unknown_span_kind_raises() -> None:
         )
 
 
+def test_hidden_term_without_the_teacher_dim_raises() -> None:
+    cfg = LossConfig.from_dict(
+        {"weights": {"ce": 1.0, "hidden": 0.5}, "hidden": {"layer_map": [[1, 2]], "kind": "mse"}}
+    )
+    with pytest.raises(ValueError, match=r"needs student_dim and teacher_dim"):
+        DistillationLoss(cfg, student_dim=H)
+
+
 def test_hidden_term_is_added_with_its_weight() -> None:
     data = batch(12)
     cfg = LossConfig.from_dict(
