@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,58 +64,65 @@ def _strip_comment(line: str) -> tuple[str, str | None]:
     return code, why
 
 
-def extract(page: str, text: str) -> list[Command]:
-    """Every command of a markdown page, with its not-run reason if it is marked."""
-    out: list[Command] = []
+@dataclass(frozen=True)
+class Block:
+    """One fenced code block: its language, first body line number, body and not-run mark."""
+
+    lang: str
+    braced: bool  # ```{name}: a directive (e.g. {doctest}), not a plain code block
+    first: int
+    body: list[str]
+    not_run: str | None
+
+
+def walk(text: str) -> Iterator[tuple[int, str] | Block]:
+    """Yield each line outside code blocks as (number, line), and each code block."""
     lines = text.splitlines()
     i = 0
     while i < len(lines):
         fence = FENCE.match(lines[i])
         if not fence:
-            out += [Command(page, i + 1, m, None) for m in INLINE.findall(lines[i])]
+            yield i + 1, lines[i]
             i += 1
             continue
         end = next(
             (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence.group(1))),
             len(lines),
         )
-        if fence.group(2) in SHELLS:
-            prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
-            block = BLOCK_MARK.search(prev)
-            block_why = block.group("why") if block else None
-            body = list(enumerate(lines[i + 1 : end], i + 2))
-            prompted = any(raw.startswith("$ ") for _, raw in body)
-            for no, raw in body:
-                if prompted and not raw.startswith("$ "):
-                    continue
-                code, why = _strip_comment(raw.removeprefix("$ "))
-                if code:
-                    out.append(Command(page, no, code, why if why is not None else block_why))
+        prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        mark = BLOCK_MARK.search(prev)
+        braced = lines[i].lstrip("`~ ").startswith("{")
+        why = mark.group("why") if mark else None
+        yield Block(fence.group(2), braced, i + 2, lines[i + 1 : end], why)
         i = end + 1
+
+
+def extract(page: str, text: str) -> list[Command]:
+    """Every command of a markdown page, with its not-run reason if it is marked."""
+    out: list[Command] = []
+    for item in walk(text):
+        if not isinstance(item, Block):
+            out += [Command(page, item[0], m, None) for m in INLINE.findall(item[1])]
+            continue
+        if item.lang not in SHELLS:
+            continue
+        prompted = any(raw.startswith("$ ") for raw in item.body)
+        for no, raw in enumerate(item.body, item.first):
+            if prompted and not raw.startswith("$ "):
+                continue
+            code, why = _strip_comment(raw.removeprefix("$ "))
+            if code:
+                out.append(Command(page, no, code, why if why is not None else item.not_run))
     return out
 
 
 def python_blocks(page: str, text: str) -> list[Command]:
     """Every plain python code block of a page (its first line), with its not-run reason."""
-    out: list[Command] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        fence = FENCE.match(lines[i])
-        if not fence:
-            i += 1
-            continue
-        end = next(
-            (j for j in range(i + 1, len(lines)) if lines[j].startswith(fence.group(1))),
-            len(lines),
-        )
-        if fence.group(2) in PYTHON and not lines[i].lstrip("`~ ").startswith("{"):
-            prev = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
-            mark = BLOCK_MARK.search(prev)
-            first = lines[i + 1].strip() if i + 1 < end else ""
-            out.append(Command(page, i + 1, first, mark.group("why") if mark else None))
-        i = end + 1
-    return out
+    return [
+        Command(page, b.first - 1, b.body[0].strip() if b.body else "", b.not_run)
+        for b in walk(text)
+        if isinstance(b, Block) and b.lang in PYTHON and not b.braced
+    ]
 
 
 def test_every_python_example_is_a_doctest_or_marked_not_run() -> None:
