@@ -43,6 +43,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from kd_train.testing import synthetic_record
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,40 +51,6 @@ NAME = "data"
 RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 GATES = ROOT / "qa" / "gates.toml"
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "tool",
-    "call",
-    "get_weather",
-    "city",
-    "Paris",
-    "unit",
-    "celsius",
-    "it",
-    "is",
-    "certain",
-    "ask",
-    "again",
-    "later",
-    "very",
-    "doubtful",
-    "outlook",
-    "good",
-    "my",
-    "reply",
-    "is",
-    "no",
-    "def",
-    "add",
-    "return",
-]
 #: Figures compared with the baseline (all ratios: lower is better).
 COMPARED = ("stream_vs_json", "read_vs_json", "stream_rss_ratio")
 
@@ -100,14 +67,7 @@ def write_dataset(path: Path, rows: int) -> list[int]:
     size = 0
     with path.open("wb", buffering=1 << 20) as out:
         for i in tqdm(range(rows), desc="write dataset", unit="row", unit_scale=True):
-            completion = " ".join(rng.choices(WORDS, k=rng.randint(8, 20)))
-            row = {
-                "schema_version": 1,
-                "id": f"rec-{i:08d}",
-                "prompt": " ".join(rng.choices(WORDS, k=rng.randint(4, 12))) + ":",
-                "completion": completion,
-                "spans": [{"kind": "integration", "start": 0, "end": min(5, len(completion))}],
-            }
+            row = synthetic_record(i, rng)
             line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
             out.write(line)
             size += len(line)

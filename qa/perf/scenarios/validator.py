@@ -25,7 +25,6 @@ same way (``probe_fraction`` of the size). Verified:
 from __future__ import annotations
 
 import json
-import math
 import random
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kd_train.testing import synthetic_record
 from tqdm import tqdm
 
 from qa.perf.scenarios import ScenarioResult
@@ -49,22 +49,6 @@ CORRUPTIONS = {
     "span_out_of_range": "span_out_of_range",
     "positive_logprob": "bad_logprob",
 }
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "tool",
-    "call",
-    "get_weather",
-    "city",
-    "Paris",
-    "unit",
-]
 
 
 @dataclass(frozen=True)
@@ -93,31 +77,8 @@ class Written:
     corrupt: dict[int, str]
 
 
-def _logprobs(rng: random.Random) -> list[float]:
-    # Four log-probs, descending, whose probabilities sum to at most 0.95.
-    weights = sorted((rng.random() + 0.05 for _ in range(4)), reverse=True)
-    total = sum(weights) / 0.95
-    return [round(math.log(w / total), 4) for w in weights]
-
-
-def _valid_row(index: int, rng: random.Random) -> dict[str, Any]:
-    n = rng.randint(12, 24)
-    completion = " ".join(rng.choices(WORDS, k=n))
-    return {
-        "schema_version": 1,
-        "id": f"r{index}",
-        "prompt": " ".join(rng.choices(WORDS, k=rng.randint(6, 14))) + ":",
-        "completion": completion,
-        "teacher_topk": {
-            "ids": [rng.sample(range(4096), 4) for _ in range(n)],
-            "logprobs": [_logprobs(rng) for _ in range(n)],
-        },
-        "spans": [{"kind": "integration", "start": 0, "end": min(4, len(completion))}],
-    }
-
-
 def _corrupt_row(kind: str, index: int, rng: random.Random) -> bytes:
-    row = _valid_row(index, rng)
+    row = synthetic_record(index, rng, topk=True)
     if kind == "truncated":
         return json.dumps(row).encode()[: rng.randint(5, 60)]
     if kind == "wrong_type":
@@ -145,7 +106,7 @@ def write_dataset(
     """
     rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
     kinds = sorted(CORRUPTIONS)
-    pool = [_valid_row(0, rng) for _ in range(256)]
+    pool = [synthetic_record(0, rng, topk=True) for _ in range(256)]
     bodies = [json.dumps(r, separators=(",", ":")).split('"id":"r0"', 1) for r in pool]
     corrupt: dict[int, str] = {}
     size = rows = 0
