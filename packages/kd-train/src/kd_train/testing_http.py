@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -123,6 +124,8 @@ class LoopbackTeacherServer:
         counts: requests seen per outcome (``"ok"`` and each fault name).
         answered: the ``usage`` of every 200 answer with a valid body, in order.
         billed: the ``usage`` of every completion computed, received by the client or not.
+        client_gone: requests whose client hung up before the answer was written (a killed
+            or timed-out client); counted, not printed as a traceback.
     """
 
     def __init__(
@@ -146,17 +149,19 @@ class LoopbackTeacherServer:
         self.counts: dict[str, int] = Counter()
         self.answered: list[dict[str, int]] = []
         self.billed: list[dict[str, int]] = []
+        self.client_gone = 0
         self.base_url = ""
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> LoopbackTeacherServer:
         """Bind to ``127.0.0.1`` on a free port and serve in a background thread."""
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
+        self._httpd.owner = self
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
@@ -271,6 +276,20 @@ class LoopbackTeacherServer:
         with self._idle:
             self._in_flight -= 1
             self._idle.notify_all()
+
+
+class _Server(ThreadingHTTPServer):
+    """The HTTP server; a client that hangs up mid-answer is counted, not a traceback."""
+
+    owner: LoopbackTeacherServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Count ``ConnectionResetError`` / ``BrokenPipeError``; report anything else."""
+        if isinstance(sys.exc_info()[1], ConnectionResetError | BrokenPipeError):
+            with self.owner._lock:
+                self.owner.client_gone += 1
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
