@@ -63,13 +63,13 @@ def merge(results: Path = RESULTS) -> Path:
     return target
 
 
-def _figure(ncols: int = 2) -> Any:
+def _figure(ncols: int = 2, rows: int = 1) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, ncols, figsize=(5.2 * ncols, 3.8))
+    fig, axes = plt.subplots(rows, ncols, figsize=(5.2 * ncols, 3.8 * rows))
     return plt, fig, axes
 
 
@@ -93,25 +93,129 @@ def chart_data(data: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+#: ``{(loss, impl): [(vocab, tokens, figures)]}``
+LossPoints = dict[tuple[str, str], list[tuple[int, int, dict[str, float]]]]
+
+
+def _losses_points(data: dict[str, Any]) -> LossPoints:
+    """``{(loss, impl): [(vocab, tokens, figures)]}`` of the measured loss configurations."""
+    points: LossPoints = {}
+    for key, impls in data.get("figures", {}).items():
+        loss, vocab, tokens = key.split("/")
+        for impl, fig in impls.items():
+            if "seconds" in fig:
+                entry = (int(vocab[1:]), int(tokens[1:]), fig)
+                points.setdefault((loss, impl), []).append(entry)
+    return points
+
+
 def chart_losses(data: dict[str, Any], out: Path) -> None:
-    """Loss forward+backward time and peak memory per configuration and implementation."""
-    plt, fig, (time_ax, mem_ax) = _figure()
-    keys = sorted(data.get("figures", {}))
-    impls = sorted({impl for k in keys for impl in data["figures"][k]})
-    width = 0.8 / max(1, len(impls))
-    for i, impl in enumerate(impls):
-        cells = [data["figures"][k].get(impl, {}) for k in keys]
-        xs = [j + i * width for j in range(len(keys))]
-        time_ax.bar(xs, [c.get("seconds", 0.0) for c in cells], width, label=impl)
-        mem_ax.bar(xs, [c.get("peak_mb", 0.0) for c in cells], width, label=impl)
-    for ax, title in ((time_ax, "forward+backward seconds"), (mem_ax, "peak MB")):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
-        ax.set_xticklabels([k.replace("/", "\n") for k in keys], fontsize=7)
-        ax.set_title(f"KD loss: {title}")
+    """Loss forward+backward time and peak memory against tokens and against vocabulary.
+
+    Top row: at the most common vocabulary, against the number of tokens; bottom row: at
+    the most common token count, against the vocabulary (log-log, one line per loss and
+    implementation).
+    """
+    points = _losses_points(data)
+    every = [(v, n) for entries in points.values() for v, n, _ in entries]
+    if not every:
+        return chart_generic("losses", data, out)
+    fixed_vocab = max(set(every), key=lambda vn: sum(v == vn[0] for v, _ in every))[0]
+    fixed_tokens = max(set(every), key=lambda vn: sum(n == vn[1] for _, n in every))[1]
+    plt, fig, axes = _figure(2, rows=2)
+    panels = (
+        (axes[0], "tokens", fixed_vocab, 0),
+        (axes[1], "vocabulary", fixed_tokens, 1),
+    )
+    for (time_ax, mem_ax), axis, held, index in panels:
+        for (loss, impl), entries in sorted(points.items()):
+            # index 0: vary tokens at the held vocabulary; 1: vary vocabulary at held tokens
+            kept = sorted(
+                ((n if index == 0 else v, f) for v, n, f in entries
+                 if (v if index == 0 else n) == held),
+                key=lambda pair: pair[0],
+            )  # fmt: skip
+            if not kept:
+                continue
+            xs = [x for x, _ in kept]
+            style = "o-" if loss == "forward_kl" else "s--"
+            label = f"{impl} {loss}"
+            time_ax.plot(xs, [f["seconds"] for _, f in kept], style, label=label)
+            mem_ax.plot(xs, [max(f["peak_mb"], 1.0) for _, f in kept], style, label=label)
+        held_name = "vocab" if axis == "tokens" else "tokens"
+        for ax, what in ((time_ax, "seconds"), (mem_ax, "peak MB")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel(axis)
+            ax.set_title(f"KD loss fwd+bwd {what} ({held_name} {held:,})", fontsize=9)
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def chart_train(data: dict[str, Any], out: Path) -> None:
+    """kd-train against TRL: tokens/s and peak memory growth against the batch size."""
+    mode = data.get("full") or data.get("quick") or {}
+    sizes = mode.get("sizes", {})
+    if len(sizes) < 2:
+        return chart_generic("train", data, out)
+    plt, fig, (speed, memory) = _figure()
+    batches = sorted(sizes, key=int)
+    for side in ("kd", "trl"):
+        ok = [b for b in batches if "tokens_per_s" in sizes[b].get(side, {})]
+        xs = [int(b) for b in ok]
+        speed.plot(xs, [sizes[b][side]["tokens_per_s"] for b in ok], "o-", label=side)
+        memory.plot(xs, [sizes[b][side]["peak_growth_mb"] for b in ok], "o-", label=side)
+    for ax, title, unit in ((speed, "throughput", "tokens/s"), (memory, "peak growth", "MB")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size (records per step)")
+        ax.set_ylabel(unit)
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"training: {title}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return None
+
+
+def chart_export(data: dict[str, Any], out: Path) -> None:
+    """Export time per format against model size; latency against sequence length."""
+    sizes = data.get("sizes", {})
+    if len(sizes) < 2:
+        return chart_generic("export", data, out)
+    plt, fig, (export_ax, latency_ax) = _figure()
+    models = sorted(sizes.values(), key=lambda m: m["parameters"])
+    params = [m["parameters"] for m in models]
+    for fmt in sorted(models[0]["export_seconds"]):
+        export_ax.plot(params, [m["export_seconds"].get(fmt, 0.0) for m in models], "o-", label=fmt)
+    for m in models:
+        for runtime, style in (("torch", "o-"), ("onnxruntime", "s--")):
+            by_length = m["latency_ms"].get(runtime, {})
+            lengths = sorted(by_length, key=int)
+            latency_ax.plot(
+                [int(t) for t in lengths],
+                [by_length[t] for t in lengths],
+                style,
+                label=f"{runtime} hidden {m['hidden']}",
+            )
+    export_ax.set_xscale("log")
+    export_ax.set_xlabel("parameters")
+    export_ax.set_ylabel("seconds")
+    export_ax.set_title("export time by format")
+    latency_ax.set_xscale("log", base=2)
+    latency_ax.set_yscale("log")
+    latency_ax.set_xlabel("sequence length (tokens)")
+    latency_ax.set_ylabel("ms (median, 1 thread)")
+    latency_ax.set_title("forward latency")
+    for ax in (export_ax, latency_ax):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return None
 
 
 def chart_load(data: dict[str, Any], out: Path) -> None:
@@ -149,6 +253,8 @@ def chart_generic(name: str, data: dict[str, Any], out: Path) -> None:
 CHARTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "data": chart_data,
     "losses": chart_losses,
+    "train": chart_train,
+    "export": chart_export,
     "load": chart_load,
 }
 

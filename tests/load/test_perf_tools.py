@@ -63,3 +63,42 @@ def test_bench_only_selects_scripts_and_passes_the_rest(tmp_path):
     chosen, rest = select(scripts, ["--only", "data", "--quick"])
     assert chosen == [scripts[0]]
     assert rest == ["--quick"]
+
+
+def scaled_results() -> dict[str, dict]:
+    """Small results of the losses, train and export groups, each at three sizes."""
+    losses = {
+        f"{loss}/v{v}/t{n}": {impl: {"seconds": n * v / 1e6, "peak_mb": n * v / 1e5}
+                              for impl in ("naive", "chunked")}
+        for loss in ("forward_kl", "jsd")
+        for v, n in ((32000, 1024), (32000, 2048), (32000, 4096), (8192, 2048), (49152, 2048))
+    }  # fmt: skip
+    side = {"tokens_per_s": 100.0, "peak_growth_mb": 50.0}
+    train = {"full": {"sizes": {b: {"kd": side, "trl": side} for b in ("8", "16", "32")}}}
+    model = {"export_seconds": {"onnx": 1.0}, "latency_ms": {"torch": {"64": 1.0, "128": 2.0}}}
+    export = {"sizes": {h: {"hidden": int(h), "parameters": int(h) ** 2, **model}
+                        for h in ("64", "128", "256")}}  # fmt: skip
+    return {"losses": {"figures": losses}, "train": train, "export": export}
+
+
+def test_loss_points_group_by_loss_and_implementation():
+    data = scaled_results()["losses"]
+    data["figures"]["jsd/v8192/t2048"]["liger"] = {"error": "not runnable"}
+    points = report._losses_points(data)
+    assert sorted(points) == [(loss, impl) for loss in ("forward_kl", "jsd")
+                              for impl in ("chunked", "naive")]  # fmt: skip
+    assert sorted((v, n) for v, n, _ in points["jsd", "naive"])[0] == (8192, 2048)
+    assert len(points["forward_kl", "chunked"]) == 5
+
+
+def test_scaling_groups_get_their_own_charts_not_the_generic_bars(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    for name, data in scaled_results().items():
+        (results / f"{name}.json").write_text(json.dumps(data))
+    generic = []
+    monkeypatch.setattr(report, "chart_generic", lambda name, *a: generic.append(name))
+    written = report.draw_charts(results, tmp_path / "charts")
+    assert generic == []
+    assert sorted(p.name for p in written) == ["export.png", "losses.png", "train.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
