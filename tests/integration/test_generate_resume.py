@@ -10,7 +10,7 @@ import pytest
 from kd_train.data.schema import KDRecord
 from kd_train.store import open_store, sqlite_url
 from kd_train.store.schema import charges, responses
-from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+from kd_train.testing_http import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
@@ -23,30 +23,16 @@ def command(server, tmp_path):
         sys.executable,
         "-m",
         "kd_train.cli",
-        "generate",
-        "--prompts",
-        str(tmp_path / "prompts.jsonl"),
-        "--out",
-        str(tmp_path / "run" / "out.jsonl"),
-        "--base-url",
-        server.base_url,
-        "--model",
-        "tiny",
-        "--max-tokens",
-        "3",
-        "--top-logprobs",
-        "2",
-        "--concurrency",
-        "2",
-        "--price-per-1k-prompt",
-        "0.5",
-        "--price-per-1k-completion",
-        "1.5",
-        "--budget",
-        "10",
-        "--retry-base-delay",
-        "0",
-        "--no-progress",
+        *generate_argv(
+            server.base_url,
+            tmp_path / "prompts.jsonl",
+            tmp_path / "run" / "out.jsonl",
+            max_tokens=3,
+            concurrency=2,
+            price_per_1k_prompt=0.5,
+            price_per_1k_completion=1.5,
+            budget=10,
+        ),
     ]
 
 
@@ -58,12 +44,7 @@ def lines(path):
 def test_rerun_after_sigkill_answers_every_prompt_exactly_once(
     teacher_model_dir, tmp_path, kill_after
 ):
-    (tmp_path / "prompts.jsonl").write_text(
-        "".join(
-            json.dumps({"id": f"q{i}", "prompt": f"The quick brown fox {i}"}) + "\n"
-            for i in range(N_PROMPTS)
-        )
-    )
+    write_prompts(tmp_path / "prompts.jsonl", N_PROMPTS, "The quick brown fox {i}", prefix="q")
     out = tmp_path / "run" / "out.jsonl"
     faults = FaultPlan(rates={"slow": 1.0})
     with LoopbackTeacherServer(teacher_model_dir, faults=faults, slow_seconds=0.15) as server:

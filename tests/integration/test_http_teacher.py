@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from kd_train.store import open_store, sqlite_url
-from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+from kd_train.testing_http import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
 
 pytestmark = pytest.mark.integration
 
@@ -14,43 +14,20 @@ KEY = "sk-integration-5up3r-s3cr3t"
 FAULTS = {"429": 0.1, "500": 0.1, "drop": 0.05, "malformed": 0.05, "slow": 0.2}
 
 
-def run_generate(server, tmp_path, n_prompts, *extra):
-    (tmp_path / "prompts.jsonl").write_text(
-        "".join(
-            json.dumps({"id": f"r{i}", "prompt": f"Ask again later {i}"}) + "\n"
-            for i in range(n_prompts)
-        )
-    )
-    args = [
-        shutil.which("kd-train"),
-        "generate",
-        "--prompts",
-        str(tmp_path / "prompts.jsonl"),
-        "--out",
-        str(tmp_path / "run" / "out.jsonl"),
-        "--base-url",
+def run_generate(server, tmp_path, n_prompts, **options):
+    write_prompts(tmp_path / "prompts.jsonl", n_prompts)
+    argv = generate_argv(
         server.base_url,
-        "--model",
-        "tiny",
-        "--api-key-env",
-        "KD_TEACHER_KEY",
-        "--max-tokens",
-        "2",
-        "--top-logprobs",
-        "2",
-        "--price-per-1k-prompt",
-        "1",
-        "--price-per-1k-completion",
-        "1",
-        "--retry-base-delay",
-        "0.001",
-        "--max-attempts",
-        "8",
-        "--no-progress",
-        *extra,
-    ]
+        tmp_path / "prompts.jsonl",
+        tmp_path / "run" / "out.jsonl",
+        api_key_env="KD_TEACHER_KEY",
+        retry_base_delay=0.001,
+        max_attempts=8,
+        **options,
+    )
     env = {"KD_TEACHER_KEY": KEY, "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(args, capture_output=True, text=True, env=env)
+    cmd = [shutil.which("kd-train"), *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env)
 
 
 def assert_key_nowhere(proc, run_dir):
@@ -66,7 +43,7 @@ def test_faulty_endpoint_completes_every_prompt_and_keeps_the_key_secret(
     with LoopbackTeacherServer(
         teacher_model_dir, api_key=KEY, faults=faults, retry_after=0.01, slow_seconds=0.05
     ) as server:
-        proc = run_generate(server, tmp_path, 20, "--concurrency", "4")
+        proc = run_generate(server, tmp_path, 20, concurrency=4)
     assert proc.returncode == 0, proc.stderr
     assert "retry" in proc.stderr  # faults were met and logged
     out = (tmp_path / "run" / "out.jsonl").read_text().splitlines()
@@ -79,7 +56,7 @@ def test_budget_is_never_exceeded_under_concurrency_16(teacher_model_dir, tmp_pa
     with LoopbackTeacherServer(
         teacher_model_dir, api_key=KEY, faults=faults, retry_after=0.01, slow_seconds=0.05
     ) as server:
-        proc = run_generate(server, tmp_path, 60, "--concurrency", "16", "--budget", "0.5")
+        proc = run_generate(server, tmp_path, 60, concurrency=16, budget=0.5)
         assert server.wait_idle()
         billed = server.billed_nanos(1.0, 1.0)
     assert proc.returncode == 3, proc.stderr

@@ -1,13 +1,12 @@
 """The store against a real PostgreSQL server: same behaviour as SQLite, one shared budget."""
 
-import json
 import subprocess
 import sys
 import threading
 
 import pytest
 from kd_train.store import BudgetExhaustedError, open_store
-from kd_train.testing_http import LoopbackTeacherServer
+from kd_train.testing_http import LoopbackTeacherServer, generate_argv, write_prompts
 
 pytestmark = pytest.mark.integration
 
@@ -66,40 +65,12 @@ def test_two_generate_workers_share_one_budget_without_overspending(
     with LoopbackTeacherServer(teacher_model_dir, slow_seconds=0.02) as server:
         for worker in ("a", "b"):
             prompts = tmp_path / f"{worker}.jsonl"
-            prompts.write_text(
-                "".join(
-                    json.dumps({"id": f"{worker}{i}", "prompt": f"Outlook good {worker} {i}"})
-                    + "\n"
-                    for i in range(30)
-                )
-            )
-            args = [
-                sys.executable,
-                "-m",
-                "kd_train.cli",
-                "generate",
-                "--prompts",
-                str(prompts),
-                "--out",
-                str(tmp_path / f"{worker}.out.jsonl"),
-                "--base-url",
-                server.base_url,
-                "--model",
-                "tiny",
-                "--max-tokens",
-                "2",
-                "--concurrency",
-                "8",
-                "--price-per-1k-prompt",
-                "1",
-                "--price-per-1k-completion",
-                "1",
-                "--budget",
-                "0.4",
-                "--store",
-                pg_url,
-                "--no-progress",
-            ]
+            write_prompts(prompts, 30, f"Outlook good {worker} {{i}}", prefix=worker)
+            out = tmp_path / f"{worker}.out.jsonl"
+            options = {"top_logprobs": None, "retry_base_delay": None}
+            argv = generate_argv(server.base_url, prompts, out, concurrency=8, budget=0.4,
+                                 store=pg_url, **options)  # fmt: skip
+            args = [sys.executable, "-m", "kd_train.cli", *argv]
             procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         results = [(p.wait(), p.stderr.read().decode()) for p in procs]
     assert any(code == 3 for code, _ in results), results

@@ -2,36 +2,14 @@ import json
 
 from kd_train.cli import main
 from kd_train.store import open_store, sqlite_url
+from kd_train.testing_http import generate_argv
 
 KEY = "sk-cli-secret-0123"
 
 
 def run_cli(server, prompts_file, tmp_path, *extra):
-    return main(
-        [
-            "generate",
-            "--prompts",
-            str(prompts_file),
-            "--out",
-            str(tmp_path / "run" / "out.jsonl"),
-            "--base-url",
-            server.base_url,
-            "--model",
-            "tiny",
-            "--max-tokens",
-            "2",
-            "--top-logprobs",
-            "2",
-            "--price-per-1k-prompt",
-            "1",
-            "--price-per-1k-completion",
-            "1",
-            "--retry-base-delay",
-            "0",
-            "--no-progress",
-            *extra,
-        ]
-    )
+    out = tmp_path / "run" / "out.jsonl"
+    return main([*generate_argv(server.base_url, prompts_file, out), *extra])
 
 
 def test_generate_writes_records_and_prints_a_summary(server, prompts_file, tmp_path, capsys):
