@@ -218,6 +218,32 @@ def chart_export(data: dict[str, Any], out: Path) -> None:
     return None
 
 
+def chart_teacher_cache(data: dict[str, Any], out: Path) -> None:
+    """Cache bytes per token and the top-k+tail KL against k (the ``by_k`` sweep)."""
+    by_k = data.get("by_k", {})
+    if len(by_k) < 2:
+        return chart_generic("teacher_cache", data, out)
+    plt, fig, (size_ax, kl_ax) = _figure()
+    ks = sorted(by_k, key=int)
+    xs = [int(k) for k in ks]
+    size_ax.plot(xs, [by_k[k]["bytes_per_token"] for k in ks], "o-", label="measured")
+    size_ax.plot(xs, [4 * x + 8 for x in xs], "k:", label="target 4k + 8")
+    kl_ax.plot(xs, [by_k[k]["kl_topk_tail"] for k in ks], "o-", label="top-k + tail")
+    kl_ax.plot(xs, [by_k[k]["kl_storage_stored_tail"] for k in ks], "s--", label="storage only")
+    size_ax.set_ylabel("bytes per token")
+    kl_ax.set_ylabel("KL(teacher || cache), nats per token")
+    kl_ax.set_yscale("log")
+    for ax, title in ((size_ax, "teacher cache size"), (kl_ax, "what the cache loses")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (top-k kept per position)")
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return None
+
+
 def chart_load(data: dict[str, Any], out: Path) -> None:
     """Checks passed / failed per load scenario."""
     plt, fig, ax = _figure(1)
@@ -255,6 +281,7 @@ CHARTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
     "losses": chart_losses,
     "train": chart_train,
     "export": chart_export,
+    "teacher_cache": chart_teacher_cache,
     "load": chart_load,
 }
 

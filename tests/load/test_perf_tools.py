@@ -78,7 +78,9 @@ def scaled_results() -> dict[str, dict]:
     model = {"export_seconds": {"onnx": 1.0}, "latency_ms": {"torch": {"64": 1.0, "128": 2.0}}}
     export = {"sizes": {h: {"hidden": int(h), "parameters": int(h) ** 2, **model}
                         for h in ("64", "128", "256")}}  # fmt: skip
-    return {"losses": {"figures": losses}, "train": train, "export": export}
+    cache = {"by_k": {str(k): {"bytes_per_token": 4 * k + 2, "kl_topk_tail": 1 / k,
+                               "kl_storage_stored_tail": 1e-7} for k in (4, 16, 64)}}  # fmt: skip
+    return {"losses": {"figures": losses}, "train": train, "export": export, "teacher_cache": cache}
 
 
 def test_loss_points_group_by_loss_and_implementation():
@@ -100,5 +102,6 @@ def test_scaling_groups_get_their_own_charts_not_the_generic_bars(tmp_path, monk
     monkeypatch.setattr(report, "chart_generic", lambda name, *a: generic.append(name))
     written = report.draw_charts(results, tmp_path / "charts")
     assert generic == []
-    assert sorted(p.name for p in written) == ["export.png", "losses.png", "train.png"]
+    names = ["export.png", "losses.png", "teacher_cache.png", "train.png"]
+    assert sorted(p.name for p in written) == names
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
