@@ -1,8 +1,10 @@
-"""The store against a real PostgreSQL server: same behaviour as SQLite, one shared budget."""
+"""The store against a real PostgreSQL server: same behaviour as SQLite, one shared budget.
+
+The concurrency test runs on both backends: ``test_store_backends.py``.
+"""
 
 import subprocess
 import sys
-import threading
 
 import pytest
 from kd_train.store import BudgetExhaustedError, open_store
@@ -27,35 +29,6 @@ def test_ledger_settles_and_refuses_on_postgres(pg_url):
     assert store.ledger.status("b").spent_nanos == 30
     assert store.cache.get("k").body == {"x": 1}
     store.close()
-
-
-def test_sixteen_threads_on_two_engines_never_exceed_a_postgres_budget(pg_url):
-    stores = [open_store(pg_url), open_store(pg_url)]
-    stores[0].ledger.ensure_budget("shared", cap_nanos=1000)
-    admitted = []
-    lock = threading.Lock()
-
-    def worker(n):
-        ledger = stores[n % 2].ledger
-        for _ in range(4):
-            try:
-                r = ledger.reserve("shared", 70, owner=f"w{n}")
-            except BudgetExhaustedError:
-                continue
-            ledger.settle(r, cost_nanos=70, key=f"{n}-{r.id}", model="m", body={}, estimated=False)
-            with lock:
-                admitted.append(n)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    status = stores[0].ledger.status("shared")
-    assert len(admitted) == 1000 // 70
-    assert status.spent_nanos == stores[1].ledger.charged_total("shared") == 70 * len(admitted)
-    for s in stores:
-        s.close()
 
 
 def test_two_generate_workers_share_one_budget_without_overspending(

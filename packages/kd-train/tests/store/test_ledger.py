@@ -1,5 +1,3 @@
-import threading
-
 import pytest
 from kd_train.store import BudgetExhaustedError, StoreError, open_store, sqlite_url
 from kd_train.store.schema import charges
@@ -131,36 +129,3 @@ def test_unknown_budget_is_an_error(store):
         store.ledger.reserve("nope", 1, owner="w")
     with pytest.raises(StoreError, match="no budget named 'nope'"):
         store.ledger.status("nope")
-
-
-def test_concurrent_reservations_from_two_engines_never_exceed_cap(tmp_path):
-    url = sqlite_url(tmp_path / "shared.sqlite")
-    stores = [open_store(url), open_store(url)]
-    stores[0].ledger.ensure_budget("shared", cap_nanos=1000)
-    admitted, refused = [], []
-    lock = threading.Lock()
-
-    def worker(n: int) -> None:
-        ledger = stores[n % 2].ledger
-        for _ in range(5):
-            try:
-                r = ledger.reserve("shared", 70, owner=f"w{n}")
-            except BudgetExhaustedError:
-                with lock:
-                    refused.append(n)
-                continue
-            ledger.settle(r, cost_nanos=70, key=f"{n}-{r.id}", model="m", body={}, estimated=False)
-            with lock:
-                admitted.append(n)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    status = stores[0].ledger.status("shared")
-    assert len(admitted) == 1000 // 70
-    assert status.spent_nanos == 70 * len(admitted) <= 1000
-    assert len(refused) == 16 * 5 - len(admitted)
-    for s in stores:
-        s.close()
