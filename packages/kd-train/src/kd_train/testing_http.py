@@ -14,6 +14,8 @@ or at random with given rates:
 ``slow_seconds``; ``stall``: waits ``stall_seconds`` (longer than a client timeout) then
 answers; ``drop``: computes the completion, then closes the connection without a response;
 ``malformed``: computes the completion, then sends HTTP 200 with a truncated JSON body.
+``extra_billed_tokens`` makes every answer report (and bill) that many completion tokens
+more than it produced: a provider that does not honour ``max_tokens``.
 
 Like a real provider, the server *bills* every completion it computes, whether or not the
 client receives it (``drop``, ``malformed``, a ``stall`` the client gave up on): the
@@ -138,6 +140,7 @@ class LoopbackTeacherServer:
         slow_seconds: float = 0.2,
         stall_seconds: float = 5.0,
         report_usage: bool = True,
+        extra_billed_tokens: int = 0,
     ) -> None:
         self.model = _Model(model_dir)
         self.faults = faults or FaultPlan()
@@ -146,6 +149,7 @@ class LoopbackTeacherServer:
         self.slow_seconds = slow_seconds
         self.stall_seconds = stall_seconds
         self.report_usage = report_usage
+        self.extra_billed_tokens = extra_billed_tokens
         self.counts: dict[str, int] = Counter()
         self.answered: list[dict[str, int]] = []
         self.billed: list[dict[str, int]] = []
@@ -221,7 +225,11 @@ class LoopbackTeacherServer:
         tokens = tok.convert_ids_to_tokens(ids + new if echo else new)
         tops = [self.model.top(logprobs[i - 1], k) if k else [] for i in shown]
         text = str(tok.decode(new, skip_special_tokens=True))
-        usage = {"prompt_tokens": len(ids), "completion_tokens": len(new)}
+        # extra_billed_tokens: a provider that bills more than max_tokens (ignores it).
+        usage = {
+            "prompt_tokens": len(ids),
+            "completion_tokens": len(new) + self.extra_billed_tokens,
+        }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if chat:
             content = [

@@ -2,7 +2,7 @@ import json
 
 from kd_train.cli import main
 from kd_train.store import open_store, sqlite_url
-from kd_train.testing_http import generate_argv
+from kd_train.testing_http import LoopbackTeacherServer, generate_argv
 
 KEY = "sk-cli-secret-0123"
 
@@ -34,6 +34,17 @@ def test_second_run_pays_nothing(server, prompts_file, tmp_path, capsys):
 def test_budget_stop_exits_3_with_a_clear_message(server, prompts_file, tmp_path, capsys):
     assert run_cli(server, prompts_file, tmp_path, "--budget", "0.001") == 3
     assert "budget 'default' exhausted" in capsys.readouterr().err
+
+
+def test_endpoint_billing_past_max_tokens_stops_the_run_with_exit_3(
+    tiny_teacher_dir, prompts_file, tmp_path, capsys
+):
+    with LoopbackTeacherServer(tiny_teacher_dir, extra_billed_tokens=100) as overbilling:
+        code = run_cli(overbilling, prompts_file, tmp_path, "--budget", "5", "--concurrency", "1")
+        requests = overbilling.counts["ok"]
+    assert code == 3
+    assert "does not honour max_tokens" in capsys.readouterr().err
+    assert requests == 1  # stopped at the first overrun, nothing more was sent
 
 
 def test_missing_key_variable_exits_2_naming_it(

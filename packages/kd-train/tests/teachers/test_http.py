@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from kd_train.store import BudgetExhaustedError, open_store, sqlite_url
+from kd_train.store import BudgetExhaustedError, BudgetOverrunError, open_store, sqlite_url
 from kd_train.store.schema import charges
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
@@ -372,3 +372,24 @@ def test_budget_without_store_is_a_value_error():
 def test_invalid_config_raises_value_error(field, value):
     with pytest.raises(ValueError, match=field if field != "api" else "api must be"):
         HTTPTeacherConfig("http://x/v1", "m", **{field: value})
+
+
+def test_endpoint_billing_past_the_reservation_is_recorded_and_stops_the_run(
+    tiny_teacher_dir, store
+):
+    # The provider ignores max_tokens: each answer bills 50 completion tokens more.
+    server = serve(tiny_teacher_dir, extra_billed_tokens=50)
+    with (
+        make_teacher(server, store, budget=1.0) as teacher,
+        pytest.raises(BudgetOverrunError, match=r"more than the \$0\.027000 reserved") as err,
+    ):
+        teacher.generate("hello")
+    usage = server.answered[0]
+    server.stop()
+    billed = -(-(usage["prompt_tokens"] * 10**9 + usage["completion_tokens"] * 2 * 10**9) // 1000)
+    assert err.value.billed == billed > err.value.reserved == HELLO_WORST
+    status = store.ledger.status("default")
+    assert (status.spent_nanos, status.reserved_nanos) == (billed, 0)  # the truth, not the cap
+    with make_teacher(server, store, budget=1.0) as teacher:  # server stopped: cache only
+        again = teacher.generate("hello")
+    assert (again.cached, again.cost_nanos) == (True, 0)  # paid once, kept, not lost

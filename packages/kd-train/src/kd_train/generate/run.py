@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from kd_train.data.schema import KDRecord, TeacherTopK
 from kd_train.generate.output import Prompt, RecordAppender, recover_output
-from kd_train.store import BudgetExhaustedError, nanos_to_usd
+from kd_train.store import BudgetExhaustedError, BudgetOverrunError, nanos_to_usd
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherError, Response
 from kd_train.teachers.openai_api import parse_generation, token_to_id
 
@@ -102,7 +102,7 @@ def generate_dataset(
                 prompt = pending.pop(future)
                 try:
                     response = future.result()
-                except BudgetExhaustedError as exc:
+                except (BudgetExhaustedError, BudgetOverrunError) as exc:
                     summary.budget_stop = str(exc)
                     continue
                 except HTTPTeacherError:

@@ -20,7 +20,7 @@ import sqlalchemy
 
 from kd_train.store.cache import CachedResponse, ResponseCache, cache_key
 from kd_train.store.engine import normalize_url, open_engine, redact_url, sqlite_url
-from kd_train.store.errors import BudgetExhaustedError, StoreError
+from kd_train.store.errors import BudgetExhaustedError, BudgetOverrunError, StoreError
 from kd_train.store.ledger import BudgetStatus, Ledger, Reservation
 from kd_train.store.runs import RunRegistry
 from kd_train.store.schema import SCHEMA_VERSION, nanos_to_usd, usd_to_nanos
@@ -52,6 +52,7 @@ def open_store(url: str) -> Store:
 __all__ = [
     "SCHEMA_VERSION",
     "BudgetExhaustedError",
+    "BudgetOverrunError",
     "BudgetStatus",
     "CachedResponse",
     "Ledger",

@@ -28,3 +28,25 @@ class BudgetExhaustedError(KDTrainError):
             f"cost up to ${needed / 1e9:.6f}. Raise the budget (e.g. --budget) and rerun: "
             "work already paid for is served from the cache for free"
         )
+
+
+class BudgetOverrunError(KDTrainError):
+    """The endpoint billed one request more than the worst case reserved for it.
+
+    That happens only when the provider ignores ``max_tokens`` or counts tokens differently
+    from the reservation's bound. The ledger records the real (larger) cost, so the spend
+    can pass the cap by this request's excess; the caller must stop sending. The attributes
+    carry the figures (nano-USD).
+    """
+
+    def __init__(self, budget: str, reserved: int, billed: int, usage: str) -> None:
+        self.budget = budget
+        self.reserved = reserved
+        self.billed = billed
+        super().__init__(
+            f"budget {budget!r}: the endpoint billed ${billed / 1e9:.6f} for one request "
+            f"({usage}), more than the ${reserved / 1e9:.6f} reserved as its worst case; it "
+            "does not honour max_tokens or counts tokens differently. The ledger holds the "
+            "real cost and the run stopped so the cap is not passed again; check the "
+            "endpoint's usage reporting before rerunning"
+        )

@@ -24,7 +24,10 @@ Retries (429, 5xx, timeouts, dropped connections, malformed bodies; exponential 
 with jitter, honouring ``Retry-After``, :mod:`kd_train.teachers.retry`) repeat steps 1-4, so
 every attempt checks the cache and the cap before it is sent. Hence what the provider can
 have billed is at most the ledger's confirmed + unconfirmed charges + open reservations,
-which never exceeds the cap.
+which never exceeds the cap, provided the endpoint honours ``max_tokens`` and its token
+counts stay within the bound above. One that bills a request more than its reservation is
+charged what it billed (the ledger records the truth) and
+:class:`~kd_train.store.errors.BudgetOverrunError` stops the run at that request.
 
 The API key is a constructor argument (the command line reads it from the environment
 variable named in the config); it is sent only in the ``Authorization`` header, never
@@ -43,7 +46,7 @@ import httpx
 import torch
 
 from kd_train.errors import KDTrainError
-from kd_train.store import Store, cache_key, usd_to_nanos
+from kd_train.store import BudgetOverrunError, Store, cache_key, usd_to_nanos
 from kd_train.store.ledger import Reservation
 from kd_train.teachers.base import TopK
 from kd_train.teachers.openai_api import (
@@ -201,6 +204,8 @@ class HTTPTeacher:
         self.owner = owner
         self.counters = Counters()
         self._vocab: dict[str, int] | None = None
+        #: Set by the first request billed past its reservation; no request is sent after it.
+        self._overrun: BudgetOverrunError | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(config.concurrency)
         self._limiter = RateLimiter(config.rpm)
@@ -336,6 +341,8 @@ class HTTPTeacher:
         """
         self._limiter.acquire()
         with self._slots:
+            if self._overrun is not None:
+                raise self._overrun
             reservation = self._reserve(worst)
             try:
                 reply = self._client.post(path, json=body)
@@ -380,6 +387,10 @@ class HTTPTeacher:
                 estimated=estimated,
             )
         self._count(paid=1, spent_nanos=cost)
+        if reservation is not None and cost > worst:
+            usage = f"usage {answer.get('usage', 'not reported')}"
+            self._overrun = BudgetOverrunError(self.config.budget_name, worst, cost, usage)
+            raise self._overrun
         return Response(key, answer, cost, estimated, cached=False)
 
     def _reserve(self, worst: int) -> Reservation | None:
