@@ -110,3 +110,40 @@ def test_top_level_must_be_a_mapping(tmp_path):
     (tmp_path / "run.yaml").write_text("- a\n- b\n")
     with pytest.raises(RunConfigError, match=r"top level must be a mapping"):
         load_config(tmp_path / "run.yaml")
+
+
+CACHED = {"kind": "cached", "path": "cache"}
+
+
+def test_cached_teacher_with_a_separate_eval_file_needs_an_eval_cache():
+    config = {**with_("data", eval="eval.jsonl"), "teacher": CACHED}
+    with pytest.raises(
+        RunConfigError, match=r"data\.eval is a separate file.*give it as teacher\.eval_path"
+    ):
+        parse_config(config)
+    config["teacher"] = {**CACHED, "eval_path": "eval-cache"}
+    assert parse_config(config).teacher.eval_path == "eval-cache"
+
+
+def test_cached_teacher_holding_out_part_of_the_train_file_needs_no_eval_cache():
+    config = {**with_("data", eval_fraction=0.2), "teacher": CACHED}
+    assert parse_config(config).teacher.eval_path is None
+
+
+def test_an_eval_cache_without_an_eval_file_is_refused():
+    with pytest.raises(RunConfigError, match=r"teacher\.eval_path is set but data\.eval is not"):
+        parse_config({**MINIMAL, "teacher": {**CACHED, "eval_path": "eval-cache"}})
+
+
+def test_an_eval_cache_is_refused_for_a_live_teacher():
+    teacher = {"kind": "hf", "path": "t", "eval_path": "eval-cache"}
+    with pytest.raises(RunConfigError, match=r"teacher\.eval_path is only read when .*'cached'"):
+        parse_config({**with_("data", eval="e.jsonl"), "teacher": teacher})
+
+
+def test_the_eval_cache_path_is_resolved_against_the_config_file(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "student: {path: s}\ndata: {train: d.jsonl, eval: e.jsonl}\ntrain: {max_steps: 3}\n"
+        "teacher: {kind: cached, path: c, eval_path: ec}\noutput_dir: out\n"
+    )
+    assert load_config(tmp_path / "run.yaml").teacher.eval_path == str(tmp_path / "ec")

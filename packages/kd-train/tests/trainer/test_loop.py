@@ -156,6 +156,29 @@ def test_cached_teacher_trains_from_a_cache_logits_directory(make_config, tmp_pa
     assert rows[-1]["kd"] < 0.7 * rows[0]["kd"]
 
 
+def test_cached_teacher_evaluates_a_separate_eval_file_from_its_own_cache(make_config, tmp_path):
+    from kd_train.cli import main
+    from kd_train.pipelines.toydata import tool_call_records, write_jsonl
+
+    eval_file = write_jsonl(tmp_path / "eval.jsonl", tool_call_records(8, seed=9))
+    cfg = make_config(
+        data={"eval": str(eval_file)},
+        train={"max_steps": 4, "eval_every": 2},
+        loss={"weights": {"kd": 1.0}},
+    )
+    teacher = cfg["teacher"]["path"]
+    for data, out in ((cfg["data"]["train"], "cache"), (str(eval_file), "eval-cache")):
+        argv = ["cache-logits", "--teacher", teacher, "--data", data, "--out", str(tmp_path / out)]
+        assert main([*argv, "--k", "8", "--max-length", "48"]) == 0
+    cfg["teacher"] = {"kind": "cached", "path": str(tmp_path / "cache")}
+    with pytest.raises(KDTrainError, match=r"teacher\.eval_path"):
+        parse_config(cfg)
+    cfg["teacher"]["eval_path"] = str(tmp_path / "eval-cache")
+    rows = read_metrics(train(parse_config(cfg), progress=False).run_dir / "metrics.jsonl")
+    assert [("eval_kd" in r) for r in rows] == [False, True, False, True]
+    assert all(r["eval_kd"] > 0 for r in rows if "eval_kd" in r)
+
+
 def test_bad_loss_table_is_rejected_before_anything_runs(make_config):
     with pytest.raises(KDTrainError, match=r"loss\.divergence: must be one of"):
         parse_config(make_config(loss={"divergence": "kl"}))

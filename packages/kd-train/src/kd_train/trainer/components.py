@@ -22,7 +22,7 @@ from kd_train.errors import KDTrainError
 from kd_train.losses.combined import DistillationLoss
 from kd_train.losses.config import LossConfig
 from kd_train.teachers.base import TopK
-from kd_train.teachers.cached import CachedTeacher
+from kd_train.teachers.cached import CachedTeacher, CacheError, CacheMismatchError
 from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
 from kd_train.teachers.hf import HFTeacher
 from kd_train.trainer.config import DataConfig, StudentConfig, TeacherConfig
@@ -67,40 +67,80 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
 
 def load_teacher(
     cfg: TeacherConfig, device: torch.device, tokenizer: Any, data: DataConfig
-) -> TeacherFn | None:
-    """Return the teacher as a function of a batch, or ``None`` for a CE-only run.
+) -> tuple[TeacherFn | None, TeacherFn | None]:
+    """Return the teacher of train batches and the teacher of eval batches (``None``: CE only).
 
     ``hf`` runs :class:`~kd_train.teachers.hf.HFTeacher` in the loop (dense logits, or top-k
-    when ``teacher.topk`` is set); ``cached`` reads top-k (with tail) from a cache made by
-    ``kd-train cache-logits`` for ``data.train`` with this tokenizer
-    (:class:`~kd_train.teachers.cached.CachedTeacher`; its fingerprints are checked).
+    when ``teacher.topk`` is set) for both. ``cached`` reads top-k (with tail) from
+    ``teacher.path``, a cache made by ``kd-train cache-logits`` for ``data.train`` with this
+    tokenizer (:class:`~kd_train.teachers.cached.CachedTeacher`; its fingerprints are
+    checked). Eval batches held out of ``data.train`` (``data.eval_fraction``) are in that
+    cache too; a separate ``data.eval`` file is served by ``teacher.eval_path``, a cache of
+    ``data.eval`` made by the same teacher, read with the same ``k``.
     """
     if cfg.kind == "none":
-        return None
+        return None, None
     assert cfg.path is not None  # checked by parse_config
     if cfg.kind == "cached":
-        cache = CachedTeacher.open(
-            cfg.path,
-            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-            dataset_fingerprint=dataset_fingerprint(data.train),
-        )
-        k_cached = cfg.topk or cache.k
-
-        def cached(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-            top = cache.topk(input_ids.cpu(), attention_mask.cpu(), k_cached)
-            return {"teacher_topk": _map_tensors(top, lambda t: t.to(device))}
-
-        return cached
+        train_cache = _open_cache(cfg.path, tokenizer, data.train, "teacher.path")
+        k = cfg.topk or train_cache.k
+        if cfg.eval_path is None:
+            served = _cached_teacher(train_cache, k, device)
+            return served, served
+        assert data.eval is not None  # checked by parse_config
+        eval_cache = _open_cache(cfg.eval_path, tokenizer, data.eval, "teacher.eval_path")
+        _require_same_teacher(train_cache, eval_cache, k)
+        return _cached_teacher(train_cache, k, device), _cached_teacher(eval_cache, k, device)
     _require_dir(cfg.path, "teacher.path")
     live = HFTeacher.from_pretrained(cfg.path, device=str(device))
-    k = cfg.topk
+    k_live = cfg.topk
 
     def hf(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-        if k is None:
+        if k_live is None:
             return {"teacher_logits": live.logits(input_ids, attention_mask)}
-        return {"teacher_topk": live.topk(input_ids, attention_mask, k)}
+        return {"teacher_topk": live.topk(input_ids, attention_mask, k_live)}
 
-    return hf
+    return hf, hf
+
+
+def _open_cache(path: str, tokenizer: Any, dataset: str, key: str) -> CachedTeacher:
+    """Open the cache at ``path`` (config key ``key``), checked against ``dataset``."""
+    if not Path(dataset).is_file():
+        raise KDTrainError(f"dataset {dataset} does not exist; check data.train / data.eval")
+    try:
+        return CachedTeacher.open(
+            path,
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+            dataset_fingerprint=dataset_fingerprint(dataset),
+        )
+    except CacheError as exc:
+        raise type(exc)(f"{key}: {exc}") from exc
+
+
+def _require_same_teacher(train: CachedTeacher, eval_: CachedTeacher, k: int) -> None:
+    """The eval cache must come from the train cache's teacher and hold at least ``k``."""
+    ours, theirs = train.manifest.config, eval_.manifest.config
+    if ours.teacher_fingerprint != theirs.teacher_fingerprint:
+        raise CacheMismatchError(
+            f"teacher.eval_path {eval_.directory} was made by another teacher than "
+            f"teacher.path {train.directory} (teacher fingerprints {theirs.teacher_fingerprint} "
+            f"and {ours.teacher_fingerprint}); build both caches with the same --teacher"
+        )
+    if eval_.k < k:
+        raise CacheMismatchError(
+            f"teacher.eval_path {eval_.directory} holds top-{eval_.k}, but training reads "
+            f"top-{k}; set teacher.topk to at most {eval_.k} or rebuild it with --k {k}"
+        )
+
+
+def _cached_teacher(cache: CachedTeacher, k: int, device: torch.device) -> TeacherFn:
+    """Serve ``cache``'s top-``k`` (with tail) for a batch, on ``device``."""
+
+    def cached(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        top = cache.topk(input_ids.cpu(), attention_mask.cpu(), k)
+        return {"teacher_topk": _map_tensors(top, lambda t: t.to(device))}
+
+    return cached
 
 
 def _map_tensors(top: TopK, fn: Callable[[torch.Tensor], torch.Tensor]) -> TopK:

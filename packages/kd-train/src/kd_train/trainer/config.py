@@ -3,7 +3,7 @@
 A run config is plain data with six sections (every key optional unless marked)::
 
     student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
-    teacher:   {kind: hf | cached | none, path: DIR, topk: K}
+    teacher:   {kind: hf | cached | none, path: DIR, topk: K, eval_path: DIR}
     data:      {train: FILE (required), eval: FILE, eval_fraction: 0.1, max_length: 256}
     loss:      kd_train.losses.LossConfig as a mapping (divergence, temperature, weights, ...)
     optim:     {lr: 3e-4, weight_decay: 0.0, betas: [0.9, 0.999], eps: 1e-8,
@@ -61,11 +61,17 @@ class StudentConfig:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Where the teacher's distribution comes from: ``hf``, ``cached`` or ``none`` (CE only)."""
+    """Where the teacher's distribution comes from: ``hf``, ``cached`` or ``none`` (CE only).
+
+    A ``cached`` teacher reads ``path``, a ``kd-train cache-logits`` cache of ``data.train``.
+    When ``data.eval`` is a separate file its batches are not in that cache: ``eval_path``
+    is then required, a second cache built from ``data.eval`` by the same teacher.
+    """
 
     kind: str = "none"
     path: str | None = None
     topk: int | None = None
+    eval_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,7 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     train = _parse_train(root.section("train", required=True))
     output_dir = root.get("output_dir", str, required=True)
     root.finish()
+    _check_eval_cache(teacher, data_cfg)
     # The loss table is validated by its owner, before anything runs.
     LossConfig.from_dict(loss or {"weights": {"ce": 1.0}})
     return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim)
@@ -158,8 +165,9 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
 def load_config(path: str | Path) -> RunConfig:
     """Read a ``.yaml``/``.yml``/``.toml``/``.json`` run config; resolve its relative paths.
 
-    Relative ``student.path``, ``student.tokenizer``, ``teacher.path``, ``data.*`` and
-    ``output_dir`` are taken relative to the config file's directory.
+    Relative ``student.path``, ``student.tokenizer``, ``teacher.path``,
+    ``teacher.eval_path``, ``data.*`` and ``output_dir`` are taken relative to the config
+    file's directory.
     """
     file = Path(path)
     try:
@@ -194,7 +202,9 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     student = dataclasses.replace(
         cfg.student, path=fix(cfg.student.path), tokenizer=fix(cfg.student.tokenizer)
     )
-    teacher = dataclasses.replace(cfg.teacher, path=fix(cfg.teacher.path))
+    teacher = dataclasses.replace(
+        cfg.teacher, path=fix(cfg.teacher.path), eval_path=fix(cfg.teacher.eval_path)
+    )
     data = dataclasses.replace(cfg.data, train=str(fix(cfg.data.train)), eval=fix(cfg.data.eval))
     return dataclasses.replace(
         cfg, student=student, teacher=teacher, data=data, output_dir=str(fix(cfg.output_dir))
@@ -223,11 +233,35 @@ def _parse_teacher(s: _Section) -> TeacherConfig:
         kind=s.choice("kind", TEACHER_KINDS, "none"),
         path=s.get("path", str),
         topk=s.get("topk", int, minimum=1),
+        eval_path=s.get("eval_path", str),
     )
     s.finish()
     if out.kind != "none" and out.path is None:
         raise RunConfigError(f"teacher.path is required when teacher.kind is {out.kind!r}")
+    if out.eval_path is not None and out.kind != "cached":
+        raise RunConfigError(
+            f"teacher.eval_path is only read when teacher.kind is 'cached' (it is {out.kind!r}); "
+            "remove it"
+        )
     return out
+
+
+def _check_eval_cache(teacher: TeacherConfig, data: DataConfig) -> None:
+    """A cached teacher needs a cache for every file it serves: data.train, and data.eval."""
+    if teacher.kind != "cached":
+        return
+    if data.eval is not None and teacher.eval_path is None:
+        raise RunConfigError(
+            "data.eval is a separate file, but teacher.path is a cache of data.train only: "
+            "build a cache of data.eval with 'kd-train cache-logits --data EVAL_FILE' (same "
+            "teacher) and give it as teacher.eval_path, or drop data.eval to hold out "
+            "data.eval_fraction of data.train"
+        )
+    if data.eval is None and teacher.eval_path is not None:
+        raise RunConfigError(
+            "teacher.eval_path is set but data.eval is not: the held-out records come from "
+            "data.train and are in teacher.path; remove teacher.eval_path or set data.eval"
+        )
 
 
 def _parse_data(s: _Section) -> DataConfig:

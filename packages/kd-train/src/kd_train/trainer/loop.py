@@ -107,7 +107,7 @@ def train(
     seed_everything(tc.seed)
     student, tokenizer = load_student(config.student, tc.seed)
     student.to(device)
-    teacher = load_teacher(config.teacher, device, tokenizer, config.data)
+    teacher, eval_teacher = load_teacher(config.teacher, device, tokenizer, config.data)
     loss_fn = build_loss(config.loss, has_teacher=teacher is not None)
     train_set, eval_set = load_examples(config.data, tokenizer)
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
@@ -198,7 +198,9 @@ def train(
             "peak_memory_mb": peak_memory_mb(device),
         }
         if tc.eval_every and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
-            eval_terms = evaluate(model, loss_fn, teacher, eval_set, tc.batch_size, pad_id, device)
+            eval_terms = evaluate(
+                model, loss_fn, eval_teacher, eval_set, tc.batch_size, pad_id, device
+            )
             row.update({f"eval_{k}": v for k, v in eval_terms.items()})
             update_early_stopping(state, eval_terms.get("loss"), tc.early_stopping_patience)
             model.train()
