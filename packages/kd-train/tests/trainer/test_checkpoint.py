@@ -13,7 +13,9 @@ from kd_train.trainer.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from transformers import AutoModelForCausalLM
+from safetensors import safe_open
+from safetensors.torch import save_model
+from transformers import AutoConfig, AutoModelForCausalLM
 
 
 @pytest.fixture
@@ -175,3 +177,47 @@ def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, trained):
     model, optimizer = trained
     ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
     assert {p.suffix for p in ckpt.iterdir()} == {".safetensors", ".json"}
+
+
+@pytest.fixture
+def tied(tiny_llama_dir):
+    """A student whose output layer shares the input embedding, after one AdamW step."""
+    config = AutoConfig.from_pretrained(tiny_llama_dir, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits.sum().backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def test_tied_weights_are_stored_once_as_safetensors_save_model_does(tmp_path, tied):
+    model, optimizer = tied
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    save_model(model, str(tmp_path / "reference.safetensors"))
+    with (
+        safe_open(str(ckpt / "model.safetensors"), "pt") as ours,
+        safe_open(str(tmp_path / "reference.safetensors"), "pt") as reference,
+    ):
+        assert ours.metadata() == reference.metadata()
+        assert ours.metadata() == {"model.embed_tokens.weight": "lm_head.weight"}
+        assert sorted(ours.keys()) == sorted(reference.keys())
+
+
+def test_tied_weights_load_back_tied(tmp_path, tied, tiny_llama_dir):
+    model, optimizer = tied
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    config = AutoConfig.from_pretrained(tiny_llama_dir, tie_word_embeddings=True)
+    other = AutoModelForCausalLM.from_config(config)
+    load_checkpoint(ckpt, other, torch.optim.AdamW(other.parameters()))
+    assert other.lm_head.weight is other.model.embed_tokens.weight
+    assert torch.equal(other.lm_head.weight, model.lm_head.weight)
+
+
+def test_a_checkpoint_of_another_shape_names_the_tensor(tmp_path, trained, tiny_llama_dir):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    wider = AutoConfig.from_pretrained(tiny_llama_dir, intermediate_size=80)
+    with pytest.raises(CheckpointError, match=r"other shapes \[.*mlp.* \(64, 32\) != \(80, 32\)"):
+        load_checkpoint(ckpt, AutoModelForCausalLM.from_config(wider))

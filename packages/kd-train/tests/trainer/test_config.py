@@ -112,6 +112,32 @@ def test_top_level_must_be_a_mapping(tmp_path):
         load_config(tmp_path / "run.yaml")
 
 
+def test_distributed_strategy_defaults_to_ddp_and_accepts_fsdp():
+    assert parse_config(MINIMAL).distributed.strategy == "ddp"
+    assert parse_config({**MINIMAL, "distributed": {"strategy": "fsdp"}}).distributed.strategy == (
+        "fsdp"
+    )
+
+
+def test_unknown_strategy_lists_the_allowed_values():
+    with pytest.raises(
+        RunConfigError, match=r"distributed\.strategy must be one of ddp, fsdp; got 'zero3'"
+    ):
+        parse_config({**MINIMAL, "distributed": {"strategy": "zero3"}})
+
+
+def test_unknown_key_of_the_distributed_section_is_named():
+    with pytest.raises(
+        RunConfigError, match=r"'distributed\.stratgy'.*allowed keys here: strategy"
+    ):
+        parse_config({**MINIMAL, "distributed": {"stratgy": "fsdp"}})
+
+
+def test_fsdp_config_round_trips():
+    cfg = parse_config({**MINIMAL, "distributed": {"strategy": "fsdp"}})
+    assert parse_config(cfg.to_dict()) == cfg
+
+
 CACHED = {"kind": "cached", "path": "cache"}
 
 

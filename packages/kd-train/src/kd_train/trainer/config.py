@@ -1,6 +1,6 @@
 """The run configuration: typed, validated at the edge, read from YAML or TOML.
 
-A run config is plain data with six sections (every key optional unless marked)::
+A run config is plain data with seven sections (every key optional unless marked)::
 
     student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
     teacher:   {kind: hf | cached | none, path: DIR, topk: K, eval_path: DIR}
@@ -11,6 +11,7 @@ A run config is plain data with six sections (every key optional unless marked):
     train:     {seed, max_steps (required), batch_size, grad_accum, clip_norm,
                 precision: fp32 | bf16, eval_every, early_stopping_patience,
                 checkpoint_every, keep_checkpoints, threads}
+    distributed: {strategy: ddp | fsdp}
     output_dir: DIR (required)
 
 :func:`parse_config` checks every key before anything runs; an error names the key path
@@ -121,6 +122,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """How the processes of a ``torchrun`` launch share the student (ignored in one process).
+
+    ``ddp``: every process holds the whole model and optimiser state; gradients are
+    all-reduced. ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``); every process
+    holds a shard of the weights, gradients and optimiser state; checkpoints and the final
+    model are still full (gathered on rank 0).
+    """
+
+    strategy: str = "ddp"
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run. :meth:`to_dict` gives back the JSON form stored in checkpoints."""
 
@@ -131,6 +145,7 @@ class RunConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     loss: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready plain data (``parse_config`` reads it back)."""
@@ -139,6 +154,7 @@ class RunConfig:
 
 TEACHER_KINDS = ("hf", "cached", "none")
 PRECISIONS = ("fp32", "bf16")
+STRATEGIES = ("ddp", "fsdp")
 
 
 def parse_config(data: Mapping[str, Any]) -> RunConfig:
@@ -154,12 +170,13 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     loss = root.mapping("loss")
     optim = _parse_optim(root.section("optim"))
     train = _parse_train(root.section("train", required=True))
+    dist = _parse_distributed(root.section("distributed"))
     output_dir = root.get("output_dir", str, required=True)
     root.finish()
     _check_eval_cache(teacher, data_cfg)
     # The loss table is validated by its owner, before anything runs.
     LossConfig.from_dict(loss or {"weights": {"ce": 1.0}})
-    return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim)
+    return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim, dist)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -309,6 +326,12 @@ def _parse_train(s: _Section) -> TrainConfig:
     return out
 
 
+def _parse_distributed(s: _Section) -> DistributedConfig:
+    out = DistributedConfig(strategy=s.choice("strategy", STRATEGIES, "ddp"))
+    s.finish()
+    return out
+
+
 class _Section:
     """Reads the keys of one mapping, type-checks them and remembers which were used."""
 
@@ -383,10 +406,11 @@ class _Section:
 
 
 _KNOWN: dict[str, tuple[str, ...]] = {
-    "": ("student", "teacher", "data", "loss", "optim", "train", "output_dir"),
+    "": ("student", "teacher", "data", "loss", "optim", "train", "distributed", "output_dir"),
     "student": tuple(f.name for f in dataclasses.fields(StudentConfig)),
     "teacher": tuple(f.name for f in dataclasses.fields(TeacherConfig)),
     "data": tuple(f.name for f in dataclasses.fields(DataConfig)),
     "optim": tuple(f.name for f in dataclasses.fields(OptimConfig)),
     "train": tuple(f.name for f in dataclasses.fields(TrainConfig)),
+    "distributed": tuple(f.name for f in dataclasses.fields(DistributedConfig)),
 }

@@ -9,18 +9,19 @@ One optimiser step::
         logits  = student(input_ids)                        bf16 autocast if asked
         teacher = teacher(input_ids)                        logits, top-k, or nothing
         terms   = loss(logits[:, :-1], labels[:, 1:], teacher, spans, N)
-        backward(terms["loss"] * world_size)                DDP averages over ranks
+        backward(terms["loss"] * world_size)                DDP and FSDP average over ranks
     clip gradients; AdamW step
     log a metrics row; evaluate / stop early / checkpoint when due
 
 Because every micro-batch loss is a sum over tokens divided by the same ``N``, the step's
 gradient is the token mean over the whole global batch, whatever the split into
-micro-batches and processes.
+micro-batches and processes. With ``distributed.strategy: fsdp`` the student is sharded
+across processes (see :mod:`kd_train.trainer.distributed`); the loop is the same, and
+checkpoints and the final model hold the whole, gathered state.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import random
@@ -40,9 +41,10 @@ from kd_train.trainer import distributed
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
     TrainState,
+    gather_state,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
+    write_checkpoint,
 )
 from kd_train.trainer.components import (
     IGNORE_INDEX,
@@ -111,6 +113,8 @@ def train(
     loss_fn = build_loss(config.loss, has_teacher=teacher is not None)
     train_set, eval_set = load_examples(config.data, tokenizer)
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
+    # DDP wraps the student; FSDP shards it in place, which is why the optimiser comes after.
+    model = distributed.wrap(student, ctx, config.distributed.strategy)
     optimizer = torch.optim.AdamW(
         student.parameters(),
         lr=config.optim.lr,
@@ -123,7 +127,7 @@ def train(
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise KDTrainError(f"nothing to resume: {run_dir / 'checkpoints'} has no checkpoint")
-        state = load_checkpoint(ckpt, student, optimizer)
+        state = load_checkpoint(ckpt, student, optimizer)  # every rank reads it
     elif latest_checkpoint(run_dir) is not None:
         raise KDTrainError(
             f"output_dir {run_dir} already holds checkpoints; continue it with "
@@ -133,7 +137,6 @@ def train(
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", _json(config.to_dict()))
     distributed.barrier(ctx)
-    model = distributed.wrap(student, ctx)
     pad_id = int(tokenizer.pad_token_id)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=tc.precision == "bf16")
 
@@ -170,8 +173,7 @@ def train(
         step_terms: dict[str, float] = {}
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
-            sync = contextlib.nullcontext() if last or ctx.world_size == 1 else model.no_sync()  # type: ignore[operator]
-            with sync:
+            with distributed.sync_grads(model, now=last):
                 terms = loss_terms(batch, n_items, state.step)
                 (terms["loss"] * ctx.world_size).backward()
             for name, value in terms.items():
@@ -210,19 +212,19 @@ def train(
         if (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or (
             state.step == tc.max_steps or state.stopped_early
         ):
+            full = gather_state(student, optimizer)  # every rank takes part; rank 0 gets it
             if ctx.is_main:
-                save_checkpoint(
-                    run_dir, state, student, optimizer, config.to_dict(), tc.keep_checkpoints
-                )
+                write_checkpoint(run_dir, state, full, config.to_dict(), tc.keep_checkpoints)
             distributed.barrier(ctx)
     bar.close()
     log.close()
 
     # ---- save --------------------------------------------------------------------------
     student_dir = run_dir / "student"
+    final = gather_state(student)  # the whole weights on rank 0, FSDP shards gathered
     digests = distributed.replica_digests(student, ctx)
     if ctx.is_main:
-        save_student(student, tokenizer, student_dir)
+        save_student(student, tokenizer, student_dir, final.state_dict())
         write_run_manifest(run_dir, config, state, tokenizer, replica_sha256=digests)
     distributed.barrier(ctx)
     distributed.shutdown(ctx)

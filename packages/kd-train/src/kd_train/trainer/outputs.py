@@ -27,12 +27,21 @@ from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
 
 
-def save_student(model: torch.nn.Module, tokenizer: Any, out: Path) -> Path:
-    """``save_pretrained`` the model and tokenizer into ``out``, atomically (dir rename)."""
+def save_student(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    out: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """``save_pretrained`` the model and tokenizer into ``out``, atomically (dir rename).
+
+    ``state_dict`` replaces the model's own tensors: the whole weights gathered from an
+    FSDP-sharded student (:func:`kd_train.trainer.checkpoint.gather_state`).
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp)  # type: ignore[operator]
+    model.save_pretrained(tmp, state_dict=state_dict)  # type: ignore[operator]
     tokenizer.save_pretrained(tmp)
     old = out.with_name(f".{out.name}.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -79,7 +88,8 @@ def write_run_manifest(
     """Write ``run_dir/run_manifest.json`` atomically and return its content.
 
     ``replica_sha256`` holds the SHA-256 of every rank's final weights (one entry per
-    process; all equal in a healthy DDP run).
+    process; all equal in a healthy run; see
+    :func:`kd_train.trainer.distributed.replica_digests` for what they show under FSDP).
     """
     datasets = {"train": config.data.train}
     if config.data.eval is not None:
