@@ -21,7 +21,8 @@ Run through ``nox -s bench`` (``python -m qa.perf bench [--quick]``) or directly
 figures}}}``; a file with only the flat figures is read as the reference size's) fails
 beyond ``[perf.export] tolerance`` (else ``[perf] tolerance``) of ``qa/gates.toml``;
 export seconds, wall times of single runs rather than A/B ratios, use
-``[perf.export] seconds_tolerance``. Absolute latencies are reported, not gated: they measure the machine as much as the code.
+``[perf.export] seconds_tolerance``. Absolute latencies are reported, not gated: they
+measure the machine as much as the code.
 """
 
 from __future__ import annotations

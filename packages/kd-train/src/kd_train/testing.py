@@ -139,6 +139,7 @@ def synthetic_record(index: int, rng: random.Random, *, topk: bool = False) -> d
 
     >>> import random
     >>> from kd_train.data import KDRecord
+    >>> from kd_train.testing import synthetic_record
     >>> row = synthetic_record(7, random.Random(0), topk=True)
     >>> words = len(row["completion"].split())
     >>> KDRecord.from_dict(row).id, len(row["teacher_topk"]["ids"]) == words

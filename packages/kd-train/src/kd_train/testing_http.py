@@ -413,6 +413,7 @@ def generate_argv(
     Keyword options become flags (``max_tokens=3`` -> ``--max-tokens 3``) over
     :data:`GENERATE_DEFAULTS`; ``None`` leaves a default flag out. Progress bars are off.
 
+    >>> from kd_train.testing_http import generate_argv
     >>> argv = generate_argv("http://h/v1", "p.jsonl", "o.jsonl", max_tokens=3, model=None)
     >>> argv[:3], argv[7:9], "--model" in argv, argv[-1]
     (['generate', '--prompts', 'p.jsonl'], ['--max-tokens', '3'], False, '--no-progress')
