@@ -57,3 +57,15 @@ def test_resume_continues_a_finished_run_and_reports_its_step(config_file, capsy
 def test_resume_of_a_directory_that_is_not_a_run_exits_2(tmp_path, capsys):
     assert main(["resume", str(tmp_path)]) == 2
     assert "is not a kd-train run directory" in capsys.readouterr().err
+
+
+def test_resume_of_a_moved_run_directory_writes_where_the_run_now_is(config_file, capsys):
+    assert main(["distill", "--config", str(config_file), "--no-progress"]) == 0
+    original = config_file.parent / "run"
+    moved = config_file.parent / "moved-run"
+    original.rename(moved)
+    capsys.readouterr()
+    assert main(["resume", str(moved), "--no-progress"]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (printed["run_dir"], printed["step"]) == (str(moved), 3)
+    assert not original.exists()  # nothing written back to where the run first lived

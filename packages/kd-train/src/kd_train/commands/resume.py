@@ -1,7 +1,9 @@
 """``kd-train resume RUN_DIR``: continue a run from its latest checkpoint.
 
 The run's own config (stored in ``RUN_DIR/config.json`` when it started) is used, so the
-continued run reproduces the uninterrupted one.
+continued run reproduces the uninterrupted one. Its ``output_dir`` is ``RUN_DIR`` itself: a
+run directory that was moved or copied resumes where it is, never into the directory it
+was first written to.
 """
 
 from __future__ import annotations
@@ -35,5 +37,7 @@ def run(args: argparse.Namespace) -> int:
         ) from exc
     except json.JSONDecodeError as exc:
         raise KDTrainError(f"{config_file} is not valid JSON ({exc})") from exc
-    config = parse_config(data)
+    if not isinstance(data, dict):
+        raise KDTrainError(f"{config_file} must hold a JSON object (the run's config)")
+    config = parse_config({**data, "output_dir": str(args.run_dir.resolve())})
     return train_and_report(config, resume=True, progress=not args.no_progress)
