@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.integration  # ~35 s on 2 shared cores: runs in CI, like the DDP test
 
 #: Same global batch, different process count: float32 sums in another order, nothing more
 #: (the tolerances of test_trainer_ddp.py).
