@@ -21,7 +21,9 @@ Figures: rows/s and peak RSS per path and size; ``rss_ratio`` = peak(largest) /
 peak(smallest) per path; ``id_index_bytes_per_row``; and the A/B time ratios
 ``stream_vs_json`` / ``read_vs_json`` (interleaved json/stream/read rounds at the middle
 size, median of 3). Checks (exit 1): ``stream`` ``rss_ratio`` above
-``[perf.data] rss_flat_ratio``; the id index above ``[perf.data] id_index_max_bytes_per_row``;
+``[perf.data] rss_flat_ratio``; the id index above ``[perf.data] id_index_max_bytes_per_row``
+(full mode: with ``--quick`` the largest file, 100k rows, is where the index first spills
+to disk, so its fixed 8 MiB Bloom filter dominates a per-row figure; reported only);
 an A/B ratio or ``rss_ratio`` worse than the baseline ``qa/perf/baselines/data.json`` by
 more than ``[perf.data] tolerance`` (default ``[perf] tolerance``).
 
@@ -218,7 +220,8 @@ def check(
             f"stream peak RSS grew {ratios['stream_rss_ratio']:.3f}x from the smallest to the "
             f"largest file > {gates['rss_flat_ratio']} ([perf.data] rss_flat_ratio)"
         )
-    if ratios["id_index_bytes_per_row"] > gates["id_index_max_bytes_per_row"]:
+    full = results["mode"] == "full"
+    if full and ratios["id_index_bytes_per_row"] > gates["id_index_max_bytes_per_row"]:
         failures.append(
             f"id index costs {ratios['id_index_bytes_per_row']:.0f} bytes/row > "
             f"{gates['id_index_max_bytes_per_row']} ([perf.data] id_index_max_bytes_per_row)"
