@@ -22,7 +22,9 @@ holds per mode ``steps``, ``batch_sizes``, ``sizes`` (``{batch: {"kd", "trl", "r
 and batch 16's ``figures`` and ``ratios``. Every size's ratios are compared with
 ``qa/perf/baselines/train.json`` (``{mode: {"sizes": {batch: ratios}, **batch-16 ratios}}``;
 a file with only the batch-16 ratios is read too) with ``[perf] tolerance`` of
-``qa/gates.toml``; the script exits 1 on a regression.
+``qa/gates.toml``; the script exits 1 on a regression, and when at any size kd-train is
+slower than TRL or grows more memory (the targets ``speed_ratio >= 1``,
+``memory_ratio <= 1``). ``--update-baseline`` stores the ratios; only the targets can fail it.
 """
 
 from __future__ import annotations
@@ -369,8 +371,15 @@ def main(argv: list[str]) -> int:
         print(f"no {mode} baseline in {BASELINE.relative_to(ROOT)}; run with --update-baseline")
     failures: list[str] = []
     for batch, entry in sizes.items():
-        base = stored_ratios(stored, int(batch))
-        failures += regressions(int(batch), entry["ratios"], base, tolerance())
+        r = entry["ratios"]
+        if r["speed_ratio"] < 1.0 or r["memory_ratio"] > 1.0:  # the issue's targets
+            failures.append(
+                f"batch {batch}: speed {r['speed_ratio']:.2f}x TRL (target >= 1), memory "
+                f"growth {r['memory_ratio']:.2f}x TRL (target <= 1)"
+            )
+        if not args.update_baseline:  # a new reference is not judged by the one it replaces
+            base = stored_ratios(stored, int(batch))
+            failures += regressions(int(batch), r, base, tolerance())
     if args.update_baseline:
         ratios = {batch: entry["ratios"] for batch, entry in sizes.items()}
         write_json(BASELINE, mode, {"sizes": ratios, **reference["ratios"]})
