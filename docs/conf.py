@@ -57,7 +57,7 @@ nitpick_ignore_regex = [
         r"py:.*",
         r"(Tensor|Path|Namespace|ArgumentParser|ModuleType|PreTrainedTokenizerFast|LlamaConfig|LlamaForCausalLM|PreTrainedModel|PreTrainedTokenizerBase)",
     ),
-    (r"py:.*", r"(collections\.abc|typing|types)\..*"),
+    (r"py:.*", r"(collections\.abc|typing|types|contextlib|random)\..*"),
 ]
 
 doctest_global_setup = """

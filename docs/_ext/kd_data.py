@@ -7,7 +7,8 @@ site is built, so a page cannot claim a number that the code did not produce.
     Renders a JSON or TOML file (or the part of it selected with ``:select: a.b``) as a
     table: a list of objects becomes one row per object, an object of scalars becomes
     key/value rows, and an object of objects becomes one row per key. ``:columns:`` limits
-    and orders the columns. A missing file or path is a build error (with ``-W``), never an
+    and orders the columns; ``:flatten:`` turns nested objects inside each row into dotted
+    columns (``kd.tokens_per_s``). A missing file or path is a build error (with ``-W``), never an
     empty table.
 
 ``.. kd-history-plot:: qa/mutation/history.jsonl``
@@ -48,8 +49,27 @@ def load_data(path: Path, select: str | None) -> Any:
     return data
 
 
-def rows_of(data: Any) -> tuple[list[str], list[list[str]]]:
-    """Turn loaded data into (header, rows) of strings."""
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects of ``row`` as dotted keys.
+
+    >>> flatten({"a": 1, "b": {"c": 2, "d": {"e": 3}}})
+    {'a': 1, 'b.c': 2, 'b.d.e': 3}
+    """
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def rows_of(data: Any, flat: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Turn loaded data into (header, rows) of strings (``flat``: see :func:`flatten`)."""
+    if flat and isinstance(data, list):
+        data = [flatten(item) if isinstance(item, dict) else item for item in data]
+    elif flat and isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
+        data = {key: flatten(value) for key, value in data.items()}
     if isinstance(data, list) and all(isinstance(item, dict) for item in data):
         header: list[str] = []
         for item in data:
@@ -84,6 +104,7 @@ class DataTable(SphinxDirective):
         "select": directives.unchanged,
         "columns": directives.unchanged,
         "caption": directives.unchanged,
+        "flatten": directives.flag,
     }
 
     def run(self) -> list[nodes.Node]:
@@ -91,7 +112,8 @@ class DataTable(SphinxDirective):
         path = ROOT / self.arguments[0]
         self.env.note_dependency(str(path))
         try:
-            header, rows = rows_of(load_data(path, self.options.get("select")))
+            data = load_data(path, self.options.get("select"))
+            header, rows = rows_of(data, flat="flatten" in self.options)
         except (OSError, KeyError, IndexError, ValueError) as exc:
             raise self.error(f"kd-data-table: {self.arguments[0]}: {exc!r}") from exc
         if "columns" in self.options:

@@ -93,6 +93,10 @@ def chart_data(data: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+#: One colour per loss implementation in every panel (the line style tells the loss).
+IMPL_COLORS = {"naive": "tab:red", "chunked": "tab:blue", "liger": "tab:green",
+               "torchtune": "tab:purple"}  # fmt: skip
+
 #: ``{(loss, impl): [(vocab, tokens, figures)]}``
 LossPoints = dict[tuple[str, str], list[tuple[int, int, dict[str, float]]]]
 
@@ -139,9 +143,9 @@ def chart_losses(data: dict[str, Any], out: Path) -> None:
                 continue
             xs = [x for x, _ in kept]
             style = "o-" if loss == "forward_kl" else "s--"
-            label = f"{impl} {loss}"
-            time_ax.plot(xs, [f["seconds"] for _, f in kept], style, label=label)
-            mem_ax.plot(xs, [max(f["peak_mb"], 1.0) for _, f in kept], style, label=label)
+            look = {"label": f"{impl} {loss}", "color": IMPL_COLORS.get(impl)}
+            time_ax.plot(xs, [f["seconds"] for _, f in kept], style, **look)
+            mem_ax.plot(xs, [max(f["peak_mb"], 1.0) for _, f in kept], style, **look)
         held_name = "vocab" if axis == "tokens" else "tokens"
         for ax, what in ((time_ax, "seconds"), (mem_ax, "peak MB")):
             ax.set_xscale("log", base=2)
