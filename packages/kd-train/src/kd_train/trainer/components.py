@@ -84,10 +84,9 @@ def load_teacher(
     if cfg.kind == "cached":
         train_cache = _open_cache(cfg.path, tokenizer, data.train, "teacher.path")
         k = cfg.topk or train_cache.k
-        if cfg.eval_path is None:
+        if cfg.eval_path is None or data.eval is None:  # parse_config sets both or neither
             served = _cached_teacher(train_cache, k, device)
             return served, served
-        assert data.eval is not None  # checked by parse_config
         eval_cache = _open_cache(cfg.eval_path, tokenizer, data.eval, "teacher.eval_path")
         _require_same_teacher(train_cache, eval_cache, k)
         return _cached_teacher(train_cache, k, device), _cached_teacher(eval_cache, k, device)
