@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import json
 import random
@@ -8,6 +9,7 @@ import torch
 from kd_train.trainer.checkpoint import (
     CheckpointError,
     TrainState,
+    gather_state,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -221,3 +223,73 @@ def test_a_checkpoint_of_another_shape_names_the_tensor(tmp_path, trained, tiny_
     wider = AutoConfig.from_pretrained(tiny_llama_dir, intermediate_size=80)
     with pytest.raises(CheckpointError, match=r"other shapes \[.*mlp.* \(64, 32\) != \(80, 32\)"):
         load_checkpoint(ckpt, AutoModelForCausalLM.from_config(wider))
+
+
+def test_a_file_grown_past_its_manifest_size_is_reported_as_resized(tmp_path, trained):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    with open(ckpt / "model.safetensors", "ab") as handle:
+        handle.write(b"\0" * 8)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors is truncated or resized"):
+        verify_checkpoint(ckpt)
+
+
+def test_gathering_without_an_optimizer_gives_the_weights_only(trained):
+    model, _ = trained
+    full = gather_state(model)
+    assert (full.optimizer, full.param_groups) == ({}, [])
+    assert all(torch.equal(full.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_gathered_state_cannot_be_changed_afterwards(trained):
+    full = gather_state(*trained)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        full.weights = {}  # type: ignore[misc]
+
+
+def test_weights_only_load_restores_the_weights_and_touches_no_optimizer(
+    tmp_path, trained, tiny_llama_dir
+):
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=4), model, optimizer, {})
+    other = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    assert load_checkpoint(ckpt, other).step == 4
+    for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group, so FSDP2 can shard a model inside this test process."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp_sharded_state_is_gathered_whole_and_scattered_back(
+    one_rank_group, tmp_path, trained, tiny_llama_dir
+):
+    from kd_train.trainer.distributed import DistContext, _fully_shard
+    from torch.distributed.tensor import DTensor
+
+    model, optimizer = trained
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    expected_optim = gather_state(model, optimizer).optimizer
+    ckpt = save_checkpoint(tmp_path, TrainState(step=2), model, optimizer, {})
+    sharded = _fully_shard(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), DistContext())
+    sharded_opt = torch.optim.AdamW(sharded.parameters(), lr=5.0)
+    assert any(isinstance(p, DTensor) for p in sharded.parameters())
+
+    load_checkpoint(ckpt, sharded, sharded_opt)  # whole tensors in, shards kept
+    full = gather_state(sharded, sharded_opt)  # shards in, whole CPU tensors out
+    assert not any(isinstance(t, DTensor) for t in full.weights.values())
+    assert all(t.device.type == "cpu" for t in (*full.weights.values(), *full.optimizer.values()))
+    for name, tensor in full.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert sorted(full.optimizer) == sorted(expected_optim)
+    assert all(torch.equal(full.optimizer[k], v) for k, v in expected_optim.items())
+    assert full.param_groups[0]["lr"] == 1e-2
