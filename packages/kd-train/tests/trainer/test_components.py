@@ -11,7 +11,7 @@ from kd_train.pipelines.toydata import tool_call_records, write_jsonl
 from kd_train.teachers.cached import CachedTeacher, CacheError, CacheMismatchError
 from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
 from kd_train.teachers.hf import HFTeacher
-from kd_train.trainer.components import load_examples, load_teacher
+from kd_train.trainer.components import load_examples, load_teacher, require_cache_covers
 from kd_train.trainer.config import DataConfig, TeacherConfig
 from transformers import AutoTokenizer
 
@@ -20,14 +20,14 @@ MAX_LENGTH = 48
 CPU = torch.device("cpu")
 
 
-def build(model_dir, data, out, k=K):
+def build(model_dir, data, out, k=K, max_length=MAX_LENGTH):
     build_cache(
         HFTeacher.from_pretrained(model_dir),
         list(read_records(data)),
         out,
         k=k,
         dataset_fingerprint=dataset_fingerprint(data),
-        tokenize=TokenizeConfig(max_length=MAX_LENGTH),
+        tokenize=TokenizeConfig(max_length=max_length),
         progress=False,
     )
     return str(out)
@@ -44,6 +44,7 @@ def caches(tmp_path_factory, toy_train_file, tiny_teacher_dir, tiny_llama_dir):
         eval=build(tiny_teacher_dir, eval_file, root / "eval"),
         eval_top4=build(tiny_teacher_dir, eval_file, root / "eval-top4", k=4),
         eval_other_teacher=build(tiny_llama_dir, eval_file, root / "eval-other"),
+        train_short=build(tiny_teacher_dir, toy_train_file, root / "train-40", max_length=40),
     )
 
 
@@ -116,3 +117,30 @@ def test_an_eval_cache_with_fewer_entries_than_training_reads_is_refused(
         load_teacher(cfg, CPU, tokenizer, data)
     four = TeacherConfig(kind="cached", path=caches.train, topk=4, eval_path=caches.eval_top4)
     assert load_teacher(four, CPU, tokenizer, data)[1] is not None
+
+
+def test_a_cache_tokenized_like_the_trainer_covers_every_example(caches, tokenizer, toy_train_file):
+    data = DataConfig(train=str(toy_train_file), eval_fraction=0.0, max_length=MAX_LENGTH)
+    teacher, _ = load_teacher(TeacherConfig(kind="cached", path=caches.train), CPU, tokenizer, data)
+    train_set, _ = load_examples(data, tokenizer)
+    require_cache_covers(teacher, train_set, "train", MAX_LENGTH)  # no error
+    require_cache_covers(None, train_set, "train", MAX_LENGTH)  # CE-only run: nothing to check
+
+
+@pytest.mark.parametrize(("cache_key", "data_max"), [("train_short", MAX_LENGTH), ("train", 40)])
+def test_a_cache_tokenized_with_another_max_length_is_refused_before_training(
+    caches, tokenizer, toy_train_file, cache_key, data_max
+):
+    # cache cut at 40 tokens, data at 48: the cache would leave positions to placeholders;
+    # cache at 48, data cut at 40: the truncated sequences are not in the cache at all.
+    data = DataConfig(train=str(toy_train_file), eval_fraction=0.0, max_length=data_max)
+    path = getattr(caches, cache_key)
+    teacher, _ = load_teacher(TeacherConfig(kind="cached", path=path), CPU, tokenizer, data)
+    train_set, _ = load_examples(data, tokenizer)
+    longer = sum(e.input_ids.numel() > 40 for e in load_examples(
+        DataConfig(train=str(toy_train_file), eval_fraction=0.0, max_length=MAX_LENGTH),
+        tokenizer)[0])  # fmt: skip
+    assert longer > 0
+    with pytest.raises(CacheMismatchError, match=rf"data.max_length={data_max}") as err:
+        require_cache_covers(teacher, train_set, "train", data_max)
+    assert f"{longer} of {len(train_set)} train examples" in str(err.value)

@@ -132,14 +132,55 @@ def _require_same_teacher(train: CachedTeacher, eval_: CachedTeacher, k: int) ->
         )
 
 
+class _CachedTeacherFn:
+    """Serve a cache's top-``k`` (with tail) for a batch, on ``device``; keeps the cache."""
+
+    def __init__(self, cache: CachedTeacher, k: int, device: torch.device) -> None:
+        self.cache, self.k, self.device = cache, k, device
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
+        top = self.cache.topk(input_ids.cpu(), attention_mask.cpu(), self.k)
+        return {"teacher_topk": _map_tensors(top, lambda t: t.to(self.device))}
+
+
 def _cached_teacher(cache: CachedTeacher, k: int, device: torch.device) -> TeacherFn:
-    """Serve ``cache``'s top-``k`` (with tail) for a batch, on ``device``."""
+    return _CachedTeacherFn(cache, k, device)
 
-    def cached(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-        top = cache.topk(input_ids.cpu(), attention_mask.cpu(), k)
-        return {"teacher_topk": _map_tensors(top, lambda t: t.to(device))}
 
-    return cached
+def require_cache_covers(
+    teacher: TeacherFn | None, examples: list[Example], split: str, max_length: int
+) -> None:
+    """Check before training that a cached teacher has rows for every position of ``examples``.
+
+    Each example's token sequence must be in the cache whole: a cache tokenized with other
+    ``bos``/``eos``/``max_length`` settings either misses the sequence (the run would stop
+    at that batch) or holds a shorter one, whose missing positions would be trained towards
+    placeholder rows. No-op for a live teacher or none.
+
+    Raises:
+        CacheMismatchError: naming the split, how many examples are not covered, the first
+            one, and both tokenization settings.
+    """
+    if not isinstance(teacher, _CachedTeacherFn):
+        return
+    cache = teacher.cache
+    uncovered = []
+    for example in examples:
+        record_id = cache.match(example.input_ids)
+        entry = None if record_id is None else cache.manifest.records[record_id]
+        if entry is None or entry.length != example.input_ids.numel():
+            uncovered.append(example)
+    if uncovered:
+        first, cfg = uncovered[0], cache.manifest.config
+        raise CacheMismatchError(
+            f"{len(uncovered)} of {len(examples)} {split} examples have no teacher rows for "
+            f"all their tokens in cache {cache.directory} (first: record {first.record_id!r}, "
+            f"{first.input_ids.numel()} tokens). The cache was tokenized with max_length="
+            f"{cfg.max_length}, add_bos={cfg.add_bos}, add_eos={cfg.add_eos}; training uses "
+            f"data.max_length={max_length} with bos and eos: rebuild the cache with "
+            f"'kd-train cache-logits --max-length {max_length}' or set data.max_length to "
+            f"{cfg.max_length}"
+        )
 
 
 def _map_tensors(top: TopK, fn: Callable[[torch.Tensor], torch.Tensor]) -> TopK:

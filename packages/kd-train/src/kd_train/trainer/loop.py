@@ -54,6 +54,7 @@ from kd_train.trainer.components import (
     load_examples,
     load_student,
     load_teacher,
+    require_cache_covers,
 )
 from kd_train.trainer.config import OptimConfig, RunConfig
 from kd_train.trainer.distributed import DistContext
@@ -112,6 +113,8 @@ def train(
     teacher, eval_teacher = load_teacher(config.teacher, device, tokenizer, config.data)
     loss_fn = build_loss(config.loss, has_teacher=teacher is not None)
     train_set, eval_set = load_examples(config.data, tokenizer)
+    require_cache_covers(teacher, train_set, "train", config.data.max_length)
+    require_cache_covers(eval_teacher, eval_set, "eval", config.data.max_length)
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
     # DDP wraps the student; FSDP shards it in place, which is why the optimiser comes after.
     model = distributed.wrap(student, ctx, config.distributed.strategy)
