@@ -144,21 +144,7 @@ class Ledger:
         with self._engine.begin() as conn:
             self._lock(conn, reservation.budget)
             self._close(conn, reservation)
-            conn.execute(
-                update(budgets)
-                .where(budgets.c.name == reservation.budget)
-                .values(spent_nanos=budgets.c.spent_nanos + cost_nanos)
-            )
-            conn.execute(
-                charges.insert().values(
-                    budget=reservation.budget,
-                    response_key=key,
-                    cost_nanos=cost_nanos,
-                    estimated=estimated,
-                    owner=reservation.owner,
-                    created_at=time.time(),
-                )
-            )
+            self._charge(conn, reservation, key, cost_nanos, estimated=estimated)
             # Settles of one budget are serialised by the row lock, so check-then-insert is
             # safe; a response two workers both paid for is charged twice and cached once.
             exists = conn.execute(select(responses.c.key).where(responses.c.key == key)).first()
@@ -185,22 +171,37 @@ class Ledger:
         with self._engine.begin() as conn:
             self._lock(conn, reservation.budget)
             self._close(conn, reservation)
-            conn.execute(
-                update(budgets)
-                .where(budgets.c.name == reservation.budget)
-                .values(spent_nanos=budgets.c.spent_nanos + reservation.amount_nanos)
+            self._charge(
+                conn, reservation, key, reservation.amount_nanos, estimated=True, reason=reason
             )
-            conn.execute(
-                charges.insert().values(
-                    budget=reservation.budget,
-                    response_key=key,
-                    cost_nanos=reservation.amount_nanos,
-                    estimated=True,
-                    owner=reservation.owner,
-                    created_at=time.time(),
-                    unconfirmed_reason=reason,
-                )
+
+    @staticmethod
+    def _charge(
+        conn: Connection,
+        reservation: Reservation,
+        key: str,
+        cost_nanos: int,
+        *,
+        estimated: bool,
+        reason: str | None = None,
+    ) -> None:
+        """Add ``cost_nanos`` to the budget's spend and record the charge row (in ``conn``)."""
+        conn.execute(
+            update(budgets)
+            .where(budgets.c.name == reservation.budget)
+            .values(spent_nanos=budgets.c.spent_nanos + cost_nanos)
+        )
+        conn.execute(
+            charges.insert().values(
+                budget=reservation.budget,
+                response_key=key,
+                cost_nanos=cost_nanos,
+                estimated=estimated,
+                owner=reservation.owner,
+                created_at=time.time(),
+                unconfirmed_reason=reason,
             )
+        )
 
     def release(self, reservation: Reservation) -> None:
         """Close ``reservation`` without a charge: the request was never sent, or was refused.
