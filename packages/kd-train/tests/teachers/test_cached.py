@@ -156,6 +156,13 @@ def test_batch_lookup_fills_uncached_positions_with_a_valid_placeholder(cached, 
     assert torch.equal(got.ids[0, 0], torch.arange(4))
 
 
+def test_holds_only_a_cached_sequence_whole(cached, teacher):
+    tokens = torch.tensor(encode_for_cache(teacher.tokenizer, RECORDS[0], TokenizeConfig())[0])
+    assert cached.holds(tokens)
+    assert not cached.holds(tokens[:-1])  # cut short: its last position has no row
+    assert not cached.holds(torch.cat([tokens, tokens[-1:]]))  # longer than cached
+
+
 def test_smaller_k_moves_the_dropped_entries_into_the_tail(cached):
     full = cached.for_record("r5")
     small = truncate_topk(full, 3)

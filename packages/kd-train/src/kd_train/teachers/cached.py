@@ -398,6 +398,10 @@ class CachedTeacher:
                 found = self._by_sequence.get(digest.hexdigest(), found)
         return found
 
+    def holds(self, tokens: torch.Tensor) -> bool:
+        """True when ``tokens`` (``[T]``) is a cached sequence whole: a row at every position."""
+        return sequence_sha256(tokens.to(torch.int32).numpy()) in self._by_sequence
+
     def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopKWithTail:
         """Return cached top-``k`` ``[B, T, k]`` for a batch tokenized with the cache's layout.
 

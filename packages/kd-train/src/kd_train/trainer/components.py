@@ -85,11 +85,11 @@ def load_teacher(
         train_cache = _open_cache(cfg.path, tokenizer, data.train, "teacher.path")
         k = cfg.topk or train_cache.k
         if cfg.eval_path is None or data.eval is None:  # parse_config sets both or neither
-            served = _cached_teacher(train_cache, k, device)
+            served = _CachedTeacherFn(train_cache, k, device)
             return served, served
         eval_cache = _open_cache(cfg.eval_path, tokenizer, data.eval, "teacher.eval_path")
         _require_same_teacher(train_cache, eval_cache, k)
-        return _cached_teacher(train_cache, k, device), _cached_teacher(eval_cache, k, device)
+        return _CachedTeacherFn(train_cache, k, device), _CachedTeacherFn(eval_cache, k, device)
     _require_dir(cfg.path, "teacher.path")
     live = HFTeacher.from_pretrained(cfg.path, device=str(device))
     k_live = cfg.topk
@@ -143,10 +143,6 @@ class _CachedTeacherFn:
         return {"teacher_topk": _map_tensors(top, lambda t: t.to(self.device))}
 
 
-def _cached_teacher(cache: CachedTeacher, k: int, device: torch.device) -> TeacherFn:
-    return _CachedTeacherFn(cache, k, device)
-
-
 def require_cache_covers(
     teacher: TeacherFn | None, examples: list[Example], split: str, max_length: int
 ) -> None:
@@ -164,12 +160,7 @@ def require_cache_covers(
     if not isinstance(teacher, _CachedTeacherFn):
         return
     cache = teacher.cache
-    uncovered = []
-    for example in examples:
-        record_id = cache.match(example.input_ids)
-        entry = None if record_id is None else cache.manifest.records[record_id]
-        if entry is None or entry.length != example.input_ids.numel():
-            uncovered.append(example)
+    uncovered = [example for example in examples if not cache.holds(example.input_ids)]
     if uncovered:
         first, cfg = uncovered[0], cache.manifest.config
         raise CacheMismatchError(
