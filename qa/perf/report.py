@@ -73,6 +73,13 @@ def _figure(ncols: int = 2, rows: int = 1) -> Any:
     return plt, fig, axes
 
 
+def _save(plt: Any, fig: Any, out: Path) -> None:
+    """Lay out, write ``out`` as a 100-dpi PNG and free the figure."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def chart_data(data: dict[str, Any], out: Path) -> None:
     """Reader rows/s and peak RSS against the number of rows (log x), one line per path."""
     plt, fig, (speed, memory) = _figure()
@@ -88,9 +95,7 @@ def chart_data(data: dict[str, Any], out: Path) -> None:
         ax.set_title(f"dataset reader: {title}")
         ax.set_ylim(bottom=0)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 #: One colour per loss implementation in every panel (the line style tells the loss).
@@ -153,10 +158,7 @@ def chart_losses(data: dict[str, Any], out: Path) -> None:
             ax.set_xlabel(axis)
             ax.set_title(f"KD loss fwd+bwd {what} ({held_name} {held:,})", fontsize=9)
             ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return None
+    _save(plt, fig, out)
 
 
 def chart_train(data: dict[str, Any], out: Path) -> None:
@@ -179,10 +181,7 @@ def chart_train(data: dict[str, Any], out: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(f"training: {title}")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return None
+    _save(plt, fig, out)
 
 
 def chart_export(data: dict[str, Any], out: Path) -> None:
@@ -216,10 +215,7 @@ def chart_export(data: dict[str, Any], out: Path) -> None:
     latency_ax.set_title("forward latency")
     for ax in (export_ax, latency_ax):
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return None
+    _save(plt, fig, out)
 
 
 def chart_teacher_cache(data: dict[str, Any], out: Path) -> None:
@@ -242,10 +238,7 @@ def chart_teacher_cache(data: dict[str, Any], out: Path) -> None:
         ax.set_xlabel("k (top-k kept per position)")
         ax.set_title(title)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return None
+    _save(plt, fig, out)
 
 
 def chart_load(data: dict[str, Any], out: Path) -> None:
@@ -258,9 +251,7 @@ def chart_load(data: dict[str, Any], out: Path) -> None:
     ax.barh(names, failed, left=passed, color="tab:red", label="checks failed")
     ax.set_title("load and fault scenarios")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 def chart_generic(name: str, data: dict[str, Any], out: Path) -> None:
@@ -275,9 +266,7 @@ def chart_generic(name: str, data: dict[str, Any], out: Path) -> None:
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(f"{name}: figures")
     fig.set_size_inches(8, 1.5 + 0.25 * len(labels))
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    _save(plt, fig, out)
 
 
 CHARTS: dict[str, Callable[[dict[str, Any], Path], None]] = {
