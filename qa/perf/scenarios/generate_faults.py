@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kd_train.testing_http import generate_argv
+
 from qa.perf.scenarios import ScenarioResult
 
 #: The faults injected, in equal shares of ``fault_rate``.
@@ -69,17 +71,13 @@ def generate_command(
     base_url: str, prompts: Path, out: Path, store: str, budget: float, config: Any
 ) -> list[str]:
     """The ``kd-train generate`` command line of the scenarios."""
-    return [
-        sys.executable, "-m", "kd_train.cli", "generate",
-        "--prompts", str(prompts), "--out", str(out), "--store", store,
-        "--base-url", base_url, "--model", "tiny",
-        "--max-tokens", str(config.max_tokens), "--top-logprobs", "2",
-        "--concurrency", str(config.concurrency), "--timeout", str(config.timeout),
-        "--price-per-1k-prompt", str(PRICE_PROMPT),
-        "--price-per-1k-completion", str(PRICE_COMPLETION),
-        "--budget", f"{budget:.6f}", "--max-attempts", "8", "--retry-base-delay", "0.05",
-        "--no-progress",
-    ]  # fmt: skip
+    argv = generate_argv(
+        base_url, prompts, out, store=store, max_tokens=config.max_tokens,
+        concurrency=config.concurrency, timeout=config.timeout,
+        price_per_1k_prompt=PRICE_PROMPT, price_per_1k_completion=PRICE_COMPLETION,
+        budget=f"{budget:.6f}", max_attempts=8, retry_base_delay=0.05,
+    )  # fmt: skip
+    return [sys.executable, "-m", "kd_train.cli", *argv]
 
 
 def worst_case_usd(prompt: str, max_tokens: int) -> float:
