@@ -57,15 +57,57 @@ def test_renormalize_drops_the_tail() -> None:
     torch.testing.assert_close(s.exp(), torch.tensor([[0.5, 0.5]]))
 
 
-def test_temperature_softens_teacher_buckets() -> None:
+def test_temperature_softens_teacher_buckets_with_the_tail_spread_evenly() -> None:
     lt = torch.tensor([[0.7, 0.2]]).log()
     _, t1 = bucket_log_probs(log_probs(torch.zeros(1, 4)), torch.tensor([[0, 1]]), lt)
     _, t2 = bucket_log_probs(
         log_probs(torch.zeros(1, 4)), torch.tensor([[0, 1]]), lt, temperature=2.0
     )
-    expected = torch.softmax(torch.tensor([0.7, 0.2, 0.1]).log() / 2.0, -1)
-    torch.testing.assert_close(t2[0].exp(), expected)
+    # The tail's 0.1 spread over the 2 other ids: 2 * (0.1 / 2) ** (1 / 2).
+    raw = torch.tensor([0.7**0.5, 0.2**0.5, 2 * 0.05**0.5])
+    torch.testing.assert_close(t2[0].exp(), raw / raw.sum())
     assert float(t2[0].exp().max()) < float(t1[0].exp().max())
+
+
+def test_stored_tail_is_used_instead_of_the_top_k_sum() -> None:
+    # The top-k log-probs say 0.9 is covered; the stored tail says 0.05 is not.
+    s, t = bucket_log_probs(
+        log_probs(torch.zeros(1, 6, dtype=torch.float64)),
+        torch.tensor([[0, 1]]),
+        torch.tensor([[0.6, 0.3]], dtype=torch.float64).log(),
+        teacher_tail=torch.tensor([0.05], dtype=torch.float64).log(),
+    )
+    torch.testing.assert_close(t[0].exp(), torch.tensor([0.6, 0.3, 0.05]).double() / 0.95)
+    assert s.shape == t.shape == (1, 3)
+
+
+def test_derived_tail_is_floored_when_the_top_k_rounds_to_all_the_mass() -> None:
+    _, t = bucket_log_probs(
+        log_probs(torch.zeros(1, 6)), torch.tensor([[3, 1]]), torch.tensor([[0.0, -5.0]])
+    )
+    expected = math.log(1e-12) - math.log(1.0 + math.exp(-5.0) + 1e-12)
+    assert float(t[0, -1]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_truncate_adds_out_of_vocab_mass_to_a_stored_tail() -> None:
+    _, t = bucket_log_probs(
+        log_probs(torch.zeros(1, 8)),
+        torch.tensor([[1, 12]]),
+        torch.tensor([[0.5, 0.2]]).log(),
+        teacher_tail=torch.tensor([0.3]).log(),
+        vocab_policy="truncate",
+    )
+    torch.testing.assert_close(t[0].exp(), torch.tensor([0.5, 0.0, 0.5]))
+
+
+def test_stored_tail_of_the_wrong_shape_raises() -> None:
+    with pytest.raises(ValueError, match=r"teacher_tail"):
+        bucket_log_probs(
+            log_probs(torch.zeros(2, 4)),
+            torch.tensor([[0], [1]]),
+            torch.tensor([[-1.0], [-1.0]]),
+            teacher_tail=torch.tensor([-1.0]),
+        )
 
 
 def test_out_of_vocab_ids_raise_under_error_policy_naming_sizes() -> None:
