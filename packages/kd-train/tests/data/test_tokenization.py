@@ -140,11 +140,26 @@ def test_teacher_topk_sits_at_the_completion_label_positions(tok: Any) -> None:
     assert torch.allclose(ex.teacher_logprobs[head + 1, 0], torch.tensor(-0.1))
 
 
-def test_teacher_topk_length_mismatch_is_a_clear_error(tok: Any) -> None:
+def test_teacher_topk_extra_row_sits_at_the_eos(tok: Any) -> None:
     completion = "Very doubtful."
     n = len(ids_of(tok, completion))
-    rec = KDRecord("rec-7", "", completion, teacher_topk=topk_for(n + 1))
-    with pytest.raises(TokenizationError, match=rf"'rec-7': teacher_topk has {n + 1} positions"):
+    rec = KDRecord("a", "8-ball:", completion, teacher_topk=topk_for(n + 1))
+    ex = encode_record(rec, tok, CONFIG)
+    assert ex.teacher_mask is not None
+    assert ex.teacher_ids is not None
+    head = 1 + len(ids_of(tok, "8-ball:"))
+    assert ex.teacher_mask.tolist() == [False] * head + [True] * (n + 1)
+    assert ex.teacher_ids[head + n].tolist() == topk_for(n + 1).ids[n]
+
+
+@pytest.mark.parametrize("extra", [-1, 2])
+def test_teacher_topk_length_mismatch_is_a_clear_error(tok: Any, extra: int) -> None:
+    completion = "Very doubtful."
+    n = len(ids_of(tok, completion))
+    rec = KDRecord("rec-7", "", completion, teacher_topk=topk_for(n + extra))
+    with pytest.raises(
+        TokenizationError, match=rf"'rec-7': teacher_topk has {n + extra} positions"
+    ):
         encode_record(rec, tok, CONFIG)
 
 

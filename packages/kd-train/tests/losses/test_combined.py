@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 from kd_train.losses import DistillationLoss, LinearWarmup, LossConfig
-from kd_train.teachers.base import TopK
+from kd_train.teachers.base import TeacherOutput
 from torch.nn import functional
 
 B, T, H, V = 2, 7, 6, 13
+
+
+def view(logits: torch.Tensor) -> TeacherOutput:
+    """Dense teacher logits already in the next-token view."""
+    return TeacherOutput(logits=logits, aligned="view")
 
 
 def batch(seed: int = 0, dtype: torch.dtype = torch.float64) -> dict[str, torch.Tensor]:
@@ -49,7 +54,7 @@ def test_chunked_path_matches_dense_values_and_gradients(divergence: str) -> Non
     cfg = LossConfig(
         divergence=divergence, temperature=2.0, weights={"kd": 1.0, "ce": 0.3}, chunk_size=3
     )
-    (dense, *dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher_logits=data["teacher"])
+    (dense, *dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher=view(data["teacher"]))
     # float64 throughout: the two paths differ only by summation order.
     for name in ("loss", "kd", "ce"):
         torch.testing.assert_close(
@@ -64,15 +69,14 @@ def test_chunked_path_with_teacher_hidden_states_matches_teacher_logits() -> Non
     th = torch.randn(B, T, 4, dtype=torch.float64)
     tw = torch.randn(V, 4, dtype=torch.float64)
     cfg = LossConfig(divergence="jsd", chunk_size=4)
-    (_dense, *_dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher_logits=th @ tw.T)
+    (_dense, *_dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher=view(th @ tw.T))
     h = data["hidden"].clone().requires_grad_(True)
     out = DistillationLoss(cfg)(
         data["labels"],
         student_hidden=h,
         lm_head_weight=data["weight"],
         lm_head_bias=data["bias"],
-        teacher_hidden=th,
-        teacher_lm_head_weight=tw,
+        teacher=TeacherOutput(hidden=th, head_weight=tw, aligned="view"),
     )
     out["loss"].backward()
     torch.testing.assert_close(out["loss"].double(), chunk["loss"].double())
@@ -83,9 +87,9 @@ def test_chunked_path_with_topk_teacher_matches_dense() -> None:
     data = batch(2)
     lt = torch.log_softmax(data["teacher"], -1)
     top = lt.topk(4, dim=-1)
-    teacher = TopK(ids=top.indices, logprobs=top.values)
+    teacher = TeacherOutput(ids=top.indices, logprobs=top.values, aligned="view")
     cfg = LossConfig(chunk_size=5)
-    (dense, *dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher_topk=teacher)
+    (dense, *dg), (chunk, *cg) = dense_and_chunked(cfg, data, teacher=teacher)
     torch.testing.assert_close(chunk["loss"].double(), dense["loss"].double())
     for a, b in zip(cg, dg, strict=True):
         torch.testing.assert_close(a, b)
@@ -102,7 +106,7 @@ def test_gradcheck_chunked_path_float64() -> None:
     )
 
     def f(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        return loss(labels, student_hidden=hidden, lm_head_weight=weight, teacher_logits=teacher)[
+        return loss(labels, student_hidden=hidden, lm_head_weight=weight, teacher=view(teacher))[
             "loss"
         ]
 
@@ -124,7 +128,7 @@ def test_gradient_accumulation_with_num_items_equals_one_big_batch() -> None:
     cfg = LossConfig(weights={"kd": 1.0, "ce": 1.0})
     w_big = data["weight"].clone().requires_grad_(True)
     big = DistillationLoss(cfg)(
-        labels, student_logits=data["hidden"] @ w_big.T, teacher_logits=data["teacher"]
+        labels, student_logits=data["hidden"] @ w_big.T, teacher=view(data["teacher"])
     )
     big["loss"].backward()
     w_acc = data["weight"].clone().requires_grad_(True)
@@ -134,7 +138,7 @@ def test_gradient_accumulation_with_num_items_equals_one_big_batch() -> None:
         micro = DistillationLoss(cfg)(
             labels[sl],
             student_logits=data["hidden"][sl] @ w_acc.T,
-            teacher_logits=data["teacher"][sl],
+            teacher=view(data["teacher"][sl]),
             num_items_in_batch=total,
         )
         micro["loss"].backward()
@@ -164,10 +168,10 @@ def test_fully_masked_batch_gives_zero_with_zero_gradient(chunked: bool) -> None
     loss = DistillationLoss(LossConfig(weights={"kd": 1.0, "ce": 1.0}))
     if chunked:
         out = loss(
-            labels, student_hidden=h, lm_head_weight=data["weight"], teacher_logits=data["teacher"]
+            labels, student_hidden=h, lm_head_weight=data["weight"], teacher=view(data["teacher"])
         )
     else:
-        out = loss(labels, student_logits=h @ data["weight"].T, teacher_logits=data["teacher"])
+        out = loss(labels, student_logits=h @ data["weight"].T, teacher=view(data["teacher"]))
     out["loss"].backward()
     assert out["loss"].item() == 0.0
     assert h.grad is not None
@@ -178,7 +182,7 @@ def test_single_token_sequence() -> None:
     logits = torch.randn(1, 1, V, dtype=torch.float64)
     teacher = torch.randn(1, 1, V, dtype=torch.float64)
     out = DistillationLoss(LossConfig())(
-        torch.tensor([[3]]), student_logits=logits, teacher_logits=teacher
+        torch.tensor([[3]]), student_logits=logits, teacher=view(teacher)
     )
     p, lq = torch.softmax(teacher[0, 0], -1), torch.log_softmax(logits[0, 0], -1)
     torch.testing.assert_close(out["kd"], (p * (p.log() - lq)).sum())
@@ -191,10 +195,10 @@ def test_bf16_inputs_give_float32_loss_close_to_float32_inputs() -> None:
     ref = loss(
         data["labels"],
         student_logits=logits.bfloat16().float(),
-        teacher_logits=data["teacher"].bfloat16().float(),
+        teacher=view(data["teacher"].bfloat16().float()),
     )
     out = loss(
-        data["labels"], student_logits=logits.bfloat16(), teacher_logits=data["teacher"].bfloat16()
+        data["labels"], student_logits=logits.bfloat16(), teacher=view(data["teacher"].bfloat16())
     )
     assert out["loss"].dtype == torch.float32
     torch.testing.assert_close(out["loss"], ref["loss"])
@@ -203,7 +207,7 @@ def test_bf16_inputs_give_float32_loss_close_to_float32_inputs() -> None:
 def test_t2_scale_multiplies_the_kd_term_by_temperature_squared() -> None:
     data = batch(8)
     logits = data["hidden"] @ data["weight"].T
-    kw = {"student_logits": logits, "teacher_logits": data["teacher"]}
+    kw = {"student_logits": logits, "teacher": view(data["teacher"])}
     on = DistillationLoss(LossConfig(temperature=3.0))(data["labels"], **kw)
     off = DistillationLoss(LossConfig(temperature=3.0, t2_scale=False))(data["labels"], **kw)
     torch.testing.assert_close(on["kd"], 9.0 * off["kd"])
@@ -229,7 +233,7 @@ def test_span_term_can_use_kd() -> None:
     spans = {"json_args": (data["labels"] != -100)}
     cfg = LossConfig(weights={"kd": 1.0, "span_json_args": 1.0}, span_loss="kd")
     out = DistillationLoss(cfg)(
-        data["labels"], student_logits=logits, teacher_logits=data["teacher"], span_masks=spans
+        data["labels"], student_logits=logits, teacher=view(data["teacher"]), span_masks=spans
     )
     torch.testing.assert_close(out["span_json_args"], out["kd"])
 
@@ -266,7 +270,7 @@ def test_vocab_mismatch_raises_naming_both_sizes() -> None:
         DistillationLoss(LossConfig())(
             batch()["labels"],
             student_logits=torch.randn(B, T, V),
-            teacher_logits=torch.randn(B, T, 20),
+            teacher=view(torch.randn(B, T, 20)),
         )
 
 
@@ -275,10 +279,10 @@ def test_vocab_truncate_compares_shared_ids() -> None:
     logits = data["hidden"] @ data["weight"].T
     wide = torch.cat([data["teacher"], torch.randn(B, T, 3, dtype=torch.float64)], -1)
     out = DistillationLoss(LossConfig(vocab_policy="truncate"))(
-        data["labels"], student_logits=logits, teacher_logits=wide
+        data["labels"], student_logits=logits, teacher=view(wide)
     )
     ref = DistillationLoss(LossConfig())(
-        data["labels"], student_logits=logits, teacher_logits=data["teacher"]
+        data["labels"], student_logits=logits, teacher=view(data["teacher"])
     )
     torch.testing.assert_close(out["kd"], ref["kd"])
 
@@ -327,11 +331,11 @@ def test_labels_up_to_the_last_vocabulary_id_are_accepted() -> None:
 
 
 def test_shape_mismatch_raises_naming_the_argument() -> None:
-    with pytest.raises(ValueError, match=r"teacher_logits has shape \(2, 6, 13\)"):
+    with pytest.raises(ValueError, match=r"teacher covers positions \(2, 6\) but labels are"):
         DistillationLoss(LossConfig())(
             batch()["labels"],
             student_logits=torch.randn(B, T, V),
-            teacher_logits=torch.randn(B, T - 1, V),
+            teacher=view(torch.randn(B, T - 1, V)),
         )
 
 
@@ -369,7 +373,7 @@ def test_hidden_term_is_added_with_its_weight() -> None:
         data["labels"],
         student_logits=data["hidden"] @ data["weight"].T,
         student_layers=s_layers,
-        teacher_layers=t_layers,
+        teacher=TeacherOutput(logits=data["teacher"], layers=tuple(t_layers), aligned="view"),
     )
     torch.testing.assert_close(out["loss"].double(), out["ce"] + 0.5 * out["hidden"].double())
     out["loss"].backward()
@@ -385,7 +389,7 @@ def test_no_grad_chunked_call_computes_values_only() -> None:
             data["labels"],
             student_hidden=h,
             lm_head_weight=data["weight"],
-            teacher_logits=data["teacher"],
+            teacher=view(data["teacher"]),
         )
     assert not out["loss"].requires_grad
     assert float(out["loss"]) > 0.0
@@ -400,11 +404,11 @@ def test_chunked_path_on_a_real_tiny_llama_matches_its_logits(tiny_llama_dir) ->
     labels = ids[:, 1:]
     teacher = torch.randn(2, 8, model.config.vocab_size)
     loss = DistillationLoss(LossConfig(weights={"kd": 1.0, "ce": 1.0}, chunk_size=5))
-    dense = loss(labels, student_logits=out.logits[:, :-1], teacher_logits=teacher)
+    dense = loss(labels, student_logits=out.logits[:, :-1], teacher=view(teacher))
     chunk = loss(
         labels,
         student_hidden=out.hidden_states[-1][:, :-1],
         lm_head_weight=model.lm_head.weight,
-        teacher_logits=teacher,
+        teacher=view(teacher),
     )
     torch.testing.assert_close(chunk["loss"], dense["loss"], rtol=1e-5, atol=1e-6)

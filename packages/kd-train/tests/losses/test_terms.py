@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
-from kd_train.losses.terms import TeacherRows
+from kd_train.teachers.base import TeacherOutput
 
 
 def test_teacher_rows_are_immutable() -> None:
-    rows = TeacherRows(logits=torch.zeros(2, 3))
+    rows = TeacherOutput(logits=torch.zeros(2, 3), aligned="view")
     with pytest.raises(dataclasses.FrozenInstanceError):
         rows.logits = torch.ones(2, 3)  # type: ignore[misc]

@@ -65,7 +65,7 @@ def test_a_separate_eval_file_is_served_by_the_eval_cache(caches, tokenizer, toy
     train_teacher, eval_teacher = load_teacher(cfg, CPU, tokenizer, data)
     batch = eval_batch(data, tokenizer)
 
-    got = eval_teacher(batch.input_ids, batch.attention_mask)["teacher_topk"]
+    got = eval_teacher(batch)
     cache = CachedTeacher.open(
         caches.eval,
         tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
@@ -76,7 +76,7 @@ def test_a_separate_eval_file_is_served_by_the_eval_cache(caches, tokenizer, toy
     assert torch.equal(got.logprobs, expected.logprobs)
     assert torch.equal(got.tail, expected.tail)
     with pytest.raises(CacheError, match="matches no sequence"):  # why the eval cache exists
-        train_teacher(batch.input_ids, batch.attention_mask)
+        train_teacher(batch)
 
 
 def test_records_held_out_of_the_train_file_are_served_by_the_train_cache(
@@ -88,7 +88,7 @@ def test_records_held_out_of_the_train_file_are_served_by_the_train_cache(
     )
     assert eval_teacher is train_teacher
     batch = eval_batch(data, tokenizer)
-    top = eval_teacher(batch.input_ids, batch.attention_mask)["teacher_topk"]
+    top = eval_teacher(batch)
     assert top.ids.shape == (*batch.input_ids.shape, K)
 
 
@@ -113,7 +113,9 @@ def test_an_eval_cache_with_fewer_entries_than_training_reads_is_refused(
 ):
     data = DataConfig(train=str(toy_train_file), eval=caches.eval_file, max_length=MAX_LENGTH)
     cfg = TeacherConfig(kind="cached", path=caches.train, eval_path=caches.eval_top4)
-    with pytest.raises(CacheMismatchError, match=r"holds top-4, but training reads top-8"):
+    with pytest.raises(
+        CacheMismatchError, match=r"^teacher\.eval_path: .*holds top-4; cannot serve top-8"
+    ):
         load_teacher(cfg, CPU, tokenizer, data)
     four = TeacherConfig(kind="cached", path=caches.train, topk=4, eval_path=caches.eval_top4)
     assert load_teacher(four, CPU, tokenizer, data)[1] is not None

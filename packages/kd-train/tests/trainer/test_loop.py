@@ -97,7 +97,8 @@ def test_early_stopping_counter_resets_on_improvement():
 
 
 def test_ce_only_run_without_teacher_trains_on_labels(make_config):
-    cfg = make_config(teacher={"kind": "none"}, loss={"weights": {"ce": 1.0}})
+    cfg = make_config(loss={"weights": {"ce": 1.0}})
+    cfg["teacher"] = {"kind": "none"}
     result = train(parse_config(cfg), progress=False)
     rows = read_metrics(result.run_dir / "metrics.jsonl")
     assert rows[0]["loss"] == rows[0]["ce"]

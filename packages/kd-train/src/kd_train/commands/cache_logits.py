@@ -34,6 +34,7 @@ from kd_train.data.jsonl import read_records
 from kd_train.data.schema import KDRecord
 from kd_train.data.tokenization import IGNORE_INDEX, TokenizeConfig, encode_record
 from kd_train.errors import KDTrainError
+from kd_train.teachers.base import TeacherOutput
 from kd_train.teachers.cached import (
     MANIFEST,
     PARTIAL_MANIFEST,
@@ -42,7 +43,6 @@ from kd_train.teachers.cached import (
     CorruptShardError,
     Manifest,
     RecordEntry,
-    TopKWithTail,
     ids_dtype_for,
     sequence_sha256,
     topk_with_tail,
@@ -261,7 +261,7 @@ def _write_one_shard(
     tokenize = TokenizeConfig(
         max_length=config.max_length, add_bos=config.add_bos, add_eos=config.add_eos
     )
-    parts: list[TopKWithTail] = []
+    parts: list[TeacherOutput] = []
     row = 0
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
@@ -269,7 +269,7 @@ def _write_one_shard(
         for record, top, (tokens, first) in zip(
             batch, _teacher_rows(teacher, encoded, config.k), encoded, strict=True
         ):
-            n = int(top.ids.shape[0])
+            n = int(top.positions[0])
             manifest.records[record.id] = RecordEntry(
                 shard=index,
                 row_start=row,
@@ -280,17 +280,17 @@ def _write_one_shard(
             )
             parts.append(top)
             row += n
-    rows = TopKWithTail(
-        ids=torch.cat([p.ids for p in parts]),
-        logprobs=torch.cat([p.logprobs for p in parts]),
-        tail=torch.cat([p.tail for p in parts]),
+    rows = TeacherOutput(
+        ids=torch.cat([p.ids for p in parts if p.ids is not None]),
+        logprobs=torch.cat([p.logprobs for p in parts if p.logprobs is not None]),
+        tail=torch.cat([p.tail for p in parts if p.tail is not None]),
     )
     manifest.shards.append(write_shard(root, index, rows, config.ids_dtype))
 
 
 def _teacher_rows(
     teacher: HFTeacher, encoded: list[tuple[list[int], int]], k: int
-) -> list[TopKWithTail]:
+) -> list[TeacherOutput]:
     """One right-padded forward pass; each record's rows ``[start, length-1)``."""
     width = max(1, *(len(tokens) for tokens, _ in encoded))
     pad = teacher.tokenizer.pad_token_id or 0

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 def train_and_report(config: RunConfig, *, resume: bool, progress: bool) -> int:
     """Train (or resume) on this process's rank; rank 0 prints where the student went."""
     ctx = from_environ(os.environ)
-    result = train(config, ctx, resume=resume, progress=progress)
+    result = train(config, ctx, resume=resume, progress=progress, environ=os.environ)
     if ctx.is_main:
         print(
             json.dumps(

@@ -22,9 +22,12 @@ inside the span, and a multi-byte character split over several byte tokens puts 
 them in. Prompt, ``bos``, ``eos`` and padding positions are in no span.
 
 **Teacher top-k.** ``teacher_topk`` rows are per completion token: the record must have
-exactly as many rows as the completion has tokens with this tokenizer (a clear
-:class:`TokenizationError` otherwise). Row ``i`` goes to the position of completion token
-``i`` (ids ``int64 [T, k]``, log-probs ``float32 [T, k]``); ``teacher_mask`` is true there.
+as many rows as the completion has tokens with this tokenizer, or one more: the teacher's
+distribution of the ``eos`` that ends the completion (a clear :class:`TokenizationError`
+otherwise). Row ``i`` goes to the position of completion token ``i``, the extra row to
+the ``eos`` (ids ``int64 [T, k]``, log-probs ``float32 [T, k]``); ``teacher_mask`` is true
+there. Without the extra row, or when ``eos`` is not added (not configured, or the
+completion was cut), the ``eos`` position has no teacher row.
 
 **Truncation** (``max_length``), by ``TokenizeConfig.truncation``:
 ``"truncate"`` keeps the prompt and cuts the end of the completion (no ``eos`` is added to
@@ -205,8 +208,10 @@ def encode_record(record: KDRecord, tokenizer: Any, config: TokenizeConfig) -> E
     k = ids_k.shape[1]
     teacher_ids = torch.zeros(n, k, dtype=torch.int64)
     teacher_logprobs = torch.zeros(n, k, dtype=torch.float32)
-    teacher_ids[head:stop] = ids_k[: len(completion_ids)]
-    teacher_logprobs[head:stop] = logprobs_k[: len(completion_ids)]
+    if eos and ids_k.shape[0] > len(completion_ids):  # the extra row is the eos's
+        stop += 1
+    teacher_ids[head:stop] = ids_k[: stop - head]
+    teacher_logprobs[head:stop] = logprobs_k[: stop - head]
     teacher_mask = torch.zeros(n, dtype=torch.bool)
     teacher_mask[head:stop] = True
     return Example(
@@ -225,11 +230,11 @@ def _teacher_rows(record: KDRecord, n_tokens: int) -> tuple[torch.Tensor, torch.
     if record.teacher_topk is None:
         return None
     ids, logprobs = record.teacher_topk.ids, record.teacher_topk.logprobs
-    if len(ids) != n_tokens:
+    if len(ids) not in (n_tokens, n_tokens + 1):
         raise TokenizationError(
             f"record {record.id!r}: teacher_topk has {len(ids)} positions but the completion "
             f"has {n_tokens} tokens with this tokenizer; expected one row per completion "
-            "token (was the top-k made with another tokenizer?)"
+            "token, optionally one more for eos (was the top-k made with another tokenizer?)"
         )
     return torch.tensor(ids, dtype=torch.int64), torch.tensor(logprobs, dtype=torch.float32)
 

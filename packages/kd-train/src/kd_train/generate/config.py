@@ -79,6 +79,25 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def http_teacher_config(data: dict[str, Any], source: str) -> HTTPTeacherConfig:
+    """Build an :class:`HTTPTeacherConfig` from the endpoint keys of ``data`` (others ignored).
+
+    Raises:
+        kd_train.errors.KDTrainError: ``retry`` has unknown keys or a value is invalid;
+            the message names ``source``.
+    """
+    retry_data = data.get("retry") or {}
+    if not isinstance(retry_data, dict) or set(retry_data) - _RETRY_KEYS:
+        raise KDTrainError(f"{source}: 'retry' takes only the keys {sorted(_RETRY_KEYS)}")
+    try:
+        retry = RetryPolicy(**retry_data)
+        return HTTPTeacherConfig(
+            **{k: v for k, v in data.items() if k in _TEACHER_KEYS}, retry=retry
+        )
+    except (TypeError, ValueError) as exc:
+        raise KDTrainError(f"{source}: invalid teacher settings: {exc}") from None
+
+
 def generate_config(data: dict[str, Any], source: str) -> GenerateConfig:
     """Validate ``data`` (merged file + flags) into a :class:`GenerateConfig`.
 
@@ -92,16 +111,7 @@ def generate_config(data: dict[str, Any], source: str) -> GenerateConfig:
     for required in ("prompts", "out", "base_url", "model"):
         if not data.get(required):
             raise KDTrainError(f"{source}: {required!r} is required (config key or flag)")
-    retry_data = data.get("retry") or {}
-    if not isinstance(retry_data, dict) or set(retry_data) - _RETRY_KEYS:
-        raise KDTrainError(f"{source}: 'retry' takes only the keys {sorted(_RETRY_KEYS)}")
-    try:
-        retry = RetryPolicy(**retry_data)
-        teacher = HTTPTeacherConfig(
-            **{k: v for k, v in data.items() if k in _TEACHER_KEYS}, retry=retry
-        )
-    except (TypeError, ValueError) as exc:
-        raise KDTrainError(f"{source}: invalid teacher settings: {exc}") from None
+    teacher = http_teacher_config(data, source)
     out = Path(data["out"])
     return GenerateConfig(
         prompts=Path(data["prompts"]),

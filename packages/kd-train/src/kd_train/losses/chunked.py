@@ -52,7 +52,8 @@ class _ChunkedLinearLoss(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=acc) if wants[1] else None
         grad_b = torch.zeros_like(bias, dtype=acc) if bias is not None and wants[2] else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
-        for start in range(0, rows.numel(), chunk_size):
+        # An empty ``rows`` still runs one empty chunk, so the terms always have their keys.
+        for start in range(0, max(rows.numel(), 1), chunk_size):
             idx = rows[start : start + chunk_size]
             h = hidden[idx].detach().requires_grad_(wants[0])
             w = weight.detach().requires_grad_(wants[1])

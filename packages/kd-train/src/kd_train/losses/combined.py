@@ -21,10 +21,12 @@ carries a gradient; the other entries are detached, for logging.
 
 >>> import torch
 >>> from kd_train.losses import DistillationLoss, LossConfig
+>>> from kd_train.teachers import TeacherOutput
 >>> loss_fn = DistillationLoss(LossConfig(weights={"kd": 1.0, "ce": 0.5}))
 >>> student = torch.randn(2, 5, 11, requires_grad=True)
 >>> labels = torch.randint(0, 11, (2, 5))
->>> out = loss_fn(labels, student_logits=student, teacher_logits=torch.randn(2, 5, 11))
+>>> teacher = TeacherOutput(logits=torch.randn(2, 5, 11), aligned="view")
+>>> out = loss_fn(labels, student_logits=student, teacher=teacher)
 >>> sorted(out)
 ['ce', 'kd', 'loss']
 >>> bool(torch.isclose(out["loss"], out["kd"] + 0.5 * out["ce"]))
@@ -34,7 +36,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -52,11 +54,8 @@ from kd_train.losses.divergences import Divergence
 from kd_train.losses.hidden import HiddenStateLoss
 from kd_train.losses.masking import denominator, token_mask
 from kd_train.losses.schedule import is_active, weight_at
-from kd_train.losses.terms import TeacherRows, TermSpec, chunk_terms
-from kd_train.teachers.base import TopK
-
-#: Fetches the teacher at given flattened positions.
-_TeacherAt = Callable[[torch.Tensor], TeacherRows]
+from kd_train.losses.terms import TermSpec, chunk_terms
+from kd_train.teachers.base import TeacherOutput
 
 
 class DistillationLoss(nn.Module):
@@ -103,37 +102,33 @@ class DistillationLoss(nn.Module):
         student_hidden: torch.Tensor | None = None,
         lm_head_weight: torch.Tensor | None = None,
         lm_head_bias: torch.Tensor | None = None,
-        teacher_logits: torch.Tensor | None = None,
-        teacher_topk: TopK | None = None,
-        teacher_hidden: torch.Tensor | None = None,
-        teacher_lm_head_weight: torch.Tensor | None = None,
-        teacher_lm_head_bias: torch.Tensor | None = None,
+        teacher: TeacherOutput | None = None,
         span_masks: Mapping[str, torch.Tensor] | None = None,
         mask: torch.Tensor | None = None,
         student_layers: Sequence[torch.Tensor] | None = None,
-        teacher_layers: Sequence[torch.Tensor] | None = None,
         step: int = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Return ``{term: value, ..., "loss": weighted total}``.
 
+        The same keys come back on both paths and for any batch, a fully masked one
+        included (its terms are 0).
+
         Args:
             labels: int64 ``[B, T]``, ``ignore_index`` (-100) where nothing is predicted.
-            student_logits: ``[B, T, V]`` (dense path), or else
+            student_logits: ``[B, T, V]`` (dense path, the reference), or else
             student_hidden: ``[B, T, H]`` final hidden states (chunked path).
             lm_head_weight: the student's ``lm_head`` weight ``[V, H]`` (chunked path).
             lm_head_bias: its bias ``[V]``, if it has one.
-            teacher_logits: dense teacher logits ``[B, T, V_t]``; or
-            teacher_topk: a :class:`~kd_train.teachers.base.TopK` (``[B, T, k]``); or
-            teacher_hidden: ``[B, T, H_t]`` teacher final hidden states; the teacher's
-                logits are then made one chunk at a time, never for the whole batch.
-            teacher_lm_head_weight: the teacher's ``lm_head`` weight ``[V_t, H_t]``.
-            teacher_lm_head_bias: its bias ``[V_t]``, if it has one.
+            teacher: the teacher in the next-token view
+                (:meth:`~kd_train.teachers.base.TeacherOutput.next_token`), ``[B, T, ...]``:
+                dense logits, hidden states with the teacher's ``lm_head`` (its logits are
+                then made one chunk at a time), or top-k with tail; its ``layers`` feed
+                hidden-state matching. ``None`` for a CE-only loss.
             span_masks: ``kind -> bool [B, T]`` for kinds in
                 :data:`~kd_train.data.schema.SPAN_KINDS` (see :mod:`kd_train.losses.spans`).
             mask: optional bool ``[B, T]``; positions outside it do not count.
             student_layers: per-layer student hidden states (hidden-state matching).
-            teacher_layers: per-layer teacher hidden states (hidden-state matching).
             step: global optimiser step, for weight schedules.
             num_items_in_batch: real tokens in the whole optimiser step (gradient
                 accumulation); default: the counted positions of this batch.
@@ -152,10 +147,8 @@ class DistillationLoss(nn.Module):
         flat_labels = labels.reshape(-1)
         spans = self._span_rows(span_masks, shape)
         weights = {name: weight_at(w, step) for name, w in self.config.weights.items()}
-        teacher_at = self._teacher_source(
-            shape, teacher_logits, teacher_topk, teacher_hidden, teacher_lm_head_weight,
-            teacher_lm_head_bias,
-        )  # fmt: skip
+        if teacher is not None:
+            self._check_teacher(teacher, shape)
 
         def chunk_fn(
             logits: torch.Tensor, idx: torch.Tensor
@@ -163,7 +156,7 @@ class DistillationLoss(nn.Module):
             terms = chunk_terms(
                 logits,
                 flat_labels[idx],
-                teacher_at(idx),
+                None if teacher is None else teacher.rows(idx),
                 {kind: m[idx] for kind, m in spans.items()},
                 self.spec,
             )
@@ -172,7 +165,6 @@ class DistillationLoss(nn.Module):
             )
             return total, terms
 
-        out: dict[str, torch.Tensor]
         if student_logits is not None:
             check_floating("student_logits", student_logits)
             check_shape("student_logits", student_logits, (*shape, None))
@@ -180,7 +172,6 @@ class DistillationLoss(nn.Module):
             self._check_labels(flat_labels[rows], vocab)
             logits = student_logits.reshape(-1, vocab)[rows]
             total, terms = chunk_fn(logits, rows)
-            out = {name: value / denom for name, value in terms.items()}
         elif student_hidden is not None and lm_head_weight is not None:
             check_floating("student_hidden", student_hidden)
             check_shape("student_hidden", student_hidden, (*shape, None))
@@ -190,22 +181,36 @@ class DistillationLoss(nn.Module):
             total, terms = chunked_linear_loss(
                 hidden, lm_head_weight, lm_head_bias, rows, chunk_fn, self.config.chunk_size
             )
-            out = {name: value / denom for name, value in terms.items()}
         else:
             raise LossArgumentError(
                 "pass student_logits [B, T, V], or student_hidden [B, T, H] with lm_head_weight"
             )
+        out = {name: value / denom for name, value in terms.items()}
         loss = total / denom
         if self.hidden is not None:
-            if student_layers is None or teacher_layers is None:
+            teacher_layers = () if teacher is None else teacher.layers
+            if student_layers is None or not teacher_layers:
                 raise LossArgumentError(
-                    "the 'hidden' term needs student_layers and teacher_layers "
+                    "the 'hidden' term needs student_layers and the teacher's layers "
                     "(run both models with output_hidden_states=True)"
                 )
             out["hidden"] = self.hidden(student_layers, teacher_layers, keep, denom)
             loss = loss + weights["hidden"] * out["hidden"]
         out["loss"] = loss
         return out
+
+    @staticmethod
+    def _check_teacher(teacher: TeacherOutput, shape: tuple[int, ...]) -> None:
+        if teacher.aligned != "view":
+            raise LossArgumentError(
+                f"the teacher output is aligned to {teacher.aligned!r}; pass "
+                "teacher.next_token(), which shifts it into the next-token view"
+            )
+        if teacher.positions != shape:
+            raise LossArgumentError(
+                f"the teacher covers positions {teacher.positions} but labels are {shape}; "
+                "run the teacher on the same batch and shift it with next_token()"
+            )
 
     def _span_rows(
         self, span_masks: Mapping[str, torch.Tensor] | None, shape: tuple[int, ...]
@@ -228,35 +233,3 @@ class DistillationLoss(nn.Module):
                 f"labels holds id {bad}, outside the student vocabulary [0, {vocab}); mark "
                 "positions without a target with ignore_index"
             )
-
-    @staticmethod
-    def _teacher_source(
-        shape: tuple[int, ...],
-        logits: torch.Tensor | None,
-        topk: TopK | None,
-        hidden: torch.Tensor | None,
-        weight: torch.Tensor | None,
-        bias: torch.Tensor | None,
-    ) -> _TeacherAt:
-        if logits is not None:
-            check_floating("teacher_logits", logits)
-            check_shape("teacher_logits", logits, (*shape, None))
-            flat = logits.detach().reshape(-1, logits.shape[-1])
-            return lambda idx: TeacherRows(logits=flat[idx])
-        if topk is not None:
-            check_shape("teacher_topk.ids", topk.ids, (*shape, None))
-            check_shape("teacher_topk.logprobs", topk.logprobs, tuple(topk.ids.shape))
-            ids = topk.ids.reshape(-1, topk.ids.shape[-1])
-            lps = topk.logprobs.detach().reshape(-1, topk.ids.shape[-1])
-            return lambda idx: TeacherRows(ids=ids[idx], logprobs=lps[idx])
-        if hidden is not None and weight is not None:
-            check_shape("teacher_hidden", hidden, (*shape, None))
-            flat_h = hidden.detach().reshape(-1, hidden.shape[-1])
-
-            def project(idx: torch.Tensor) -> TeacherRows:
-                with torch.no_grad():
-                    z = flat_h[idx] @ weight.T
-                    return TeacherRows(logits=z + bias if bias is not None else z)
-
-            return project
-        return lambda idx: TeacherRows()

@@ -21,13 +21,13 @@ kd_train.losses.checks.LossArgumentError: loss.temprature: unknown key; allowed 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from kd_train.losses.checks import LossArgumentError
 from kd_train.losses.divergences import DIVERGENCES
 from kd_train.losses.hidden import HIDDEN_KINDS
-from kd_train.losses.schedule import LinearWarmup, Weight
+from kd_train.losses.schedule import LinearWarmup, Weight, is_active
 from kd_train.losses.sparse import TAIL_POLICIES
 from kd_train.losses.terms import SPAN_LOSSES, TERM_NAMES
 from kd_train.losses.vocab import VOCAB_POLICIES
@@ -81,50 +81,77 @@ class LossConfig:
     code_pref_margin: float = 1.0
     hidden: HiddenConfig | None = None
 
+    def __post_init__(self) -> None:
+        """Validate every field; building a config directly checks what :meth:`from_dict` does."""
+        for key, allowed in (
+            ("divergence", DIVERGENCES),
+            ("tail", TAIL_POLICIES),
+            ("vocab_policy", VOCAB_POLICIES),
+            ("span_loss", SPAN_LOSSES),
+        ):
+            _choice(getattr(self, key), allowed, f"loss.{key}")
+        _number(self.beta, "loss.beta", lo=0.0, hi=1.0)
+        _number(self.skew, "loss.skew", lo=0.0, hi=1.0)
+        _number(self.temperature, "loss.temperature", lo=0.0, lo_open=True)
+        _number(self.code_pref_margin, "loss.code_pref_margin", lo=0.0)
+        if not isinstance(self.t2_scale, bool):
+            raise LossArgumentError(f"loss.t2_scale: must be true or false, got {self.t2_scale!r}")
+        _integer(self.chunk_size, "loss.chunk_size", lo=1)
+        _integer(self.ignore_index, "loss.ignore_index")
+        _weights(self.weights, "loss.weights")
+        if self.hidden is not None:
+            if not isinstance(self.hidden, HiddenConfig):
+                raise LossArgumentError(
+                    f"loss.hidden: must be a HiddenConfig, got {type(self.hidden).__name__}"
+                )
+            _hidden_pairs(self.hidden.layer_map, "loss.hidden.layer_map")
+            _choice(self.hidden.kind, HIDDEN_KINDS, "loss.hidden.kind")
+            if "hidden" not in self.weights:
+                raise LossArgumentError("loss.weights: 'hidden' is configured but has no weight")
+        if "hidden" in self.weights and self.hidden is None:
+            raise LossArgumentError(
+                "loss.hidden: required when loss.weights has 'hidden' "
+                "(give layer_map, e.g. [[2, 4]])"
+            )
+
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], path: str = "loss") -> LossConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
         """Build and validate a config from a mapping (a parsed YAML/TOML table).
+
+        ``hidden: null`` is the same as leaving ``hidden`` out; :meth:`to_dict` output reads
+        back to an equal config.
 
         Raises:
             LossArgumentError: naming the key path, the bad value and what is allowed.
         """
-        _check_keys(data, {f.name for f in fields(cls)}, path)
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            where = f"{path}.{key}"
-            if key in ("divergence", "tail", "vocab_policy", "span_loss"):
-                allowed = {
-                    "divergence": DIVERGENCES,
-                    "tail": TAIL_POLICIES,
-                    "vocab_policy": VOCAB_POLICIES,
-                    "span_loss": SPAN_LOSSES,
-                }[key]
-                out[key] = _choice(value, allowed, where)
-            elif key in ("beta", "skew"):
-                out[key] = _number(value, where, lo=0.0, hi=1.0)
-            elif key == "temperature":
-                out[key] = _number(value, where, lo=0.0, lo_open=True)
-            elif key == "code_pref_margin":
-                out[key] = _number(value, where, lo=0.0)
-            elif key == "t2_scale":
-                if not isinstance(value, bool):
-                    raise LossArgumentError(f"{where}: must be true or false, got {value!r}")
-                out[key] = value
-            elif key in ("chunk_size", "ignore_index"):
-                out[key] = _integer(value, where, lo=1 if key == "chunk_size" else None)
-            elif key == "weights":
-                out[key] = _weights(value, where)
-            else:
-                out[key] = _hidden(value, where)
-        config = cls(**out)
-        if config.hidden is not None and "hidden" not in config.weights:
-            raise LossArgumentError(f"{path}.weights: 'hidden' is configured but has no weight")
-        if "hidden" in config.weights and config.hidden is None:
-            raise LossArgumentError(
-                f"{path}.hidden: required when {path}.weights has 'hidden' "
-                "(give layer_map, e.g. [[2, 4]])"
-            )
-        return config
+        _check_keys(data, {f.name for f in fields(cls)}, "loss")
+        out = dict(data)
+        if "weights" in out:
+            out["weights"] = _parse_weights(out["weights"], "loss.weights")
+        if out.get("hidden") is not None:
+            hidden = out["hidden"]
+            _check_keys(hidden, {"layer_map", "kind"}, "loss.hidden")
+            pairs = _hidden_pairs(hidden.get("layer_map"), "loss.hidden.layer_map")
+            out["hidden"] = HiddenConfig(layer_map=pairs, kind=hidden.get("kind", "mse"))
+        return cls(**out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready plain data (:meth:`from_dict` reads it back)."""
+        data = asdict(self)
+        data["weights"] = {
+            name: asdict(w) if isinstance(w, LinearWarmup) else w
+            for name, w in self.weights.items()
+        }
+        if self.hidden is not None:
+            data["hidden"] = {
+                "layer_map": [list(pair) for pair in self.hidden.layer_map],
+                "kind": self.hidden.kind,
+            }
+        return data
+
+    def active_terms(self) -> frozenset[str]:
+        """The terms whose weight is not constantly zero."""
+        return frozenset(name for name, w in self.weights.items() if is_active(w))
 
 
 def _check_keys(data: Any, allowed: set[str], path: str) -> None:
@@ -168,39 +195,48 @@ def _integer(value: Any, where: str, lo: int | None = None) -> int:
     return value
 
 
-def _weights(value: Any, where: str) -> dict[str, Weight]:
+def _parse_weights(value: Any, where: str) -> dict[str, Weight]:
+    """Turn a weights table's schedule mappings into :class:`LinearWarmup` (keys checked)."""
     _check_keys(value, set(TERM_NAMES), where)
     out: dict[str, Weight] = {}
     for name, weight in value.items():
         at = f"{where}.{name}"
         if isinstance(weight, Mapping):
             _check_keys(weight, {"start", "end", "warmup_steps", "start_step"}, at)
-            out[name] = LinearWarmup(
-                start=_number(weight.get("start", 0.0), f"{at}.start", lo=0.0),
-                end=_number(weight.get("end", 1.0), f"{at}.end", lo=0.0),
-                warmup_steps=_integer(weight.get("warmup_steps", 0), f"{at}.warmup_steps", lo=0),
-                start_step=_integer(weight.get("start_step", 0), f"{at}.start_step", lo=0),
-            )
+            for key, default in (("start", 0.0), ("end", 1.0)):
+                _number(weight.get(key, default), f"{at}.{key}", lo=0.0)
+            for key in ("warmup_steps", "start_step"):
+                _integer(weight.get(key, 0), f"{at}.{key}", lo=0)
+            out[name] = LinearWarmup(**weight)
         else:
-            out[name] = _number(weight, at, lo=0.0)
+            out[name] = weight
     return out
 
 
-def _hidden(value: Any, where: str) -> HiddenConfig:
-    _check_keys(value, {"layer_map", "kind"}, where)
-    pairs = value.get("layer_map")
+def _weights(value: Any, where: str) -> None:
+    """Check a weights mapping of constants and :class:`LinearWarmup` schedules."""
+    _check_keys(value, set(TERM_NAMES), where)
+    for name, weight in value.items():
+        at = f"{where}.{name}"
+        if isinstance(weight, LinearWarmup):
+            _number(weight.start, f"{at}.start", lo=0.0)
+            _number(weight.end, f"{at}.end", lo=0.0)
+            _integer(weight.warmup_steps, f"{at}.warmup_steps", lo=0)
+            _integer(weight.start_step, f"{at}.start_step", lo=0)
+        else:
+            _number(weight, at, lo=0.0)
+
+
+def _hidden_pairs(pairs: Any, where: str) -> tuple[tuple[int, int], ...]:
     if not isinstance(pairs, list | tuple) or not pairs:
         raise LossArgumentError(
-            f"{where}.layer_map: must be a non-empty list of [student_layer, teacher_layer] "
+            f"{where}: must be a non-empty list of [student_layer, teacher_layer] "
             f"pairs, got {pairs!r}"
         )
     layer_map = []
     for i, pair in enumerate(pairs):
         ok = isinstance(pair, list | tuple) and len(pair) == 2
         if not ok or any(isinstance(x, bool) or not isinstance(x, int) for x in pair):
-            raise LossArgumentError(
-                f"{where}.layer_map[{i}]: must be a pair of integers, got {pair!r}"
-            )
+            raise LossArgumentError(f"{where}[{i}]: must be a pair of integers, got {pair!r}")
         layer_map.append((int(pair[0]), int(pair[1])))
-    kind = _choice(value.get("kind", "mse"), HIDDEN_KINDS, f"{where}.kind")
-    return HiddenConfig(layer_map=tuple(layer_map), kind=kind)
+    return tuple(layer_map)

@@ -60,13 +60,10 @@ from kd_train.losses.checks import (
     check_shape,
 )
 from kd_train.losses.vocab import check_policy
+from kd_train.teachers.base import MIN_DERIVED_TAIL
 
 #: The accepted values of ``tail``.
 TAIL_POLICIES = ("bucket", "renormalize")
-
-#: Smallest tail mass a *derived* tail is given (a stored tail is used as it is). A zero tail
-#: would make the reverse divergences infinite wherever the student has mass outside the top-k.
-MIN_DERIVED_TAIL = 1e-12
 
 
 def safe_logsumexp(x: torch.Tensor) -> torch.Tensor:

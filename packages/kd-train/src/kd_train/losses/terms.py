@@ -38,21 +38,13 @@ from kd_train.losses.checks import LossArgumentError
 from kd_train.losses.divergences import Divergence, log_probs
 from kd_train.losses.sparse import bucket_log_probs
 from kd_train.losses.vocab import align_dense
+from kd_train.teachers.base import TeacherOutput
 
 #: Every term a loss can report, besides the weighted total ``"loss"``.
 TERM_NAMES = ("kd", "ce", *(f"span_{kind}" for kind in SPAN_KINDS), "code_pref", "hidden")
 
 #: Per-token losses a span term may use.
 SPAN_LOSSES = ("ce", "kd")
-
-
-@dataclass(frozen=True)
-class TeacherRows:
-    """The teacher at a block of rows: dense ``logits [C, Vt]`` or top-k ``ids``, ``logprobs``."""
-
-    logits: torch.Tensor | None = None
-    ids: torch.Tensor | None = None
-    logprobs: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -80,9 +72,19 @@ class TermSpec:
     code_pref_margin: float = 1.0
 
 
-def kd_per_token(logits: torch.Tensor, teacher: TeacherRows, spec: TermSpec) -> torch.Tensor:
-    """Return the (scaled) KD divergence at each row, ``[C]``."""
+def kd_per_token(
+    logits: torch.Tensor, teacher: TeacherOutput | None, spec: TermSpec
+) -> torch.Tensor:
+    """Return the (scaled) KD divergence at each row, ``[C]``; 0 where the teacher has no row.
+
+    ``teacher`` holds the same rows (:meth:`~kd_train.teachers.base.TeacherOutput.rows`).
+    """
     t = spec.temperature
+    if teacher is None:
+        raise LossArgumentError(
+            "the KD term needs a teacher: pass teacher=TeacherOutput(...) (dense logits, "
+            "hidden states with the lm_head, or top-k)"
+        )
     if teacher.logits is not None:
         s_logits, t_logits = align_dense(logits, teacher.logits, spec.vocab_policy)
         s_logp, t_logp = log_probs(s_logits, t), log_probs(t_logits, t)
@@ -91,17 +93,18 @@ def kd_per_token(logits: torch.Tensor, teacher: TeacherRows, spec: TermSpec) -> 
             log_probs(logits, t),
             teacher.ids,
             teacher.logprobs,
+            teacher_tail=teacher.tail,
             tail=spec.tail,
             temperature=t,
             vocab_policy=spec.vocab_policy,
         )
     else:
-        raise LossArgumentError(
-            "the KD term needs a teacher: pass teacher_logits, teacher_topk or "
-            "teacher_hidden with teacher_lm_head_weight"
-        )
+        raise LossArgumentError("the teacher rows hold neither logits nor top-k; call rows()")
     scale = t * t if spec.t2_scale else 1.0
-    return spec.divergence(s_logp, t_logp) * scale
+    kd = spec.divergence(s_logp, t_logp) * scale
+    if teacher.mask is not None:
+        kd = torch.where(teacher.mask, kd, kd.new_zeros(()))
+    return kd
 
 
 def code_preference_per_token(
@@ -117,7 +120,7 @@ def code_preference_per_token(
 def chunk_terms(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    teacher: TeacherRows,
+    teacher: TeacherOutput | None,
     spans: dict[str, torch.Tensor],
     spec: TermSpec,
 ) -> dict[str, torch.Tensor]:
@@ -126,7 +129,7 @@ def chunk_terms(
     Args:
         logits: student logits ``[C, V]`` at positions that count.
         labels: their labels ``[C]`` (all valid ids).
-        teacher: the teacher at the same rows.
+        teacher: the teacher at the same rows, or ``None`` (no KD term then).
         spans: bool ``[C]`` per span kind.
         spec: what to compute.
     """

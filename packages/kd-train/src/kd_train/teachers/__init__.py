@@ -1,7 +1,13 @@
-"""Teacher sources behind one protocol: top-k log-probs for given token ids."""
+"""Teacher kinds behind one protocol: a batch in, one :class:`TeacherOutput` out.
 
-from kd_train.teachers.base import Teacher, TopK
-from kd_train.teachers.cached import CachedTeacher, TopKWithTail
+``hf`` (:class:`HFTeacher`, a local ``transformers`` model), ``cached``
+(:class:`CachedTeacher`, top-k made once by ``kd-train cache-logits``), ``records``
+(:class:`RecordsTeacher`, the top-k ``kd-train generate`` stored in the dataset) and
+``http`` (:class:`HTTPTeacher`, prompt log-probs from an OpenAI-compatible endpoint).
+"""
+
+from kd_train.teachers.base import Teacher, TeacherOutput, TeacherOutputError
+from kd_train.teachers.cached import CachedTeacher
 from kd_train.teachers.fingerprint import (
     dataset_fingerprint,
     records_fingerprint,
@@ -10,6 +16,7 @@ from kd_train.teachers.fingerprint import (
 )
 from kd_train.teachers.hf import HFTeacher
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
+from kd_train.teachers.records import RecordsTeacher
 from kd_train.teachers.retry import RetryPolicy
 
 __all__ = [
@@ -18,10 +25,11 @@ __all__ = [
     "HTTPTeacher",
     "HTTPTeacherConfig",
     "HTTPTeacherError",
+    "RecordsTeacher",
     "RetryPolicy",
     "Teacher",
-    "TopK",
-    "TopKWithTail",
+    "TeacherOutput",
+    "TeacherOutputError",
     "dataset_fingerprint",
     "records_fingerprint",
     "tokenizer_fingerprint",

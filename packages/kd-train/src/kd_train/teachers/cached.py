@@ -49,6 +49,7 @@ its labels, as it does for a live teacher.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import OrderedDict
@@ -62,8 +63,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from kd_train.atomic import atomic_write_bytes, atomic_write_text
+from kd_train.data.batching import Batch
 from kd_train.errors import KDTrainError
-from kd_train.teachers.base import TopK
+from kd_train.teachers.base import TeacherOutput
 from kd_train.teachers.fingerprint import file_sha256
 
 #: Version tag written in every manifest; readers refuse any other.
@@ -90,22 +92,7 @@ class CorruptShardError(CacheError):
     """A shard file is missing or its SHA-256 differs from the manifest's."""
 
 
-@dataclass(frozen=True)
-class TopKWithTail(TopK):
-    """A :class:`~kd_train.teachers.base.TopK` that carries its tail explicitly.
-
-    ``tail`` is ``log Σ_{i ∉ top-k} p_i``, float32 ``[B, T]``;
-    :meth:`tail_logprob` returns it instead of deriving ``log(1 - Σ exp(logprobs))``.
-    """
-
-    tail: torch.Tensor
-
-    def tail_logprob(self) -> torch.Tensor:
-        """Return the stored log tail mass ``[B, T]``."""
-        return self.tail.float()
-
-
-def topk_with_tail(log_probs: torch.Tensor, k: int) -> TopKWithTail:
+def topk_with_tail(log_probs: torch.Tensor, k: int) -> TeacherOutput:
     """Top-``k`` of full-vocabulary log-probs ``[..., V]`` with the exact log tail mass.
 
     ``tail = logsumexp(log_probs with the top-k ids set to -inf)``, so it keeps its
@@ -113,15 +100,16 @@ def topk_with_tail(log_probs: torch.Tensor, k: int) -> TopKWithTail:
     """
     values, ids = torch.topk(log_probs.float(), k, dim=-1)
     rest = log_probs.float().scatter(-1, ids, float("-inf"))
-    return TopKWithTail(ids=ids, logprobs=values, tail=torch.logsumexp(rest, dim=-1))
+    return TeacherOutput(ids=ids, logprobs=values, tail=torch.logsumexp(rest, dim=-1))
 
 
-def truncate_topk(top: TopKWithTail, k: int) -> TopKWithTail:
+def truncate_topk(top: TeacherOutput, k: int) -> TeacherOutput:
     """Keep the first ``k`` entries; the dropped ones join the tail (``logaddexp``)."""
-    if top.logprobs.shape[-1] <= k:
+    ids, logprobs, tail = top.topk_parts()
+    if logprobs.shape[-1] <= k:
         return top
-    tail = torch.logaddexp(top.tail, torch.logsumexp(top.logprobs[..., k:], dim=-1))
-    return TopKWithTail(ids=top.ids[..., :k], logprobs=top.logprobs[..., :k], tail=tail)
+    tail = torch.logaddexp(tail, torch.logsumexp(logprobs[..., k:], dim=-1))
+    return dataclasses.replace(top, ids=ids[..., :k], logprobs=logprobs[..., :k], tail=tail)
 
 
 def sequence_sha256(token_ids: Any) -> str:
@@ -234,19 +222,20 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def write_shard(directory: Path, index: int, top: TopKWithTail, ids_dtype: str) -> ShardEntry:
+def write_shard(directory: Path, index: int, top: TeacherOutput, ids_dtype: str) -> ShardEntry:
     """Write rows ``top`` (``[N, k]``, tail ``[N]``) as shard ``index``, atomically."""
+    ids, logprobs, tail = top.topk_parts()
     torch_ids = torch.uint16 if ids_dtype == "uint16" else torch.int32
     tensors = {
-        "ids": top.ids.to(torch.int32).to(torch_ids).contiguous(),
-        "logprobs": top.logprobs.to(torch.float16).contiguous(),
-        "tail": top.tail.to(torch.float16).contiguous(),
+        "ids": ids.to(torch.int32).to(torch_ids).contiguous(),
+        "logprobs": logprobs.to(torch.float16).contiguous(),
+        "tail": tail.to(torch.float16).contiguous(),
     }
     data = save_safetensors(tensors, metadata={"format": FORMAT})
     name = shard_name(index)
     atomic_write_bytes(directory / name, data)
     digest = hashlib.sha256(data).hexdigest()
-    return ShardEntry(file=name, sha256=digest, rows=int(top.ids.shape[0]), bytes=len(data))
+    return ShardEntry(file=name, sha256=digest, rows=int(ids.shape[0]), bytes=len(data))
 
 
 def verify_shard(directory: Path, entry: ShardEntry) -> None:
@@ -291,9 +280,17 @@ class CachedTeacher:
     Build one with :meth:`open`, which checks the fingerprints and shard hashes.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest) -> None:
+    def __init__(self, directory: Path, manifest: Manifest, serve_k: int | None = None) -> None:
         self.directory = directory
         self.manifest = manifest
+        if serve_k is not None and not 1 <= serve_k <= manifest.config.k:
+            raise CacheMismatchError(
+                f"cache {directory} holds top-{manifest.config.k}; cannot serve top-{serve_k} "
+                f"(set teacher.topk to at most {manifest.config.k}, or rebuild the cache with "
+                f"--k {serve_k})"
+            )
+        #: How many entries :meth:`__call__` serves per position (default: all cached).
+        self.serve_k = serve_k or manifest.config.k
         self._by_sequence = {r.tokens_sha256: rid for rid, r in manifest.records.items()}
         self._lengths = frozenset(r.length for r in manifest.records.values())
         self._loaded: OrderedDict[int, dict[str, torch.Tensor]] = OrderedDict()
@@ -306,6 +303,7 @@ class CachedTeacher:
         tokenizer_fingerprint: str,
         dataset_fingerprint: str,
         verify: bool = True,
+        k: int | None = None,
     ) -> CachedTeacher:
         """Open a complete cache made with the given tokenizer and dataset.
 
@@ -316,6 +314,7 @@ class CachedTeacher:
             dataset_fingerprint: :func:`~kd_train.teachers.fingerprint.dataset_fingerprint`
                 of the dataset the caller trains on.
             verify: check every shard's SHA-256 now (reads all shards once).
+            k: how many entries a call serves (at most the cached ``k``; default: all).
 
         Raises:
             IncompleteCacheError: the build did not finish (no ``manifest.json``).
@@ -338,7 +337,7 @@ class CachedTeacher:
         if verify:
             for entry in manifest.shards:
                 verify_shard(root, entry)
-        return cls(root, manifest)
+        return cls(root, manifest, k)
 
     @property
     def vocab_size(self) -> int:
@@ -364,7 +363,7 @@ class CachedTeacher:
         self._loaded.move_to_end(index)
         return self._loaded[index]
 
-    def for_record(self, record_id: str) -> TopKWithTail:
+    def for_record(self, record_id: str) -> TeacherOutput:
         """Return a record's cached rows as ``[1, n, k]`` (``n`` = completion positions).
 
         Row ``j`` is the teacher's distribution at sequence position ``start + j``
@@ -382,7 +381,7 @@ class CachedTeacher:
             )
         rows = self._shard(entry.shard)
         sl = slice(entry.row_start, entry.row_end)
-        return TopKWithTail(
+        return TeacherOutput(
             ids=rows["ids"][sl].unsqueeze(0),
             logprobs=rows["logprobs"][sl].unsqueeze(0),
             tail=rows["tail"][sl].unsqueeze(0),
@@ -402,13 +401,18 @@ class CachedTeacher:
         """True when ``tokens`` (``[T]``) is a cached sequence whole: a row at every position."""
         return sequence_sha256(tokens.to(torch.int32).numpy()) in self._by_sequence
 
-    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopKWithTail:
+    def __call__(self, batch: Batch) -> TeacherOutput:
+        """The teacher protocol: :meth:`topk` of the batch at :attr:`serve_k`, on its device."""
+        top = self.topk(batch.input_ids.cpu(), batch.attention_mask.cpu(), self.serve_k)
+        return top.to(batch.input_ids.device)
+
+    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TeacherOutput:
         """Return cached top-``k`` ``[B, T, k]`` for a batch tokenized with the cache's layout.
 
         Each row's real tokens (``attention_mask == 1``) are matched to a record
         (:meth:`match`); its rows fill their positions. Positions without a cached row
-        hold the placeholder ids ``0..k-1`` with log-probs and tail ``log(1/(k+1))``;
-        mask them out of the loss.
+        hold the placeholder ids ``0..k-1`` with log-probs and tail ``log(1/(k+1))``
+        and ``mask`` false there (the loss masks them by their labels anyway).
 
         Raises:
             CacheError: ``k`` exceeds the cached ``k``, or a row matches no record.
@@ -420,6 +424,7 @@ class CachedTeacher:
         ids = torch.arange(k).expand(batch, length, k).clone()
         logprobs = torch.full((batch, length, k), fill)
         tail = torch.full((batch, length), fill)
+        mask = torch.zeros(batch, length, dtype=torch.bool)
         for b in range(batch):
             where = attention_mask[b].nonzero().squeeze(-1)
             record_id = self.match(input_ids[b, where])
@@ -430,10 +435,13 @@ class CachedTeacher:
                     "tokenizer and the cache's bos/eos/max_length settings "
                     "(kd_train.data.tokenization), or look them up with for_record"
                 )
-            rows = truncate_topk(self.for_record(record_id), k)
+            rows_ids, rows_logprobs, rows_tail = truncate_topk(
+                self.for_record(record_id), k
+            ).topk_parts()
             start = self.manifest.records[record_id].start
-            positions = where[start : start + rows.ids.shape[1]]
-            ids[b, positions] = rows.ids[0]
-            logprobs[b, positions] = rows.logprobs[0]
-            tail[b, positions] = rows.tail[0]
-        return TopKWithTail(ids=ids, logprobs=logprobs, tail=tail)
+            positions = where[start : start + rows_ids.shape[1]]
+            ids[b, positions] = rows_ids[0]
+            logprobs[b, positions] = rows_logprobs[0]
+            tail[b, positions] = rows_tail[0]
+            mask[b, positions] = True
+        return TeacherOutput(ids=ids, logprobs=logprobs, tail=tail, mask=mask)

@@ -12,10 +12,18 @@ for backward, and the student's loss multiplies teacher log-probs with tensors t
 gradients, so inference tensors would fail in the trainer.
 
 Shapes: ``input_ids`` and ``attention_mask`` are ``[B, T]``; :meth:`HFTeacher.logits` and
-:meth:`HFTeacher.log_probs` return ``[B, T, V]`` float32 and :meth:`HFTeacher.topk` a
-:class:`~kd_train.teachers.base.TopK` of ``[B, T, k]``. Position ``t`` is the distribution
-of the token after ``input_ids[:, t]``. Batches are right-padded (``attention_mask`` 1
-then 0); values at padded positions are meaningless and must be masked by the caller.
+:meth:`HFTeacher.log_probs` return ``[B, T, V]`` float32 and :meth:`HFTeacher.topk` a top-k
+:class:`~kd_train.teachers.base.TeacherOutput` of ``[B, T, k]`` with its exact tail.
+Position ``t`` is the distribution of the token after ``input_ids[:, t]``. Batches are
+right-padded (``attention_mask`` 1 then 0); values at padded positions are meaningless and
+must be masked by the caller.
+
+**In training** (the teacher protocol, :meth:`HFTeacher.__call__`) the teacher returns its
+final hidden states and its ``lm_head`` instead of logits, so the loss makes the teacher's
+logits one chunk at a time, like the student's. That holds for models whose logits are
+exactly ``lm_head(base_model(x))`` (Llama, Qwen2, GPT-2, ...); it is checked once on a
+short probe, and a model that scales or caps its logits (Gemma's soft-capping, say) is
+served dense instead. With ``k`` set it serves top-``k`` with the exact tail.
 
 >>> import tempfile, torch
 >>> from kd_train.testing import save_tiny_llama
@@ -29,13 +37,16 @@ then 0); values at padded positions are meaningless and must be masked by the ca
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kd_train.data.batching import Batch
 from kd_train.errors import KDTrainError
-from kd_train.teachers.base import TopK
+from kd_train.teachers.base import TeacherOutput
+from kd_train.teachers.cached import topk_with_tail
 from kd_train.teachers.fingerprint import weights_fingerprint
 
 #: Weight dtypes a teacher may be loaded in, by name (the CLI's ``--dtype`` choices).
@@ -59,11 +70,24 @@ class HFTeacher:
         source: the directory the model was loaded from, used by :attr:`fingerprint`.
     """
 
-    def __init__(self, model: Any, tokenizer: Any = None, *, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        source: Path | None = None,
+        k: int | None = None,
+        layers: bool = False,
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
+        #: Top-``k`` served by :meth:`__call__`; ``None``: dense (hidden states + ``lm_head``).
+        self.k = k
+        #: Return every layer's hidden states too (hidden-state matching).
+        self.layers = layers
         self._fingerprint: str | None = None
+        self._splits: bool | None = None
 
     @classmethod
     def from_pretrained(
@@ -74,6 +98,8 @@ class HFTeacher:
         device: str = "cpu",
         trust_remote_code: bool = False,
         gguf_file: str | None = None,
+        k: int | None = None,
+        layers: bool = False,
     ) -> HFTeacher:
         """Load a teacher and its tokenizer from a local directory.
 
@@ -85,6 +111,8 @@ class HFTeacher:
             trust_remote_code: run Python code shipped with the model. Off by default;
                 turn it on only for a model whose code you have read.
             gguf_file: name of a GGUF file inside ``path`` to load instead of safetensors.
+            k: serve top-``k`` in training (default: dense).
+            layers: also return every layer's hidden states in training.
 
         Raises:
             TeacherLoadError: the path is missing, the dtype unknown, or the directory
@@ -126,7 +154,7 @@ class HFTeacher:
             raise TeacherLoadError(
                 f"cannot load a causal LM teacher from {root}: {str(exc).rstrip('.')}.{hint}"
             ) from exc
-        return cls(model.to(device), tokenizer, source=root)
+        return cls(model.to(device), tokenizer, source=root, k=k, layers=layers)
 
     @property
     def vocab_size(self) -> int:
@@ -176,20 +204,89 @@ class HFTeacher:
         """
         return torch.log_softmax(self.logits(input_ids, attention_mask), dim=-1)
 
-    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopK:
+    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TeacherOutput:
         """Return the ``k`` most likely next tokens and their float32 log-probs, ``[B, T, k]``.
 
         Log-probs are normalised over the whole vocabulary (computed by
-        :meth:`log_probs`), sorted in decreasing order; the tail mass is
-        ``1 - Σ exp(logprobs)`` (:meth:`~kd_train.teachers.base.TopK.tail_logprob`).
+        :meth:`log_probs`), sorted in decreasing order; ``tail`` is the exact log of the
+        mass outside them (:func:`~kd_train.teachers.cached.topk_with_tail`).
 
         Raises:
             kd_train.errors.KDTrainError: ``k`` is not in ``1..vocab_size``.
         """
         if not 1 <= k <= self.vocab_size:
             raise KDTrainError(f"top-k needs 1 <= k <= vocab size {self.vocab_size}, got k={k}")
-        values, ids = torch.topk(self.log_probs(input_ids, attention_mask), k, dim=-1)
-        return TopK(ids=ids, logprobs=values)
+        return topk_with_tail(self.log_probs(input_ids, attention_mask), k)
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch) -> TeacherOutput:
+        """The teacher protocol: hidden states + ``lm_head`` (or top-``k``) for a batch."""
+        input_ids, attention_mask = batch.input_ids, batch.attention_mask
+        if self.k is not None:
+            top = self.topk(input_ids, attention_mask, self.k)
+            if self.layers:
+                layers = self._base(input_ids, attention_mask, True).hidden_states
+                top = dataclasses.replace(top, layers=tuple(h.float() for h in layers))
+            return top
+        if not self.splits():
+            out = self.model(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                use_cache=False,
+                output_hidden_states=self.layers,
+            )
+            layers = tuple(h.float() for h in out.hidden_states) if self.layers else ()
+            return TeacherOutput(logits=out.logits.float(), layers=layers)
+        base = self._base(input_ids, attention_mask, self.layers)
+        head = self.model.get_output_embeddings()
+        layers = tuple(h.float() for h in base.hidden_states) if self.layers else ()
+        return TeacherOutput(
+            hidden=base.last_hidden_state,
+            head_weight=head.weight,
+            head_bias=getattr(head, "bias", None),
+            layers=layers,
+        )
+
+    def splits(self) -> bool:
+        """True when the logits are exactly ``lm_head(base_model(x))`` (checked once)."""
+        if self._splits is None:
+            self._splits = logits_split(self.model)
+        return self._splits
+
+    def _base(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: bool) -> Any:
+        _check_batch(input_ids, attention_mask)
+        return self.model.base_model(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            use_cache=False,
+            output_hidden_states=layers,
+        )
+
+
+@torch.no_grad()
+def logits_split(model: Any) -> bool:
+    """True when ``model``'s logits equal ``lm_head(base_model(x).last_hidden_state)``.
+
+    Checked on a short probe in float32: the chunked loss rebuilds the logits from the
+    hidden states and the head, which is only right for a plain linear head (no logit
+    scaling or soft-capping).
+    """
+    head = model.get_output_embeddings()
+    base = getattr(model, "base_model", None)
+    if head is None or base is None or base is model or not hasattr(head, "weight"):
+        return False
+    device = next(model.parameters()).device
+    probe = torch.arange(1, 9, device=device).remainder(int(head.weight.shape[0])).unsqueeze(0)
+    mask = torch.ones_like(probe)
+    was_training = model.training
+    model.eval()
+    try:
+        full = model(input_ids=probe, attention_mask=mask, use_cache=False).logits.float()
+        hidden = base(input_ids=probe, attention_mask=mask, use_cache=False).last_hidden_state
+        rebuilt = head(hidden).float()
+    finally:
+        model.train(was_training)
+    return bool(full.shape == rebuilt.shape and torch.allclose(full, rebuilt, atol=1e-5, rtol=1e-5))
 
 
 def _check_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:

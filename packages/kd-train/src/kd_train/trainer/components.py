@@ -10,7 +10,7 @@ the thing; the loop only sees their results.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,14 @@ from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records,
 from kd_train.errors import KDTrainError
 from kd_train.losses.combined import DistillationLoss
 from kd_train.losses.config import LossConfig
-from kd_train.teachers.base import TopK
+from kd_train.store import open_store, sqlite_url
+from kd_train.teachers.base import Teacher
 from kd_train.teachers.cached import CachedTeacher, CacheError, CacheMismatchError
 from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
 from kd_train.teachers.hf import HFTeacher
-from kd_train.trainer.config import DataConfig, StudentConfig, TeacherConfig
+from kd_train.teachers.http import HTTPTeacher
+from kd_train.teachers.records import RecordsTeacher
+from kd_train.trainer.config import DataConfig, HTTPSettings, StudentConfig, TeacherConfig
 
 __all__ = [
     "IGNORE_INDEX",
@@ -34,11 +37,8 @@ __all__ = [
     "load_examples",
     "load_student",
     "load_teacher",
-    "loss_config",
+    "require_teacher_serves",
 ]
-
-#: ``teacher(input_ids, attention_mask)`` -> keyword arguments for the loss module.
-TeacherFn = Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]
 
 
 def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
@@ -66,43 +66,91 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
 
 
 def load_teacher(
-    cfg: TeacherConfig, device: torch.device, tokenizer: Any, data: DataConfig
-) -> tuple[TeacherFn | None, TeacherFn | None]:
-    """Return the teacher of train batches and the teacher of eval batches (``None``: CE only).
+    cfg: TeacherConfig,
+    device: torch.device,
+    tokenizer: Any,
+    data: DataConfig,
+    *,
+    run_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    layers: bool = False,
+) -> tuple[Teacher | None, Teacher | None]:
+    """Open ``teacher.kind``; return the teacher of train batches and of eval batches.
 
-    ``hf`` runs :class:`~kd_train.teachers.hf.HFTeacher` in the loop (dense logits, or top-k
-    when ``teacher.topk`` is set) for both. ``cached`` reads top-k (with tail) from
-    ``teacher.path``, a cache made by ``kd-train cache-logits`` for ``data.train`` with this
-    tokenizer (:class:`~kd_train.teachers.cached.CachedTeacher`; its fingerprints are
-    checked). Eval batches held out of ``data.train`` (``data.eval_fraction``) are in that
-    cache too; a separate ``data.eval`` file is served by ``teacher.eval_path``, a cache of
-    ``data.eval`` made by the same teacher, read with the same ``k``.
+    ``None`` for a CE-only run. ``hf`` runs :class:`~kd_train.teachers.hf.HFTeacher` in the
+    loop (hidden states + ``lm_head``, or top-k with ``teacher.topk``; with ``layers`` also
+    every layer's hidden states). ``cached`` reads top-k (with tail) from ``teacher.path``,
+    a cache made by ``kd-train cache-logits`` for ``data.train`` with this tokenizer
+    (:class:`~kd_train.teachers.cached.CachedTeacher`; its fingerprints are checked). Eval
+    batches held out of ``data.train`` (``data.eval_fraction``) are in that cache too; a
+    separate ``data.eval`` file is served by ``teacher.eval_path``, a cache of ``data.eval``
+    made by the same teacher, read with the same ``k``. ``records`` serves the top-k stored
+    in the records (:class:`~kd_train.teachers.records.RecordsTeacher`). ``http`` scores
+    every batch at a live endpoint (:class:`~kd_train.teachers.http.HTTPTeacher`), with
+    its response cache and budget in ``teacher.http.store`` (default: an SQLite file in the
+    run directory), its tokens checked against this tokenizer and its API key read from
+    ``environ`` (the variable ``teacher.http.api_key_env`` names).
     """
     if cfg.kind == "none":
         return None, None
-    assert cfg.path is not None  # checked by parse_config
+    if cfg.kind == "records":
+        records = RecordsTeacher(len(tokenizer))
+        return records, records
+    if cfg.kind == "http":
+        if cfg.http is None or cfg.topk is None:  # parse_config refuses this already
+            raise KDTrainError("teacher.kind 'http' needs teacher.http and teacher.topk")
+        live_http = open_http_teacher(cfg.http, cfg.topk, tokenizer, run_dir, environ or {})
+        return live_http, live_http
+    if cfg.path is None:  # parse_config refuses this already
+        raise KDTrainError(f"teacher.path is required when teacher.kind is {cfg.kind!r}")
     if cfg.kind == "cached":
-        train_cache = _open_cache(cfg.path, tokenizer, data.train, "teacher.path")
-        k = cfg.topk or train_cache.k
+        train_cache = _open_cache(cfg.path, tokenizer, data.train, "teacher.path", cfg.topk)
         if cfg.eval_path is None or data.eval is None:  # parse_config sets both or neither
-            served = _CachedTeacherFn(train_cache, k, device)
-            return served, served
-        eval_cache = _open_cache(cfg.eval_path, tokenizer, data.eval, "teacher.eval_path")
-        _require_same_teacher(train_cache, eval_cache, k)
-        return _CachedTeacherFn(train_cache, k, device), _CachedTeacherFn(eval_cache, k, device)
+            return train_cache, train_cache
+        eval_cache = _open_cache(
+            cfg.eval_path, tokenizer, data.eval, "teacher.eval_path", train_cache.serve_k
+        )
+        _require_same_teacher(train_cache, eval_cache)
+        return train_cache, eval_cache
     _require_dir(cfg.path, "teacher.path")
-    live = HFTeacher.from_pretrained(cfg.path, device=str(device))
-    k_live = cfg.topk
-
-    def hf(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-        if k_live is None:
-            return {"teacher_logits": live.logits(input_ids, attention_mask)}
-        return {"teacher_topk": live.topk(input_ids, attention_mask, k_live)}
-
-    return hf, hf
+    live = HFTeacher.from_pretrained(cfg.path, device=str(device), k=cfg.topk, layers=layers)
+    return live, live
 
 
-def _open_cache(path: str, tokenizer: Any, dataset: str, key: str) -> CachedTeacher:
+def open_http_teacher(
+    settings: HTTPSettings,
+    k: int,
+    tokenizer: Any,
+    run_dir: Path | None,
+    environ: Mapping[str, str],
+) -> HTTPTeacher:
+    """The ``http`` teacher: endpoint, API key from ``environ``, store, top-``k``.
+
+    The store defaults to ``kd-store.sqlite`` in ``run_dir``.
+    """
+    store_url = settings.store
+    if store_url is None:
+        if run_dir is None:
+            raise KDTrainError("teacher.http.store is required when no run directory is given")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store_url = sqlite_url(run_dir / "kd-store.sqlite")
+    api_key = environ.get(settings.api_key_env) if settings.api_key_env else None
+    if settings.api_key_env and not api_key:
+        raise KDTrainError(
+            f"teacher.http.api_key_env names {settings.api_key_env}, which is not set; export "
+            "it, or remove api_key_env for an endpoint without a key"
+        )
+    endpoint = dataclasses.replace(settings.endpoint, top_logprobs=k)
+    return HTTPTeacher(
+        endpoint,
+        api_key=api_key,
+        store=open_store(store_url),
+        tokenizer=tokenizer,
+        owner="kd-train distill",
+    )
+
+
+def _open_cache(path: str, tokenizer: Any, dataset: str, key: str, k: int | None) -> CachedTeacher:
     """Open the cache at ``path`` (config key ``key``), checked against ``dataset``."""
     if not Path(dataset).is_file():
         raise KDTrainError(f"dataset {dataset} does not exist; check data.train / data.eval")
@@ -111,13 +159,14 @@ def _open_cache(path: str, tokenizer: Any, dataset: str, key: str) -> CachedTeac
             path,
             tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
             dataset_fingerprint=dataset_fingerprint(dataset),
+            k=k,
         )
     except CacheError as exc:
         raise type(exc)(f"{key}: {exc}") from exc
 
 
-def _require_same_teacher(train: CachedTeacher, eval_: CachedTeacher, k: int) -> None:
-    """The eval cache must come from the train cache's teacher and hold at least ``k``."""
+def _require_same_teacher(train: CachedTeacher, eval_: CachedTeacher) -> None:
+    """The eval cache must come from the train cache's teacher."""
     ours, theirs = train.manifest.config, eval_.manifest.config
     if ours.teacher_fingerprint != theirs.teacher_fingerprint:
         raise CacheMismatchError(
@@ -125,26 +174,10 @@ def _require_same_teacher(train: CachedTeacher, eval_: CachedTeacher, k: int) ->
             f"teacher.path {train.directory} (teacher fingerprints {theirs.teacher_fingerprint} "
             f"and {ours.teacher_fingerprint}); build both caches with the same --teacher"
         )
-    if eval_.k < k:
-        raise CacheMismatchError(
-            f"teacher.eval_path {eval_.directory} holds top-{eval_.k}, but training reads "
-            f"top-{k}; set teacher.topk to at most {eval_.k} or rebuild it with --k {k}"
-        )
-
-
-class _CachedTeacherFn:
-    """Serve a cache's top-``k`` (with tail) for a batch, on ``device``; keeps the cache."""
-
-    def __init__(self, cache: CachedTeacher, k: int, device: torch.device) -> None:
-        self.cache, self.k, self.device = cache, k, device
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
-        top = self.cache.topk(input_ids.cpu(), attention_mask.cpu(), self.k)
-        return {"teacher_topk": _map_tensors(top, lambda t: t.to(self.device))}
 
 
 def require_cache_covers(
-    teacher: TeacherFn | None, examples: list[Example], split: str, max_length: int
+    teacher: Teacher | None, examples: list[Example], split: str, max_length: int
 ) -> None:
     """Check before training that a cached teacher has rows for every position of ``examples``.
 
@@ -157,9 +190,9 @@ def require_cache_covers(
         CacheMismatchError: naming the split, how many examples are not covered, the first
             one, and both tokenization settings.
     """
-    if not isinstance(teacher, _CachedTeacherFn):
+    if not isinstance(teacher, CachedTeacher):
         return
-    cache = teacher.cache
+    cache = teacher
     uncovered = [example for example in examples if not cache.holds(example.input_ids)]
     if uncovered:
         first, cfg = uncovered[0], cache.manifest.config
@@ -172,13 +205,6 @@ def require_cache_covers(
             f"'kd-train cache-logits --max-length {max_length}' or set data.max_length to "
             f"{cfg.max_length}"
         )
-
-
-def _map_tensors(top: TopK, fn: Callable[[torch.Tensor], torch.Tensor]) -> TopK:
-    """Apply ``fn`` to every tensor field of a :class:`TopK` (or subclass, e.g. with tail)."""
-    return dataclasses.replace(
-        top, **{f.name: fn(getattr(top, f.name)) for f in dataclasses.fields(top)}
-    )
 
 
 def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
@@ -206,17 +232,47 @@ def _require_dir(path: str, key: str) -> None:
         raise KDTrainError(f"{key}: {path} is not a directory; give a saved model directory")
 
 
-def build_loss(options: dict[str, Any], has_teacher: bool) -> DistillationLoss:
-    """Build :class:`~kd_train.losses.combined.DistillationLoss` from the config's ``loss`` mapping.
+def build_loss(config: LossConfig, student: Any, teacher: Teacher | None) -> DistillationLoss:
+    """Build :class:`~kd_train.losses.combined.DistillationLoss`; hidden sizes from the models."""
+    student_dim = teacher_dim = None
+    if config.hidden is not None:
+        student_dim = int(student.config.hidden_size)
+        if isinstance(teacher, HFTeacher):
+            teacher_dim = int(teacher.model.config.hidden_size)
+    return DistillationLoss(config, student_dim=student_dim, teacher_dim=teacher_dim)
 
-    Without ``loss.weights`` a run with a teacher optimises ``kd`` and a CE-only run
-    (``teacher.kind: none``) optimises ``ce``.
+
+def require_teacher_serves(
+    config: LossConfig, teacher: Teacher | None, examples: list[Example], split: str
+) -> None:
+    """Refuse before step 0 a dataset that cannot feed the configured terms.
+
+    ``records``: every example must carry stored top-k. Span and code-mode weights need
+    at least one example with a span of their kind.
+
+    Raises:
+        kd_train.errors.KDTrainError: naming the split, the first offending record and
+            what would work.
     """
-    return DistillationLoss(loss_config(options, has_teacher))
-
-
-def loss_config(options: dict[str, Any], has_teacher: bool) -> LossConfig:
-    """Validate the ``loss`` mapping (errors name ``loss.<key>``) with the trainer's defaults."""
-    if "weights" not in options:
-        options = {**options, "weights": {"kd": 1.0} if has_teacher else {"ce": 1.0}}
-    return LossConfig.from_dict(options)
+    if isinstance(teacher, RecordsTeacher):
+        missing = [e for e in examples if e.teacher_ids is None]
+        if missing:
+            raise KDTrainError(
+                f"teacher.kind 'records': {len(missing)} of {len(examples)} {split} records "
+                f"have no teacher_topk (first: {missing[0].record_id!r}); make the dataset "
+                "with 'kd-train generate' and top_logprobs > 0, or use teacher.kind 'hf', "
+                "'cached' or 'http'"
+            )
+    active = config.active_terms()
+    for name in sorted(active):
+        kind = name.removeprefix("span_") if name.startswith("span_") else None
+        if name == "code_pref":
+            kind = "code_mode"
+        if kind is None or split != "train":
+            continue
+        if not any(bool(e.span_masks[kind].any()) for e in examples):
+            raise KDTrainError(
+                f"loss.weights.{name} is set but no {split} record has a {kind!r} span, so "
+                f"the term would always be 0; label spans of kind {kind!r} in the records "
+                f"(see the data guide) or remove loss.weights.{name}"
+            )

@@ -3,7 +3,8 @@
 A run config is plain data with seven sections (every key optional unless marked)::
 
     student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
-    teacher:   {kind: hf | cached | none, path: DIR, topk: K, eval_path: DIR}
+    teacher:   {kind: hf | cached | records | http | none, path: DIR, topk: K,
+                eval_path: DIR, http: {base_url, model, scoring, api_key_env, store, ...}}
     data:      {train: FILE (required), eval: FILE, eval_fraction: 0.1, max_length: 256}
     loss:      kd_train.losses.LossConfig as a mapping (divergence, temperature, weights, ...)
     optim:     {lr: 3e-4, weight_decay: 0.0, betas: [0.9, 0.999], eps: 1e-8,
@@ -38,9 +39,14 @@ from typing import Any, TypeVar
 import yaml
 
 from kd_train.errors import KDTrainError
-from kd_train.losses import LossConfig
+from kd_train.generate.config import http_teacher_config
+from kd_train.losses import LossArgumentError, LossConfig
+from kd_train.teachers.http import HTTPTeacherConfig
 
 T = TypeVar("T")
+
+#: The endpoint keys ``teacher.http`` takes (those of :class:`HTTPTeacherConfig`).
+HTTP_ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(HTTPTeacherConfig))
 
 
 class RunConfigError(KDTrainError):
@@ -61,18 +67,39 @@ class StudentConfig:
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
-    """Where the teacher's distribution comes from: ``hf``, ``cached`` or ``none`` (CE only).
+class HTTPSettings:
+    """The ``teacher.http`` section: a live OpenAI-compatible endpoint that scores prompts.
 
-    A ``cached`` teacher reads ``path``, a ``kd-train cache-logits`` cache of ``data.train``.
-    When ``data.eval`` is a separate file its batches are not in that cache: ``eval_path``
-    is then required, a second cache built from ``data.eval`` by the same teacher.
+    ``endpoint`` holds the endpoint, scoring form, prices, budget, limits and retry policy
+    (:class:`~kd_train.teachers.http.HTTPTeacherConfig`; its ``top_logprobs`` is
+    ``teacher.topk``). ``api_key_env`` names the environment variable holding the key (the
+    key itself is never in a config). ``store`` is the database URL of the response cache
+    and budget ledger (default: ``kd-store.sqlite`` in the run directory).
+    """
+
+    endpoint: HTTPTeacherConfig
+    api_key_env: str | None = None
+    store: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Where the teacher's distribution comes from; ``kind`` is one of :data:`TEACHER_KINDS`.
+
+    ``hf``: a saved ``transformers`` model at ``path``, run in the loop (dense, or top-k
+    with ``topk``). ``cached``: ``path`` is a ``kd-train cache-logits`` cache of
+    ``data.train``; when ``data.eval`` is a separate file its batches are not in that
+    cache, so ``eval_path`` is then required, a second cache built from ``data.eval`` by
+    the same teacher. ``records``: the top-k ``kd-train generate`` stored in the dataset
+    rows (every record must have it). ``http``: a live endpoint (``http``) scoring every
+    batch, ``topk`` alternatives per position. ``none``: CE only.
     """
 
     kind: str = "none"
     path: str | None = None
     topk: int | None = None
     eval_path: str | None = None
+    http: HTTPSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -143,16 +170,24 @@ class RunConfig:
     train: TrainConfig
     output_dir: str
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    loss: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as JSON-ready plain data (``parse_config`` reads it back)."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        data = dataclasses.asdict(self)
+        data["loss"] = self.loss.to_dict()
+        http = data["teacher"].pop("http")
+        if http is not None:  # the flat form parse_config reads: endpoint keys + our own
+            data["teacher"]["http"] = {**http.pop("endpoint"), **http}
+        return json.loads(json.dumps(data))
 
 
-TEACHER_KINDS = ("hf", "cached", "none")
+#: The teacher kinds ``teacher.kind`` accepts.
+TEACHER_KINDS = ("hf", "cached", "records", "http", "none")
+#: Kinds that read a directory at ``teacher.path``.
+PATH_KINDS = ("hf", "cached")
 PRECISIONS = ("fp32", "bf16")
 STRATEGIES = ("ddp", "fsdp")
 
@@ -167,16 +202,54 @@ def parse_config(data: Mapping[str, Any]) -> RunConfig:
     student = _parse_student(root.section("student", required=True))
     teacher = _parse_teacher(root.section("teacher"))
     data_cfg = _parse_data(root.section("data", required=True))
-    loss = root.mapping("loss")
+    loss = _parse_loss(root.mapping("loss"), teacher)
     optim = _parse_optim(root.section("optim"))
     train = _parse_train(root.section("train", required=True))
     dist = _parse_distributed(root.section("distributed"))
     output_dir = root.get("output_dir", str, required=True)
     root.finish()
     _check_eval_cache(teacher, data_cfg)
-    # The loss table is validated by its owner, before anything runs.
-    LossConfig.from_dict(loss or {"weights": {"ce": 1.0}})
+    _check_teacher_serves(teacher, loss, dist)
     return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim, dist)
+
+
+def _parse_loss(table: dict[str, Any], teacher: TeacherConfig) -> LossConfig:
+    """Validate the ``loss`` table (by its owner, :class:`LossConfig`).
+
+    Without ``loss.weights`` a run with a teacher optimises ``kd`` and a CE-only run
+    (``teacher.kind: none``) optimises ``ce``.
+    """
+    if "weights" not in table:
+        table = {**table, "weights": {"kd": 1.0} if teacher.kind != "none" else {"ce": 1.0}}
+    try:
+        return LossConfig.from_dict(table)
+    except LossArgumentError as exc:
+        raise RunConfigError(str(exc)) from exc
+
+
+def _check_teacher_serves(
+    teacher: TeacherConfig, loss: LossConfig, dist: DistributedConfig
+) -> None:
+    """Refuse, before anything runs, a loss the teacher kind cannot feed."""
+    active = loss.active_terms()
+    if teacher.kind == "none" and (
+        "kd" in active or (loss.span_loss == "kd" and any(t.startswith("span_") for t in active))
+    ):
+        raise RunConfigError(
+            "loss.weights has a KD term but teacher.kind is 'none': choose a teacher "
+            "(hf, cached, records or http) or train on CE alone (loss.weights: {ce: 1.0})"
+        )
+    if "hidden" in active and teacher.kind != "hf":
+        raise RunConfigError(
+            f"loss.hidden: hidden-state matching needs the teacher's per-layer hidden states, "
+            f"which only a local model computes; teacher.kind {teacher.kind!r} gives only "
+            "next-token log-probs. Use teacher.kind 'hf', or remove loss.hidden and its weight"
+        )
+    if "hidden" in active and dist.strategy == "fsdp":
+        raise RunConfigError(
+            "loss.hidden with distributed.strategy 'fsdp' is not supported (the learned "
+            "projections are not sharded); use strategy 'ddp' or drop loss.hidden"
+        )
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -251,16 +324,62 @@ def _parse_teacher(s: _Section) -> TeacherConfig:
         path=s.get("path", str),
         topk=s.get("topk", int, minimum=1),
         eval_path=s.get("eval_path", str),
+        http=_parse_http(s.mapping("http")) if "http" in s.data else None,
     )
     s.finish()
-    if out.kind != "none" and out.path is None:
+    if out.kind in PATH_KINDS and out.path is None:
         raise RunConfigError(f"teacher.path is required when teacher.kind is {out.kind!r}")
+    if out.kind not in PATH_KINDS and out.path is not None:
+        raise RunConfigError(
+            f"teacher.path is only read when teacher.kind is 'hf' or 'cached' (it is "
+            f"{out.kind!r}); remove it"
+        )
+    if (out.kind == "http") != (out.http is not None):
+        raise RunConfigError(
+            "teacher.http (base_url, model, ...) is required when teacher.kind is 'http' "
+            "and read only then"
+        )
+    if out.kind == "http" and out.topk is None:
+        raise RunConfigError(
+            "teacher.topk is required when teacher.kind is 'http': the number of prompt "
+            "log-probs the endpoint returns per position (e.g. 8)"
+        )
+    if out.kind == "records" and out.topk is not None:
+        raise RunConfigError(
+            "teacher.topk is not read when teacher.kind is 'records': the records hold the "
+            "k that kd-train generate stored; remove it"
+        )
     if out.eval_path is not None and out.kind != "cached":
         raise RunConfigError(
             f"teacher.eval_path is only read when teacher.kind is 'cached' (it is {out.kind!r}); "
             "remove it"
         )
     return out
+
+
+def _parse_http(table: dict[str, Any]) -> HTTPSettings:
+    """Validate ``teacher.http``: endpoint keys of :class:`HTTPTeacherConfig` plus our own."""
+    own = {"api_key_env", "store"}
+    allowed = HTTP_ENDPOINT_KEYS | own
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise RunConfigError(
+            f"unknown key 'teacher.http.{unknown[0]}' in config; allowed keys here: "
+            f"{', '.join(sorted(allowed))}"
+        )
+    for required in ("base_url", "model"):
+        if not isinstance(table.get(required), str) or not table[required]:
+            raise RunConfigError(f"teacher.http.{required} is required (a string)")
+    for key in own:
+        if table.get(key) is not None and not isinstance(table[key], str):
+            raise RunConfigError(f"teacher.http.{key} must be str, got {table[key]!r}")
+    try:
+        endpoint = http_teacher_config(
+            {k: v for k, v in table.items() if k not in own}, "teacher.http"
+        )
+    except KDTrainError as exc:
+        raise RunConfigError(str(exc)) from exc
+    return HTTPSettings(endpoint, table.get("api_key_env"), table.get("store"))
 
 
 def _check_eval_cache(teacher: TeacherConfig, data: DataConfig) -> None:
@@ -409,6 +528,7 @@ _KNOWN: dict[str, tuple[str, ...]] = {
     "": ("student", "teacher", "data", "loss", "optim", "train", "distributed", "output_dir"),
     "student": tuple(f.name for f in dataclasses.fields(StudentConfig)),
     "teacher": tuple(f.name for f in dataclasses.fields(TeacherConfig)),
+    "teacher.http": (),
     "data": tuple(f.name for f in dataclasses.fields(DataConfig)),
     "optim": tuple(f.name for f in dataclasses.fields(OptimConfig)),
     "train": tuple(f.name for f in dataclasses.fields(TrainConfig)),

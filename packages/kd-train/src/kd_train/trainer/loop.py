@@ -6,26 +6,30 @@ One optimiser step::
     batches = the next grad_accum micro-batches           cursor (epoch, index) advances
     N       = label tokens in those batches, on all ranks  one normaliser for the step
     for each micro-batch:
-        logits  = student(input_ids)                        bf16 autocast if asked
-        teacher = teacher(input_ids)                        logits, top-k, or nothing
-        terms   = loss(logits[:, :-1], labels[:, 1:], teacher, spans, N)
+        teacher = teacher(batch)                            dense, top-k + tail, or nothing
+        hidden  = student.base_model(input_ids)             bf16 autocast if asked
+        terms   = loss(hidden[:, :-1], lm_head, labels[:, 1:],
+                       teacher.next_token(), spans, N)      chunk by chunk: no [B, T, V]
         backward(terms["loss"] * world_size)                DDP and FSDP average over ranks
     clip gradients; AdamW step
     log a metrics row; evaluate / stop early / checkpoint when due
 
 Because every micro-batch loss is a sum over tokens divided by the same ``N``, the step's
 gradient is the token mean over the whole global batch, whatever the split into
-micro-batches and processes. With ``distributed.strategy: fsdp`` the student is sharded
+micro-batches and processes. The loss is computed from the student's hidden states and
+its ``lm_head`` one chunk of ``loss.chunk_size`` positions at a time
+(:mod:`kd_train.trainer.forward`), so the student's full-vocabulary logits are never held.
+With ``distributed.strategy: fsdp`` the student is sharded
 across processes (see :mod:`kd_train.trainer.distributed`); the loop is the same, and
 checkpoints and the final model hold the whole, gathered state.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +38,9 @@ import numpy as np
 import torch
 
 from kd_train.atomic import atomic_write_text
-from kd_train.data import Batch, collate, next_token_view
+from kd_train.data import Batch, collate
 from kd_train.errors import KDTrainError
-from kd_train.teachers.base import TopK
+from kd_train.teachers.base import Teacher
 from kd_train.trainer import distributed
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
@@ -49,15 +53,16 @@ from kd_train.trainer.checkpoint import (
 from kd_train.trainer.components import (
     IGNORE_INDEX,
     Example,
-    TeacherFn,
     build_loss,
     load_examples,
     load_student,
     load_teacher,
     require_cache_covers,
+    require_teacher_serves,
 )
 from kd_train.trainer.config import OptimConfig, RunConfig
 from kd_train.trainer.distributed import DistContext
+from kd_train.trainer.forward import Distiller
 from kd_train.trainer.metrics import MetricsLog, peak_memory_mb, postfix, progress_bar
 from kd_train.trainer.outputs import save_student, write_run_manifest
 
@@ -98,8 +103,16 @@ def train(
     *,
     resume: bool = False,
     progress: bool = True,
+    environ: Mapping[str, str] | None = None,
+    dense_reference: bool = False,
 ) -> TrainResult:
-    """Run (or, with ``resume``, continue) the distillation described by ``config``."""
+    """Run (or, with ``resume``, continue) the distillation described by ``config``.
+
+    ``environ`` holds the environment variables a teacher may name (the ``http`` teacher's
+    ``api_key_env``); the command line passes the process environment. ``dense_reference``
+    computes the loss from the student's full logits: the reference the chunked path is
+    tested against, never what a run needs.
+    """
     run_dir, tc = Path(config.output_dir), config.train
     device = ctx.device
 
@@ -110,16 +123,28 @@ def train(
     seed_everything(tc.seed)
     student, tokenizer = load_student(config.student, tc.seed)
     student.to(device)
-    teacher, eval_teacher = load_teacher(config.teacher, device, tokenizer, config.data)
-    loss_fn = build_loss(config.loss, has_teacher=teacher is not None)
+    teacher, eval_teacher = load_teacher(
+        config.teacher,
+        device,
+        tokenizer,
+        config.data,
+        run_dir=run_dir,
+        environ=environ or {},
+        layers=config.loss.hidden is not None,
+    )
     train_set, eval_set = load_examples(config.data, tokenizer)
     require_cache_covers(teacher, train_set, "train", config.data.max_length)
     require_cache_covers(eval_teacher, eval_set, "eval", config.data.max_length)
+    require_teacher_serves(config.loss, teacher, train_set, "train")
+    require_teacher_serves(config.loss, eval_teacher, eval_set, "eval")
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
-    # DDP wraps the student; FSDP shards it in place, which is why the optimiser comes after.
-    model = distributed.wrap(student, ctx, config.distributed.strategy)
+    distiller = Distiller(student, build_loss(config.loss, student, teacher), dense=dense_reference)
+    distiller.to(device)
+    trained = distiller.trainable()  # the state checkpoints hold
+    # DDP wraps the distiller; FSDP shards it in place, which is why the optimiser comes after.
+    model = distributed.wrap(distiller, ctx, config.distributed.strategy)
     optimizer = torch.optim.AdamW(
-        student.parameters(),
+        trained.parameters(),
         lr=config.optim.lr,
         betas=config.optim.betas,
         eps=config.optim.eps,
@@ -130,7 +155,7 @@ def train(
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
             raise KDTrainError(f"nothing to resume: {run_dir / 'checkpoints'} has no checkpoint")
-        state = load_checkpoint(ckpt, student, optimizer)  # every rank reads it
+        state = load_checkpoint(ckpt, trained, optimizer)  # every rank reads it
     elif latest_checkpoint(run_dir) is not None:
         raise KDTrainError(
             f"output_dir {run_dir} already holds checkpoints; continue it with "
@@ -153,11 +178,12 @@ def train(
         return collate([train_set[i] for i in ids], pad_id)
 
     def loss_terms(batch: Batch, n_items: float, step: int) -> dict[str, torch.Tensor]:
-        """Forward the student (and the teacher); return the loss terms of one micro-batch."""
+        """Run the teacher, then the student and the loss; the terms of one micro-batch."""
         batch = batch.to(device)
+        taught = None if teacher is None else teacher(batch)
         with autocast:
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return compute_loss(loss_fn, teacher, logits, batch, n_items, step)
+            terms: dict[str, torch.Tensor] = model(batch, taught, n_items, step)
+        return terms
 
     # ---- loop --------------------------------------------------------------------------
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else None, ctx.is_main)
@@ -182,7 +208,7 @@ def train(
             for name, value in terms.items():
                 step_terms[name] = step_terms.get(name, 0.0) + float(value.detach())
         max_norm = tc.clip_norm if tc.clip_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), max_norm))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trained.parameters(), max_norm))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -203,9 +229,7 @@ def train(
             "peak_memory_mb": peak_memory_mb(device),
         }
         if tc.eval_every and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
-            eval_terms = evaluate(
-                model, loss_fn, eval_teacher, eval_set, tc.batch_size, pad_id, device
-            )
+            eval_terms = evaluate(model, eval_teacher, eval_set, tc.batch_size, pad_id, device)
             row.update({f"eval_{k}": v for k, v in eval_terms.items()})
             update_early_stopping(state, eval_terms.get("loss"), tc.early_stopping_patience)
             model.train()
@@ -215,7 +239,7 @@ def train(
         if (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or (
             state.step == tc.max_steps or state.stopped_early
         ):
-            full = gather_state(student, optimizer)  # every rank takes part; rank 0 gets it
+            full = gather_state(trained, optimizer)  # every rank takes part; rank 0 gets it
             if ctx.is_main:
                 write_checkpoint(run_dir, state, full, config.to_dict(), tc.keep_checkpoints)
             distributed.barrier(ctx)
@@ -237,14 +261,13 @@ def train(
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    teacher: TeacherFn | None,
+    teacher: Teacher | None,
     examples: list[Example],
     batch_size: int,
     pad_id: int,
     device: torch.device,
 ) -> dict[str, float]:
-    """Token-mean loss terms of ``model`` over ``examples`` (every rank computes all of it)."""
+    """Token-mean loss terms of the distiller ``model`` over ``examples`` (every rank: all)."""
     if not examples:
         return {}
     model.eval()
@@ -255,8 +278,7 @@ def evaluate(
     totals: dict[str, float] = {}
     for batch in batches:
         batch = batch.to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        terms = compute_loss(loss_fn, teacher, logits, batch, n_items, step=None)
+        terms = model(batch, None if teacher is None else teacher(batch), n_items)
         for name, value in terms.items():
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
@@ -281,45 +303,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_loss(
-    loss_fn: torch.nn.Module,
-    teacher: TeacherFn | None,
-    logits: torch.Tensor,
-    batch: Batch,
-    n_items: float,
-    step: int | None,
-) -> dict[str, torch.Tensor]:
-    """Shift logits and targets into the next-token view; run the teacher; apply the loss."""
-    view = next_token_view(logits, batch)
-    teacher_out: dict[str, Any] = {}
-    if teacher is not None:
-        teacher_out = {
-            k: _drop_last(v) for k, v in teacher(batch.input_ids, batch.attention_mask).items()
-        }
-    extra = {"step": step} if step is not None else {}
-    return loss_fn(
-        view.labels,
-        student_logits=view.logits,
-        **teacher_out,
-        span_masks=view.span_masks or None,
-        num_items_in_batch=n_items,
-        **extra,
-    )
-
-
 def count_targets(batch: Batch) -> int:
     """Number of positions that carry a label in the next-token view (the loss normaliser)."""
     return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
-
-
-def _drop_last(value: Any) -> Any:
-    """Drop the last position of a teacher output, as the next-token view does for logits."""
-    if isinstance(value, TopK):  # also TopK subclasses that carry a tail
-        fields = dataclasses.fields(value)
-        return dataclasses.replace(
-            value, **{f.name: getattr(value, f.name)[:, :-1] for f in fields}
-        )
-    return value[:, :-1]
 
 
 def _json(data: dict[str, Any]) -> str:
