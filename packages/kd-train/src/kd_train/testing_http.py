@@ -2,10 +2,14 @@
 
 It serves real log-probs from a tiny real ``transformers`` model (greedy decoding) on
 ``127.0.0.1`` (port 0: the OS picks a free one), answering ``POST /v1/completions`` (text
-or token-id prompts, ``echo``, ``logprobs``) and ``POST /v1/chat/completions``
+or token-id prompts, ``echo``, ``logprobs``, and vLLM's ``prompt_logprobs`` and
+``return_tokens_as_token_ids``) and ``POST /v1/chat/completions``
 (``logprobs``/``top_logprobs``), with ``usage`` figures. Token strings are the
-tokenizer's vocabulary strings, so :func:`~kd_train.teachers.openai_api.token_to_id`
-maps them back exactly.
+tokenizer's vocabulary strings (or ``"token_id:N"`` when asked), so
+:func:`~kd_train.teachers.openai_api.token_to_id` maps them back exactly.
+``prompt_logprobs[i]`` (``None`` for ``i = 0``) is vLLM's
+``{"<id>": {"logprob", "rank", "decoded_token"}}`` of the top-k after the tokens before
+``i``, plus prompt token ``i`` itself when it is outside the top-k.
 
 Faults are injected per request, from a script (a list consumed in order, then ``ok``)
 or at random with given rates:
@@ -112,10 +116,29 @@ class _Model:
             logprobs = torch.log_softmax(self.model(seq).logits[0].float(), dim=-1)
         return seq[0, len(ids) :].tolist(), logprobs
 
-    def top(self, logprobs: torch.Tensor, k: int) -> list[tuple[str, float]]:
+    def names(self, ids: list[int], as_ids: bool) -> list[str]:
+        """Token strings of ``ids``: vocabulary strings, or ``"token_id:N"`` (``as_ids``)."""
+        if as_ids:
+            return [f"token_id:{i}" for i in ids]
+        return list(self.tokenizer.convert_ids_to_tokens(ids))
+
+    def top(self, logprobs: torch.Tensor, k: int, as_ids: bool = False) -> list[tuple[str, float]]:
         values, idx = logprobs.topk(k)
-        names = self.tokenizer.convert_ids_to_tokens(idx.tolist())
+        names = self.names(idx.tolist(), as_ids)
         return [(n, float(v)) for n, v in zip(names, values.tolist(), strict=True)]
+
+    def prompt_entry(self, logprobs: torch.Tensor, token: int, k: int) -> dict[str, Any]:
+        """One ``prompt_logprobs`` entry (vLLM's): the top-``k``, plus ``token`` if outside it."""
+        best = logprobs.topk(k).indices.tolist()
+        chosen = [*best, *([] if token in best else [token])]
+        return {
+            str(i): {
+                "logprob": float(logprobs[i]),
+                "rank": int((logprobs > logprobs[i]).sum()) + 1,
+                "decoded_token": str(self.tokenizer.decode([i])),
+            }
+            for i in chosen
+        }
 
 
 class LoopbackTeacherServer:
@@ -219,11 +242,12 @@ class LoopbackTeacherServer:
             prompt, k = body["prompt"], int(body.get("logprobs") or 0)
         ids = self.model.encode(prompt)
         echo = bool(body.get("echo")) and not chat
+        as_ids = bool(body.get("return_tokens_as_token_ids"))
         new, logprobs = self.model.run(ids, int(body.get("max_tokens", 16)))
         tok = self.model.tokenizer
         shown = range(1 if echo else len(ids), len(ids) + len(new))
-        tokens = tok.convert_ids_to_tokens(ids + new if echo else new)
-        tops = [self.model.top(logprobs[i - 1], k) if k else [] for i in shown]
+        tokens = self.model.names(ids + new if echo else new, as_ids)
+        tops = [self.model.top(logprobs[i - 1], k, as_ids) if k else [] for i in shown]
         text = str(tok.decode(new, skip_special_tokens=True))
         # extra_billed_tokens: a provider that bills more than max_tokens (ignores it).
         usage = {
@@ -257,6 +281,11 @@ class LoopbackTeacherServer:
                 "logprobs": {"tokens": tokens, "top_logprobs": top_dicts} if k else None,
                 "finish_reason": "stop",
             }
+            if body.get("prompt_logprobs"):
+                pk = int(body["prompt_logprobs"])
+                choice["prompt_logprobs"] = [None] + [
+                    self.model.prompt_entry(logprobs[i - 1], ids[i], pk) for i in range(1, len(ids))
+                ]
         out: dict[str, Any] = {
             "object": "completion",
             "model": body.get("model", ""),

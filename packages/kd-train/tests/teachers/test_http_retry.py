@@ -4,12 +4,15 @@ import pytest
 from kd_train.errors import KDTrainError
 from kd_train.teachers.openai_api import (
     MalformedResponseError,
+    first_mismatch,
     parse_echo,
     parse_generation,
+    parse_prompt_logprobs,
     token_to_id,
 )
 from kd_train.teachers.ratelimit import RateLimiter
 from kd_train.teachers.retry import RetryPolicy, parse_retry_after
+from kd_train.testing import train_tiny_tokenizer
 
 
 def test_backoff_ceiling_doubles_then_caps():
@@ -115,3 +118,71 @@ def test_echo_without_enough_positions_raises():
 def test_unknown_token_string_names_the_token():
     with pytest.raises(KDTrainError, match="'zz'"):
         token_to_id("zz", {"a": 1})
+
+
+def test_echo_without_echoed_tokens_raises():
+    body = {"choices": [{"logprobs": {"top_logprobs": [None, {"a": -1.0}, {"b": -1.0}]}}]}
+    with pytest.raises(MalformedResponseError, match="echo"):
+        parse_echo(body, n_prompt=2)
+
+
+def entry(logprob, rank, decoded):
+    return {"logprob": logprob, "rank": rank, "decoded_token": decoded}
+
+
+def test_prompt_logprobs_entry_with_the_prompt_token_outside_the_topk_is_sorted():
+    # k = 2: the prompt token 7 is third, so vLLM adds it after the top-2.
+    body = {
+        "choices": [
+            {
+                "prompt_logprobs": [
+                    None,
+                    {"4": entry(-0.5, 1, "a"), "9": entry(-1.0, 2, "b"), "7": entry(-3.0, 3, "c")},
+                ],
+                "logprobs": {"top_logprobs": [{"token_id:2": -0.1, "token_id:4": -2.0}]},
+            }
+        ]
+    }
+    scores = parse_prompt_logprobs(body, [5, 7])
+    assert scores.top == [
+        [("token_id:4", -0.5), ("token_id:9", -1.0), ("token_id:7", -3.0)],
+        [("token_id:2", -0.1), ("token_id:4", -2.0)],
+    ]
+    assert scores.returned == [None, "c"]
+
+
+def test_prompt_logprobs_entry_without_the_prompt_token_is_named_so():
+    body = {
+        "choices": [
+            {
+                "prompt_logprobs": [None, {"4": entry(-0.5, 1, "a")}],
+                "logprobs": {"top_logprobs": [{"token_id:2": -0.1}]},
+            }
+        ]
+    }
+    assert parse_prompt_logprobs(body, [5, 7]).returned == [None, "<no entry for id 7>"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"choices": [{"prompt_logprobs": [None]}]},
+        {"choices": [{"prompt_logprobs": [None, {"4": entry(-0.5, 1, "a")}]}]},
+    ],
+)
+def test_prompt_logprobs_answer_without_every_position_raises(body):
+    with pytest.raises(MalformedResponseError, match=r"teacher\.scoring"):
+        parse_prompt_logprobs(body, [5, 7])
+
+
+def test_first_mismatch_accepts_every_name_of_the_token_and_finds_another():
+    tok = train_tiny_tokenizer()
+    ids = tok("The fox")["input_ids"]
+    names = [
+        tok.convert_ids_to_tokens(ids[0]),
+        f"token_id:{ids[1]}",
+        *(tok.decode([i]) for i in ids[2:]),
+    ]
+    assert first_mismatch(tok, ids, names) is None
+    assert first_mismatch(tok, ids, [None, *names[1:]]) is None
+    assert first_mismatch(tok, ids, [names[0], "zz", *names[2:]]) == 1

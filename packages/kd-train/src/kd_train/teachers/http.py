@@ -1,5 +1,23 @@
 """``HTTPTeacher``: an OpenAI-compatible endpoint that returns log-probs, made safe to pay for.
 
+It generates (:meth:`HTTPTeacher.generate`, for ``kd-train generate``) and it scores prompts
+for training (:meth:`HTTPTeacher.__call__`, a :class:`~kd_train.teachers.base.Teacher`): one
+completions request per row sends the row's token ids and reads back, at every position
+``t``, the top-``k`` log-probs of the token after ``input_ids[:, t]`` (``k`` =
+``top_logprobs``), as a top-k :class:`~kd_train.teachers.base.TeacherOutput` aligned like
+logits. ``scoring`` picks the request form (:mod:`kd_train.teachers.openai_api`):
+
+* ``"echo"``: ``echo: true, logprobs: k`` (OpenAI's legacy completions; vLLM too);
+* ``"prompt_logprobs"``: vLLM's ``prompt_logprobs: k`` plus ``logprobs: k`` for the
+  position after the last prompt token.
+
+**Token check.** The endpoint must read the ids with the student's tokenizer. Every prompt
+token the endpoint names (the echoed token, or the ``decoded_token`` in ``prompt_logprobs``)
+is compared with the local tokenizer's; a mismatch raises :class:`HTTPTeacherError` naming
+the row, the position and both tokens: the endpoint serves another tokenizer, and
+cross-tokenizer distillation is not supported by this teacher kind. An alternative the
+student's tokenizer does not have is refused the same way.
+
 Every request goes through the same path:
 
 1. **Cache.** The key is the SHA-256 of the model and the request body
@@ -37,6 +55,7 @@ logged, never part of a cache key, the ledger or a message.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 from dataclasses import dataclass, field
@@ -45,18 +64,21 @@ from typing import Any
 import httpx
 import torch
 
+from kd_train.data.batching import Batch
 from kd_train.errors import KDTrainError
 from kd_train.store import BudgetOverrunError, Store, cache_key, usd_to_nanos
 from kd_train.store.ledger import Reservation
-from kd_train.teachers.base import TopK
+from kd_train.teachers.base import TeacherOutput
 from kd_train.teachers.openai_api import (
     PATHS,
     Api,
     MalformedResponseError,
-    echo_request,
+    Scoring,
+    first_mismatch,
     generation_request,
-    parse_echo,
     parse_generation,
+    parse_scores,
+    scoring_request,
     token_to_id,
 )
 from kd_train.teachers.ratelimit import RateLimiter
@@ -67,15 +89,21 @@ logger = logging.getLogger(__name__)
 #: The cap, in nano-USD, given to a budget created without one (no practical limit).
 UNLIMITED_NANOS = 2**62
 
-#: Log-prob written at positions outside the attention mask in :meth:`HTTPTeacher.topk`.
-PAD_LOGPROB = -1.0e4
+_CROSS = (
+    "an HTTP teacher must share the student's tokenizer; cross-tokenizer distillation is "
+    "not supported by this teacher kind"
+)
 
 #: Tokens added to a text prompt's byte count for the worst case (chat template, BOS).
 PROMPT_OVERHEAD_TOKENS = 16
 
 
 class HTTPTeacherError(KDTrainError):
-    """A request failed for good: a non-retryable status, or retries exhausted."""
+    """A request failed for good, or the endpoint cannot score for this student.
+
+    Failed for good: a non-retryable status, or retries exhausted. Cannot score: another
+    tokenizer than the student's, or fewer alternatives than asked.
+    """
 
 
 @dataclass(frozen=True)
@@ -85,9 +113,12 @@ class HTTPTeacherConfig:
     Attributes:
         base_url: the API root, e.g. ``"https://api.example.com/v1"``.
         model: the model name sent in every request.
-        api: ``"completions"`` or ``"chat"`` for generation (``topk`` uses completions).
+        api: ``"completions"`` or ``"chat"`` for generation (scoring uses completions).
         max_tokens: completion length limit of generation requests.
-        top_logprobs: alternatives per generated token (0: none).
+        top_logprobs: alternatives per generated token (0: none), and per position when
+            scoring prompts for training (then at least 1).
+        scoring: how prompts are scored for training: ``"echo"`` (``echo`` + ``logprobs``)
+            or ``"prompt_logprobs"`` (vLLM's); see the module docstring.
         temperature: sampling temperature (0: greedy).
         timeout: seconds per attempt (connect, read, write and pool).
         concurrency: requests in flight at most.
@@ -104,6 +135,7 @@ class HTTPTeacherConfig:
     api: Api = "completions"
     max_tokens: int = 256
     top_logprobs: int = 5
+    scoring: Scoring = "echo"
     temperature: float = 0.0
     timeout: float = 60.0
     concurrency: int = 4
@@ -117,6 +149,8 @@ class HTTPTeacherConfig:
     def __post_init__(self) -> None:
         if self.api not in PATHS:
             raise ValueError(f"api must be 'completions' or 'chat', got {self.api!r}")
+        if self.scoring not in ("echo", "prompt_logprobs"):
+            raise ValueError(f"scoring must be 'echo' or 'prompt_logprobs', got {self.scoring!r}")
         for name in ("max_tokens", "concurrency"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -248,38 +282,96 @@ class HTTPTeacher:
         )
         return self._request(PATHS[cfg.api], body, self._prompt_bound(prompt), cfg.max_tokens)
 
-    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TopK:
-        """Top-``k`` next-token log-probs at every position of ``input_ids`` ``[B, T]``.
+    def __call__(self, batch: Batch) -> TeacherOutput:
+        """Score the batch's rows: :meth:`topk` with ``k = config.top_logprobs``.
 
-        One echo request per row scores the row's unmasked tokens; positions outside the
-        mask get id 0 and log-prob :data:`PAD_LOGPROB`. Returns ``ids`` int64 and
-        ``logprobs`` float32, both ``[B, T, k]``.
+        Raises:
+            HTTPTeacherError: ``top_logprobs`` is below 1, or as :meth:`topk`.
+        """
+        k = self.config.top_logprobs
+        if k < 1:
+            raise HTTPTeacherError(
+                f"an HTTP teacher scores training rows with teacher.top_logprobs "
+                f"alternatives per position, and it is {k}; set teacher.top_logprobs >= 1"
+            )
+        return self.topk(batch.input_ids, batch.attention_mask, k)
+
+    def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TeacherOutput:
+        r"""Top-``k`` next-token log-probs at every position of ``input_ids`` ``[B, T]``.
+
+        One request per row (``config.scoring``) scores the row's unmasked tokens through
+        the same path as generation (cache, budget, retries, rate limit). Returns a top-k
+        :class:`~kd_train.teachers.base.TeacherOutput`: ``ids`` int64 and ``logprobs``
+        float32 ``[B, T, k]``, ``mask = attention_mask.bool()``, ``aligned="logits"`` (row
+        ``t`` is the distribution of the token after ``input_ids[:, t]``), on the device of
+        ``input_ids``. Masked positions hold distinct placeholder ids ``0 .. k-1`` at
+        :math:`\log \frac{1}{k+1}` each.
+
+        Raises:
+            HTTPTeacherError: the endpoint names a prompt token differently from the local
+                tokenizer (another tokenizer), returns fewer than ``k`` alternatives, or an
+                answer without the scores; or as for every request.
         """
         vocab = self._vocab_map()
         batch, length = input_ids.shape
-        ids = torch.zeros(batch, length, k, dtype=torch.int64)
-        logprobs = torch.full((batch, length, k), PAD_LOGPROB, dtype=torch.float32)
+        ids = torch.arange(k, dtype=torch.int64).expand(batch, length, k).clone()
+        logprobs = torch.full((batch, length, k), -math.log(k + 1), dtype=torch.float32)
         for row in range(batch):
             positions = attention_mask[row].nonzero().flatten().tolist()
             if not positions:
                 continue
             tokens = [int(t) for t in input_ids[row, positions].tolist()]
-            answer = self._request(
-                PATHS["completions"], echo_request(self.config.model, tokens, k), len(tokens), 1
-            )
-            try:
-                tops = parse_echo(answer.body, len(tokens))
-            except MalformedResponseError as exc:
-                raise HTTPTeacherError(f"topk: {exc}") from exc
+            tops = self._score_row(row, positions, tokens, k)
             for pos, top in zip(positions, tops, strict=True):
                 if len(top) < k:
                     raise HTTPTeacherError(
                         f"topk: the endpoint returned {len(top)} alternatives at position "
-                        f"{pos} of row {row}, fewer than k={k}; lower k"
+                        f"{pos} of row {row}, fewer than k={k}; lower teacher.top_logprobs"
                     )
-                ids[row, pos] = torch.tensor([token_to_id(t, vocab) for t, _ in top[:k]])
+                ids[row, pos] = torch.tensor(
+                    [self._token_id(t, vocab, row, pos) for t, _ in top[:k]]
+                )
                 logprobs[row, pos] = torch.tensor([lp for _, lp in top[:k]])
-        return TopK(ids=ids, logprobs=logprobs)
+        return TeacherOutput(
+            ids=ids.to(input_ids.device),
+            logprobs=logprobs.to(input_ids.device),
+            mask=attention_mask.bool(),
+            aligned="logits",
+        )
+
+    def _score_row(
+        self, row: int, positions: list[int], tokens: list[int], k: int
+    ) -> list[list[tuple[str, float]]]:
+        """Request the scores of one row's ``tokens`` and check the endpoint's tokenizer."""
+        scoring = self.config.scoring
+        body = scoring_request(scoring, self.config.model, tokens, k)
+        answer = self._request(PATHS["completions"], body, len(tokens), 1)
+        try:
+            scores = parse_scores(scoring, answer.body, tokens)
+        except MalformedResponseError as exc:
+            raise HTTPTeacherError(f"topk: {exc}") from exc
+        bad = first_mismatch(self._require_tokenizer(), tokens, scores.returned)
+        if bad is not None:
+            sent = self._require_tokenizer().convert_ids_to_tokens(tokens[bad])
+            raise HTTPTeacherError(
+                f"topk: row {row}, position {positions[bad]}: sent token id {tokens[bad]} "
+                f"({sent!r}), the endpoint returned {scores.returned[bad]!r}: it serves "
+                f"another tokenizer than the student's ({_CROSS})"
+            )
+        return scores.top
+
+    @staticmethod
+    def _token_id(token: str, vocab: dict[str, int], row: int, pos: int) -> int:
+        try:
+            return token_to_id(token, vocab)
+        except KDTrainError:
+            raise HTTPTeacherError(
+                f"topk: row {row}, position {pos}: the endpoint returned the alternative "
+                f"{token!r}, which is not in the student's tokenizer. Either the endpoint "
+                f"serves another tokenizer ({_CROSS}), or it names tokens by their text: "
+                "with vLLM, set teacher.scoring to 'prompt_logprobs' (it asks for "
+                "'token_id:N' names)"
+            ) from None
 
     # -- the request path -------------------------------------------------------------
 

@@ -1,6 +1,6 @@
-"""Request bodies and response parsing for OpenAI-compatible completions and chat endpoints.
+r"""Request bodies and response parsing for OpenAI-compatible completions and chat endpoints.
 
-Three request shapes:
+Two generation shapes:
 
 * ``completions`` (``POST /v1/completions``): ``prompt`` text, ``logprobs: k`` — the answer
   has ``choices[0].text`` and ``choices[0].logprobs.{tokens, top_logprobs}`` (one
@@ -8,11 +8,29 @@ Three request shapes:
 * ``chat`` (``POST /v1/chat/completions``): one user message, ``logprobs: true,
   top_logprobs: k`` — ``choices[0].message.content`` and ``choices[0].logprobs.content``
   (``[{token, logprob, top_logprobs: [{token, logprob}]}]``).
-* ``echo`` (``completions`` with ``prompt`` a list of token ids, ``echo: true``,
-  ``max_tokens: 1``): ``top_logprobs[i]`` is the distribution of prompt token ``i``
-  given the tokens before it (``None`` for ``i = 0``) and the last entry is the
-  distribution after the whole prompt; this is what :meth:`HTTPTeacher.topk
-  <kd_train.teachers.http.HTTPTeacher.topk>` needs.
+
+Two prompt-scoring shapes (:class:`~kd_train.teachers.http.HTTPTeacher` ``scoring``), both a
+``completions`` request whose ``prompt`` is the list of token ids ``x_0 .. x_{n-1}``, with
+``max_tokens: 1``. Either gives, for every prompt position ``i``, the top-``k`` of
+:math:`p(\cdot \mid x_{\le i})`: the distribution of the token *after* ``x_i``.
+
+* ``echo`` (:func:`echo_request`, :func:`parse_echo`; OpenAI's legacy form): ``echo: true,
+  logprobs: k``. ``logprobs.top_logprobs[i]`` is :math:`p(\cdot \mid x_{<i})` (``None`` for
+  ``i = 0``), and entry ``n``, the one generated token's, is the distribution after the
+  whole prompt; ``logprobs.tokens[:n]`` are the prompt tokens as the endpoint read them.
+* ``prompt_logprobs`` (:func:`prompt_logprobs_request`, :func:`parse_prompt_logprobs`;
+  vLLM's extension): ``prompt_logprobs: k, logprobs: k, return_tokens_as_token_ids: true``.
+  ``choices[0].prompt_logprobs[i]`` is ``None`` for ``i = 0``, else
+  :math:`p(\cdot \mid x_{<i})` as ``{"<token id>": {"logprob", "rank", "decoded_token"}}``;
+  it always holds ``x_i`` itself, so it has ``k`` items, or ``k + 1`` when ``x_i`` is outside
+  the top-``k`` (the ``k`` best are kept). The distribution after the last prompt token is
+  not in it: it is the generated token's ``logprobs.top_logprobs[0]``.
+
+**Token check.** Scoring is only meaningful when the endpoint's tokenizer is the student's:
+the same id must be the same token. Each parser also returns how the endpoint names every
+prompt token (:attr:`PromptScores.returned`): the echoed ``tokens[i]``, or the
+``decoded_token`` of ``x_i`` in ``prompt_logprobs[i]``; :func:`token_matches` compares it
+with the local tokenizer's view of the id sent.
 
 Token strings are mapped back to ids with the teacher's tokenizer (vocabulary strings,
 e.g. ``"Ġthe"``), or read directly from vLLM's ``"token_id:123"`` form.
@@ -35,6 +53,7 @@ from typing import Any, Literal
 from kd_train.errors import KDTrainError
 
 Api = Literal["completions", "chat"]
+Scoring = Literal["echo", "prompt_logprobs"]
 
 #: URL path (below the base URL) of each API.
 PATHS: dict[str, str] = {"completions": "/completions", "chat": "/chat/completions"}
@@ -62,6 +81,21 @@ class Generation:
     tokens: list[str]
     top: list[list[tuple[str, float]]]
     usage: Usage | None
+
+
+@dataclass(frozen=True)
+class PromptScores:
+    """A scored prompt of ``n`` tokens ``x_0 .. x_{n-1}`` (see the module docstring).
+
+    Attributes:
+        top: per position ``i``, the alternatives ``(token, lp)`` for the token after
+            ``x_i``, most likely first; ``token`` is a vocabulary string or ``"token_id:N"``.
+        returned: per position ``i``, how the endpoint names ``x_i``; ``None`` where it
+            says nothing (``x_0`` of ``prompt_logprobs``).
+    """
+
+    top: list[list[tuple[str, float]]]
+    returned: list[str | None]
 
 
 def generation_request(
@@ -94,7 +128,7 @@ def generation_request(
 
 
 def echo_request(model: str, ids: list[int], k: int) -> dict[str, Any]:
-    """Return the completions body that scores token ids ``ids`` with top-``k`` log-probs."""
+    """Return the ``echo`` body that scores token ids ``ids`` with top-``k`` log-probs."""
     return {
         "model": model,
         "prompt": ids,
@@ -103,6 +137,42 @@ def echo_request(model: str, ids: list[int], k: int) -> dict[str, Any]:
         "max_tokens": 1,
         "temperature": 0.0,
     }
+
+
+def prompt_logprobs_request(model: str, ids: list[int], k: int) -> dict[str, Any]:
+    """Return vLLM's ``prompt_logprobs`` body that scores ``ids`` with top-``k`` log-probs.
+
+    ``logprobs: k`` adds the distribution after the last prompt token (the generated
+    token's); ``return_tokens_as_token_ids`` names its alternatives ``"token_id:N"``.
+
+    >>> from kd_train.teachers.openai_api import prompt_logprobs_request
+    >>> body = prompt_logprobs_request("m", [1, 5], 3)
+    >>> body["prompt_logprobs"], body["logprobs"], body["max_tokens"]
+    (3, 3, 1)
+    """
+    return {
+        "model": model,
+        "prompt": ids,
+        "prompt_logprobs": k,
+        "logprobs": k,
+        "max_tokens": 1,
+        "temperature": 0.0,
+        "return_tokens_as_token_ids": True,
+    }
+
+
+def scoring_request(scoring: Scoring, model: str, ids: list[int], k: int) -> dict[str, Any]:
+    """Return the body of the ``scoring`` form for ``ids`` (:func:`echo_request` or vLLM's)."""
+    if scoring == "prompt_logprobs":
+        return prompt_logprobs_request(model, ids, k)
+    return echo_request(model, ids, k)
+
+
+def parse_scores(scoring: Scoring, body: Any, ids: list[int]) -> PromptScores:
+    """Parse the answer of the ``scoring`` form for prompt ``ids``."""
+    if scoring == "prompt_logprobs":
+        return parse_prompt_logprobs(body, ids)
+    return parse_echo(body, len(ids))
 
 
 def parse_usage(body: dict[str, Any]) -> Usage | None:
@@ -145,22 +215,111 @@ def parse_generation(api: Api, body: Any) -> Generation:
     return Generation(text, tokens, top, parse_usage(body))
 
 
-def parse_echo(body: Any, n_prompt: int) -> list[list[tuple[str, float]]]:
-    """Return, for each of the ``n_prompt`` positions, the top ``(token, lp)`` that follow it.
+def parse_echo(body: Any, n_prompt: int) -> PromptScores:
+    """Parse an ``echo`` answer for a prompt of ``n_prompt`` tokens.
+
+    ``top[i]`` is ``top_logprobs[i + 1]`` (the entry after prompt token ``i``; the last one
+    is the generated token's) and ``returned[i]`` the echoed ``tokens[i]``.
+
+    >>> from kd_train.teachers.openai_api import parse_echo
+    >>> body = {"choices": [{"logprobs": {"tokens": ["a", "b", "c"],
+    ...         "top_logprobs": [None, {"x": -2.0, "b": -0.5}, {"c": -0.1}]}}]}
+    >>> scores = parse_echo(body, n_prompt=2)
+    >>> scores.top, scores.returned
+    ([[('b', -0.5), ('x', -2.0)], [('c', -0.1)]], ['a', 'b'])
 
     Raises:
-        MalformedResponseError: no ``top_logprobs`` or fewer entries than ``n_prompt + 1``.
+        MalformedResponseError: no ``top_logprobs`` or ``tokens``, or fewer entries than
+            ``n_prompt + 1`` and ``n_prompt``.
     """
     try:
-        top = body["choices"][0]["logprobs"]["top_logprobs"]
-        if len(top) < n_prompt + 1:
-            raise ValueError(f"{len(top)} top_logprobs entries for {n_prompt} prompt tokens + 1")
-        return [_sorted(_pairs(top[i])) for i in range(1, n_prompt + 1)]
+        logprobs = body["choices"][0]["logprobs"]
+        top, tokens = logprobs["top_logprobs"], logprobs["tokens"]
+        if len(top) < n_prompt + 1 or len(tokens) < n_prompt:
+            raise ValueError(
+                f"{len(top)} top_logprobs and {len(tokens)} tokens for {n_prompt} prompt tokens + 1"
+            )
+        return PromptScores(
+            top=[_sorted(_pairs(top[i])) for i in range(1, n_prompt + 1)],
+            returned=[str(t) for t in tokens[:n_prompt]],
+        )
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise MalformedResponseError(
             f"echo response without per-token top_logprobs ({exc!r}); the endpoint must "
             "support completions with a token-id prompt, echo=true and logprobs"
         ) from exc
+
+
+def parse_prompt_logprobs(body: Any, ids: list[int]) -> PromptScores:
+    """Parse a vLLM ``prompt_logprobs`` answer for the prompt ``ids``.
+
+    ``top[i]`` is ``prompt_logprobs[i + 1]`` with keys written ``"token_id:N"`` (for the last
+    position: the generated token's ``logprobs.top_logprobs[0]``); ``returned[i]`` is the
+    ``decoded_token`` of ``ids[i]`` in ``prompt_logprobs[i]`` (``"token_id:N"`` when it has
+    none, ``"<no entry for id N>"`` when the entry does not hold ``ids[i]``).
+
+    >>> from kd_train.teachers.openai_api import parse_prompt_logprobs
+    >>> body = {"choices": [{"prompt_logprobs": [None, {"7": {"logprob": -0.2,
+    ...         "rank": 1, "decoded_token": "b"}}], "logprobs": {"top_logprobs": [
+    ...         {"token_id:9": -0.3, "token_id:4": -1.5}]}}]}
+    >>> scores = parse_prompt_logprobs(body, [5, 7])
+    >>> scores.top, scores.returned
+    ([[('token_id:7', -0.2)], [('token_id:9', -0.3), ('token_id:4', -1.5)]], [None, 'b'])
+
+    Raises:
+        MalformedResponseError: no ``prompt_logprobs`` with an entry per prompt token, or no
+            ``logprobs.top_logprobs`` for the generated token.
+    """
+    try:
+        choice = body["choices"][0]
+        entries = choice["prompt_logprobs"]
+        if len(entries) < len(ids):
+            raise ValueError(f"{len(entries)} prompt_logprobs entries for {len(ids)} tokens")
+        after_last = _sorted(_pairs(choice["logprobs"]["top_logprobs"][0]))
+        top: list[list[tuple[str, float]]] = []
+        returned: list[str | None] = [None]
+        for i in range(1, len(ids)):
+            entry = dict(entries[i])
+            top.append(
+                _sorted([(f"token_id:{int(t)}", float(v["logprob"])) for t, v in entry.items()])
+            )
+            returned.append(_decoded(entry.get(str(ids[i])), ids[i]))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise MalformedResponseError(
+            f"response without prompt_logprobs for every prompt token ({exc!r}); the "
+            "endpoint must be vLLM-compatible (prompt_logprobs and logprobs on completions "
+            "with a token-id prompt), or set teacher.scoring to 'echo'"
+        ) from exc
+    return PromptScores(top=[*top, after_last], returned=returned)
+
+
+def token_names(tokenizer: Any, token_id: int) -> set[str]:
+    """The names an endpoint may give token ``token_id`` of ``tokenizer``.
+
+    Its vocabulary string (``"Ġthe"``), its text (``" the"``, by ``decode`` or by
+    ``convert_tokens_to_string``) and vLLM's ``"token_id:N"``.
+    """
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    return {
+        f"token_id:{token_id}",
+        str(piece),
+        str(tokenizer.decode([token_id])),
+        str(tokenizer.convert_tokens_to_string([piece])),
+    }
+
+
+def first_mismatch(tokenizer: Any, ids: list[int], returned: list[str | None]) -> int | None:
+    """The first position ``i`` whose ``returned[i]`` is not a name of ``ids[i]``, else ``None``.
+
+    ``None`` entries (nothing returned) are not compared.
+    """
+    pieces = tokenizer.convert_ids_to_tokens(ids)  # the common case, in one call
+    for i, (token_id, name) in enumerate(zip(ids, returned, strict=True)):
+        if name is None or name == pieces[i] or name == f"token_id:{token_id}":
+            continue
+        if name not in token_names(tokenizer, token_id):
+            return i
+    return None
 
 
 def token_to_id(token: str, vocab: dict[str, int]) -> int:
@@ -181,6 +340,13 @@ def token_to_id(token: str, vocab: dict[str, int]) -> int:
             "vocabulary; give the teacher's own tokenizer, or ask a vLLM endpoint for "
             "'token_id:N' tokens (return_tokens_as_token_ids)"
         ) from None
+
+
+def _decoded(item: Any, token_id: int) -> str:
+    if item is None:
+        return f"<no entry for id {token_id}>"
+    decoded = dict(item).get("decoded_token")
+    return f"token_id:{token_id}" if decoded is None else str(decoded)
 
 
 def _pairs(entry: Any) -> list[tuple[str, float]]:
