@@ -206,3 +206,17 @@ def test_loaded_student_tensors_are_untouched_by_lr_zero(workdir, tiny_llama_dir
     before = load_file(str(tiny_llama_dir / "model.safetensors"))
     after = load_file(str(workdir / "hf" / "student" / "model.safetensors"))
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_hidden_state_matching_trains_through_the_cli(workdir, tiny_llama_dir, tiny_teacher_dir):
+    loss = {"weights": {"kd": 1.0, "hidden": 0.5}, "hidden": {"layer_map": [[2, 3]]}}
+    rows = distill(
+        workdir,
+        "hidden",
+        {"kind": "hf", "path": str(tiny_teacher_dir)},
+        tiny_llama_dir,
+        loss=loss,
+        optim={"lr": 1e-2},
+    )
+    assert all(r["hidden"] > 0 for r in rows)
+    assert rows[-1]["eval_hidden"] > 0

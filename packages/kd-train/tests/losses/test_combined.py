@@ -412,3 +412,35 @@ def test_chunked_path_on_a_real_tiny_llama_matches_its_logits(tiny_llama_dir) ->
         teacher=view(teacher),
     )
     torch.testing.assert_close(chunk["loss"], dense["loss"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("teacher_kind", ["dense", "topk", "none"])
+def test_chunked_and_dense_paths_return_the_same_keys_for_a_fully_masked_batch(teacher_kind):
+    data = batch(21)
+    weights = {"ce": 1.0, "span_tool_name": 0.5, "code_pref": 0.2}
+    if teacher_kind != "none":
+        weights["kd"] = 1.0
+    cfg = LossConfig(weights=weights, chunk_size=4)
+    masked = torch.full_like(data["labels"], -100)
+    top = torch.log_softmax(data["teacher"], dim=-1).topk(3, dim=-1)
+    teacher = {
+        "dense": view(data["teacher"]),
+        "topk": TeacherOutput(ids=top.indices, logprobs=top.values, aligned="view"),
+        "none": None,
+    }[teacher_kind]
+    spans = {"tool_name": torch.ones_like(masked, dtype=torch.bool)}
+    loss = DistillationLoss(cfg)
+    h = data["hidden"].clone().requires_grad_(True)
+    chunked = loss(
+        masked,
+        student_hidden=h,
+        lm_head_weight=data["weight"],
+        teacher=teacher,
+        span_masks=spans,
+    )
+    dense = loss(masked, student_logits=h @ data["weight"].T, teacher=teacher, span_masks=spans)
+    assert sorted(chunked) == sorted(dense) == sorted([*weights, "loss"])
+    assert all(float(v.detach()) == 0.0 for v in chunked.values())
+    chunked["loss"].backward()
+    assert h.grad is not None
+    assert float(h.grad.abs().sum()) == 0.0

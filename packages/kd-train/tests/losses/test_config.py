@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from kd_train.losses import LinearWarmup, LossConfig
+from kd_train.losses import LinearWarmup, LossArgumentError, LossConfig
 
 
 def test_from_dict_builds_a_typed_config() -> None:
@@ -59,3 +59,34 @@ def test_hidden_config_is_parsed() -> None:
     assert cfg.hidden is not None
     assert cfg.hidden.layer_map == ((1, 2), (2, 4))
     assert cfg.hidden.kind == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"weights": {"kdd": 1.0}}, r"loss\.weights\.kdd: unknown key"),
+        ({"weights": {"kd": -1.0}}, r"loss\.weights\.kd: must be >= 0"),
+        ({"divergence": "kl"}, r"loss\.divergence: must be one of"),
+        ({"temperature": 0.0}, r"loss\.temperature: must be > 0"),
+        ({"chunk_size": 0}, r"loss\.chunk_size: must be >= 1"),
+        ({"beta": 1.5}, r"loss\.beta: must be >= 0.0 and <= 1.0"),
+        ({"t2_scale": "yes"}, r"loss\.t2_scale: must be true or false"),
+        ({"weights": {"kd": 1.0, "hidden": 1.0}}, r"loss\.hidden: required"),
+    ],
+)
+def test_building_a_config_directly_validates_like_from_dict(kwargs, message):
+    with pytest.raises(LossArgumentError, match=message):
+        LossConfig(**kwargs)
+    with pytest.raises(LossArgumentError, match=message):
+        LossConfig.from_dict(kwargs)
+
+
+def test_to_dict_reads_back_to_an_equal_config():
+    cfg = LossConfig.from_dict(
+        {
+            "weights": {"kd": 1.0, "hidden": {"start": 0.0, "end": 0.5, "warmup_steps": 3}},
+            "hidden": {"layer_map": [[1, 2]], "kind": "cosine"},
+            "divergence": "jsd",
+        }
+    )
+    assert LossConfig.from_dict(cfg.to_dict()) == cfg

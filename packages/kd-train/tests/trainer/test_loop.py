@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,3 +184,18 @@ def test_cached_teacher_evaluates_a_separate_eval_file_from_its_own_cache(make_c
 def test_bad_loss_table_is_rejected_before_anything_runs(make_config):
     with pytest.raises(KDTrainError, match=r"loss\.divergence: must be one of"):
         parse_config(make_config(loss={"divergence": "kl"}))
+
+
+@pytest.mark.parametrize("term", ["span_integration", "code_pref"])
+def test_a_span_weight_on_data_without_that_span_kind_is_refused_before_step_0(
+    make_config, tmp_path, term
+):
+    from kd_train.data.schema import KDRecord
+    from kd_train.pipelines.toydata import write_jsonl
+
+    plain = [KDRecord(f"r{i}", "Q:", f" answer {i}") for i in range(12)]
+    cfg = make_config(loss={"weights": {"kd": 1.0, term: 0.5}})
+    cfg["data"]["train"] = str(write_jsonl(tmp_path / "plain.jsonl", plain))
+    with pytest.raises(KDTrainError, match=rf"loss\.weights\.{term} is set but no train record"):
+        train(parse_config(cfg), progress=False)
+    assert not (Path(cfg["output_dir"]) / "metrics.jsonl").exists()
