@@ -61,7 +61,7 @@ def test_a_checkpoint_without_the_projections_is_refused(make_config):
     with_hidden = parse_config(
         make_config(loss=HIDDEN, train={"max_steps": 6, "checkpoint_every": 3})
     )
-    with pytest.raises(KDTrainError, match="loss.hidden.projections"):
+    with pytest.raises(KDTrainError, match=r"loss\.hidden\.projections"):
         train(with_hidden, resume=True, progress=False)
 
 
