@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
-from kd_train.data.batching import collate, next_token_view
+from kd_train.data.batching import collate
 from kd_train.data.schema import KDRecord, Span, TeacherTopK
 from kd_train.data.tokenization import (
     IGNORE_INDEX,
@@ -15,7 +14,7 @@ from kd_train.data.tokenization import (
     TokenizeConfig,
     encode_record,
 )
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 CONFIG = TokenizeConfig(max_length=64)
 
@@ -96,43 +95,6 @@ def test_collate_refuses_different_k(tok: Any) -> None:
 def test_collate_refuses_an_empty_batch() -> None:
     with pytest.raises(ValueError, match="at least one example"):
         collate([], pad_token_id=0)
-
-
-def test_next_token_view_matches_the_models_own_shifted_loss(
-    tok: Any, tiny_llama_dir: Path
-) -> None:
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    batch = collate(examples(tok), pad_token_id=tok.pad_token_id)
-    with torch.no_grad():
-        out = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
-        )
-    view = next_token_view(out.logits, batch)
-    ours = torch.nn.functional.cross_entropy(
-        view.logits.reshape(-1, view.logits.shape[-1]), view.labels.reshape(-1)
-    )
-    assert torch.allclose(ours, out.loss, atol=1e-5)
-
-
-def test_next_token_view_shifts_every_target_by_one(tok: Any) -> None:
-    batch = collate(examples(tok), pad_token_id=tok.pad_token_id)
-    logits = torch.randn(*batch.input_ids.shape, 7)
-    view = next_token_view(logits, batch)
-    assert torch.equal(view.logits, logits[:, :-1])
-    assert torch.equal(view.labels, batch.labels[:, 1:])
-    assert torch.equal(view.span_masks["tool_name"], batch.span_masks["tool_name"][:, 1:])
-    assert batch.teacher_ids is not None
-    assert view.teacher_ids is not None
-    assert torch.equal(view.teacher_ids, batch.teacher_ids[:, 1:])
-    assert view.teacher_mask is not None
-    # Every position with a teacher row predicts a real completion label.
-    assert (view.labels[view.teacher_mask] != IGNORE_INDEX).all()
-
-
-def test_next_token_view_checks_the_logits_shape(tok: Any) -> None:
-    batch = collate(examples(tok), pad_token_id=0)
-    with pytest.raises(ValueError, match=r"logits must be \[B, T, V\]"):
-        next_token_view(torch.zeros(2, 3, 5), batch)
 
 
 def test_batch_moves_to_a_device(tok: Any) -> None:

@@ -79,3 +79,27 @@ def test_a_student_whose_logits_are_not_its_head_falls_back_to_dense(tiny_llama_
 
     student.forward = scaled  # a model that scales its logits after the head
     assert Distiller(student, DistillationLoss(LossConfig())).dense
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_distillers_ce_is_the_models_own_shifted_loss(tiny_llama_dir, dense):
+    from kd_train.data import collate, encode_records, read_records
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.losses import DistillationLoss, LossConfig
+    from kd_train.pipelines.toydata import tool_call_records, write_jsonl
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    path = write_jsonl(Path(str(tiny_llama_dir)).parent / "ce.jsonl", tool_call_records(4))
+    examples = list(encode_records(read_records(path), tok, TokenizeConfig(max_length=48)))
+    batch = collate(examples, pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        reference = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+        ).loss
+        distiller = Distiller(model, DistillationLoss(LossConfig(weights={"ce": 1.0})), dense=dense)
+        n_items = float((batch.labels[:, 1:] != -100).sum())
+        ours = distiller(batch, None, n_items)["loss"]
+    assert distiller.dense == dense
+    torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)

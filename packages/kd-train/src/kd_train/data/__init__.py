@@ -9,7 +9,7 @@
 - :mod:`kd_train.data.batching`: padding, attention mask and the next-token view.
 """
 
-from kd_train.data.batching import Batch, NextTokenView, collate, next_token_view
+from kd_train.data.batching import Batch, collate
 from kd_train.data.errors import DataValidationError
 from kd_train.data.jsonl import RecordWriter, read_records, write_records
 from kd_train.data.quarantine import ValidationReport, iter_valid_records, validate_file
@@ -35,7 +35,6 @@ __all__ = [
     "DataValidationError",
     "Example",
     "KDRecord",
-    "NextTokenView",
     "RecordWriter",
     "SequenceTooLongError",
     "Span",
@@ -48,7 +47,6 @@ __all__ = [
     "encode_record",
     "encode_records",
     "iter_valid_records",
-    "next_token_view",
     "parse_line",
     "read_records",
     "validate_file",

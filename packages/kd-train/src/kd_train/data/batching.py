@@ -4,15 +4,17 @@
 longest, optionally rounded up to a multiple) on the right: ``input_ids`` with the pad id,
 ``labels`` with ``-100``, masks with ``False``, and ``attention_mask`` is 1 on real tokens.
 
-:func:`next_token_view` shifts a batch against the model's logits so that position ``t`` of
-every returned tensor is one prediction and its target::
+The losses take the *next-token view*: position ``t`` is one prediction and its target::
 
-    logits[:, :-1]  <->  labels[:, 1:], span_masks[k][:, 1:], teacher_*[:, 1:]
+    hidden/logits[:, :-1]  <->  labels[:, 1:], span_masks[k][:, 1:]
 
-Losses take this view; they never shift again.
+and the teacher shifted by its own
+:meth:`~kd_train.teachers.base.TeacherOutput.next_token` (the stored top-k of a record sits
+at the label positions, so it shifts like the labels). The trainer makes this view
+(:mod:`kd_train.trainer.forward`); the losses never shift again.
 
 >>> import torch
->>> from kd_train.data.batching import collate, next_token_view
+>>> from kd_train.data.batching import collate
 >>> from kd_train.data.tokenization import Example
 >>> def ex(ids, n_prompt):
 ...     ids = torch.tensor(ids)
@@ -22,9 +24,8 @@ Losses take this view; they never shift again.
 >>> batch = collate([ex([1, 5, 6, 2], 2), ex([1, 7, 2], 2)], pad_token_id=3)
 >>> batch.input_ids.tolist(), batch.attention_mask.tolist()
 ([[1, 5, 6, 2], [1, 7, 2, 3]], [[1, 1, 1, 1], [1, 1, 1, 0]])
->>> view = next_token_view(torch.zeros(2, 4, 10), batch)
->>> view.logits.shape, view.labels.tolist()
-(torch.Size([2, 3, 10]), [[-100, 6, 2], [-100, 2, -100]])
+>>> batch.labels[:, 1:].tolist()  # the targets of positions 0 .. T-2
+[[-100, 6, 2], [-100, 2, -100]]
 """
 
 from __future__ import annotations
@@ -145,54 +146,4 @@ def collate(
         teacher_ids=teacher_ids,
         teacher_logprobs=teacher_logprobs,
         teacher_mask=teacher_mask,
-    )
-
-
-@dataclass(frozen=True)
-class NextTokenView:
-    """Predictions and their targets at matched positions, all ``[B, T - 1, ...]``.
-
-    Attributes:
-        logits: ``logits[:, :-1]``, ``[B, T - 1, V]``.
-        labels: ``labels[:, 1:]``; ``-100`` where nothing is learned.
-        span_masks: ``span_masks[k][:, 1:]`` per kind.
-        teacher_ids: ``teacher_ids[:, 1:]`` ``[B, T - 1, k]``, or ``None``.
-        teacher_logprobs: ``teacher_logprobs[:, 1:]``, or ``None``.
-        teacher_mask: ``teacher_mask[:, 1:]``, or ``None``.
-    """
-
-    logits: torch.Tensor
-    labels: torch.Tensor
-    span_masks: dict[str, torch.Tensor]
-    teacher_ids: torch.Tensor | None
-    teacher_logprobs: torch.Tensor | None
-    teacher_mask: torch.Tensor | None
-
-
-def next_token_view(logits: torch.Tensor, batch: Batch) -> NextTokenView:
-    """Align the model's ``logits [B, T, V]`` with the batch's targets (shift by one).
-
-    A teacher run in the loop on the same ``input_ids`` gives logits (or a
-    ``TopK``) aligned like the student's: shift them the same
-    way, ``teacher[:, :-1]``.
-
-    Raises:
-        ValueError: ``logits`` is not ``[B, T, V]`` with the batch's ``B`` and ``T``.
-    """
-    if logits.dim() != 3 or logits.shape[:2] != batch.labels.shape:
-        raise ValueError(
-            f"logits must be [B, T, V] with [B, T] = {list(batch.labels.shape)}, "
-            f"got {list(logits.shape)}"
-        )
-
-    def tail(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t[:, 1:]
-
-    return NextTokenView(
-        logits=logits[:, :-1],
-        labels=batch.labels[:, 1:],
-        span_masks={kind: mask[:, 1:] for kind, mask in batch.span_masks.items()},
-        teacher_ids=tail(batch.teacher_ids),
-        teacher_logprobs=tail(batch.teacher_logprobs),
-        teacher_mask=tail(batch.teacher_mask),
     )

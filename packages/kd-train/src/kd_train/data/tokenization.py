@@ -10,7 +10,7 @@ separately, without special tokens, so the boundary between them is a token boun
 
 **Labels are not shifted.** ``labels[t]`` is the token *at* position ``t``, as in
 ``transformers``: the model's ``logits[t - 1]`` predict it.
-:func:`~kd_train.data.batching.next_token_view` returns the aligned pairs
+:mod:`kd_train.data.batching` describes the aligned pairs
 ``(logits[:, :-1], labels[:, 1:], span_masks[:, 1:], teacher[:, 1:])`` that the losses take.
 Everything per-token in an :class:`Example` (span masks, teacher top-k) sits at the same
 positions as ``labels``.
