@@ -138,6 +138,7 @@ def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[st
     """Measure one configuration in this (fresh) process."""
     import torch
     from kd_train.losses import DistillationLoss, LossConfig
+    from kd_train.teachers import TeacherOutput
 
     torch.manual_seed(0)
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))
@@ -156,14 +157,14 @@ def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[st
             s_logits = (hs @ w.T)[None]
             with torch.no_grad():
                 t_logits = (th[:n] @ tw.T)[None]
-            value = ours(labels[:, :n], student_logits=s_logits, teacher_logits=t_logits)["loss"]
+            teacher = TeacherOutput(logits=t_logits, aligned="view")
+            value = ours(labels[:, :n], student_logits=s_logits, teacher=teacher)["loss"]
         elif impl == "chunked":
             value = ours(
                 labels[:, :n],
                 student_hidden=hs[None],
                 lm_head_weight=w,
-                teacher_hidden=th[:n][None],
-                teacher_lm_head_weight=tw,
+                teacher=TeacherOutput(hidden=th[:n][None], head_weight=tw, aligned="view"),
             )["loss"]
         elif impl == "liger":
             from liger_kernel.chunked_loss import LigerFusedLinearJSDLoss
