@@ -444,3 +444,18 @@ def test_chunked_and_dense_paths_return_the_same_keys_for_a_fully_masked_batch(t
     chunked["loss"].backward()
     assert h.grad is not None
     assert float(h.grad.abs().sum()) == 0.0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_the_callers_teacher_logits_are_left_untouched(temperature):
+    # The loss turns each chunk's teacher rows into log-probs in place: rows are copies.
+    data = batch(22)
+    teacher = data["teacher"].clone()
+    loss = DistillationLoss(LossConfig(temperature=temperature, chunk_size=3))
+    loss(
+        data["labels"],
+        student_hidden=data["hidden"],
+        lm_head_weight=data["weight"],
+        teacher=view(teacher),
+    )
+    assert torch.equal(teacher, data["teacher"])

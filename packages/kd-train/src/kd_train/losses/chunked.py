@@ -29,6 +29,11 @@ from kd_train.losses.checks import LossArgumentError
 ChunkFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
+def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """One chunk's logits ``h @ w.T + b``, ``[C, V]``."""
+    return h @ w.T if b is None else torch.addmm(b, h, w.T)
+
+
 class _ChunkedLinearLoss(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -59,10 +64,9 @@ class _ChunkedLinearLoss(torch.autograd.Function):
             w = weight.detach().requires_grad_(wants[1])
             b = bias.detach().requires_grad_(wants[2]) if bias is not None else None
             with torch.enable_grad():
-                logits = h @ w.T
-                if b is not None:
-                    logits = logits + b
-                chunk_total, chunk_terms = chunk_fn(logits, idx)
+                # No name keeps the chunk's logits alive: once the formula has taken their
+                # log-softmax they are freed, before the backward below.
+                chunk_total, chunk_terms = chunk_fn(_linear(h, w, b), idx)
             inputs = [t for t, want in zip((h, w, b), wants, strict=True) if t is not None and want]
             if inputs and chunk_total.requires_grad:
                 grads = iter(torch.autograd.grad(chunk_total, inputs, allow_unused=True))

@@ -159,6 +159,7 @@ class DistillationLoss(nn.Module):
                 None if teacher is None else teacher.rows(idx),
                 {kind: m[idx] for kind, m in spans.items()},
                 self.spec,
+                teacher_scratch=True,  # rows() made these rows for this chunk alone
             )
             total = sum(
                 (weights[name] * value for name, value in terms.items()), logits.new_zeros(())

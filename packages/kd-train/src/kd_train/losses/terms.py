@@ -73,11 +73,17 @@ class TermSpec:
 
 
 def kd_per_token(
-    logits: torch.Tensor, teacher: TeacherOutput | None, spec: TermSpec
+    logits: torch.Tensor,
+    teacher: TeacherOutput | None,
+    spec: TermSpec,
+    *,
+    scratch: bool = False,
 ) -> torch.Tensor:
     """Return the (scaled) KD divergence at each row, ``[C]``; 0 where the teacher has no row.
 
     ``teacher`` holds the same rows (:meth:`~kd_train.teachers.base.TeacherOutput.rows`).
+    With ``scratch``, dense float32 teacher logits are turned into log-probs in place (the
+    rows are the caller's scratch copy), which saves one ``[C, V]`` tensor per chunk.
     """
     t = spec.temperature
     if teacher is None:
@@ -87,7 +93,11 @@ def kd_per_token(
         )
     if teacher.logits is not None:
         s_logits, t_logits = align_dense(logits, teacher.logits, spec.vocab_policy)
-        s_logp, t_logp = log_probs(s_logits, t), log_probs(t_logits, t)
+        s_logp = log_probs(s_logits, t)
+        if scratch and t_logits.dtype == torch.float32 and not t_logits.requires_grad:
+            t_logp = log_softmax_(t_logits, t)
+        else:
+            t_logp = log_probs(t_logits, t)
     elif teacher.ids is not None and teacher.logprobs is not None:
         s_logp, t_logp = bucket_log_probs(
             log_probs(logits, t),
@@ -107,6 +117,14 @@ def kd_per_token(
     return kd
 
 
+@torch.no_grad()
+def log_softmax_(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` computed in place over the last axis; returns it."""
+    if temperature != 1.0:
+        logits.div_(temperature)
+    return logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True))
+
+
 def code_preference_per_token(
     logits: torch.Tensor, labels: torch.Tensor, margin: float
 ) -> torch.Tensor:
@@ -123,6 +141,8 @@ def chunk_terms(
     teacher: TeacherOutput | None,
     spans: dict[str, torch.Tensor],
     spec: TermSpec,
+    *,
+    teacher_scratch: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Return the *sum* over rows of every term in ``spec.terms`` (``"hidden"`` excluded).
 
@@ -132,6 +152,8 @@ def chunk_terms(
         teacher: the teacher at the same rows, or ``None`` (no KD term then).
         spans: bool ``[C]`` per span kind.
         spec: what to compute.
+        teacher_scratch: the teacher rows are a copy this call may overwrite
+            (:func:`kd_per_token`).
     """
     z = logits if logits.dtype == torch.float64 else logits.float()
     out: dict[str, torch.Tensor] = {}
@@ -141,7 +163,7 @@ def chunk_terms(
     needs_ce = "ce" in spec.terms or (
         spec.span_loss == "ce" and any(name.startswith("span_") for name in spec.terms)
     )
-    kd = kd_per_token(z, teacher, spec) if needs_kd else None
+    kd = kd_per_token(z, teacher, spec, scratch=teacher_scratch) if needs_kd else None
     ce = functional.cross_entropy(z, labels, reduction="none") if needs_ce else None
     if kd is not None and "kd" in spec.terms:
         out["kd"] = kd.sum()
