@@ -131,3 +131,53 @@ def test_k_outside_the_vocabulary_is_refused(teacher, batch, k):
 def test_batch_of_mismatched_shapes_is_refused(teacher):
     with pytest.raises(KDTrainError, match=r"same shape \[B, T\]"):
         teacher.logits(torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 4))
+
+
+def test_the_training_call_gives_hidden_states_and_head_that_rebuild_the_logits(
+    tiny_teacher_dir,
+):
+    from kd_train.data import collate
+    from kd_train.data.tokenization import Example
+
+    teacher = HFTeacher.from_pretrained(tiny_teacher_dir, layers=True)
+    ids = torch.tensor([5, 6, 7, 8])
+    batch = collate([Example("x", ids, ids.clone(), {})], pad_token_id=0)
+    out = teacher(batch)
+    assert out.hidden is not None
+    assert out.head_weight is not None
+    assert len(out.layers) == teacher.model.config.num_hidden_layers + 1
+    rebuilt = out.hidden @ out.head_weight.T
+    torch.testing.assert_close(rebuilt, teacher.logits(batch.input_ids, batch.attention_mask))
+
+
+def test_the_training_call_with_k_serves_topk_with_tail_and_layers(tiny_teacher_dir):
+    from kd_train.data import collate
+    from kd_train.data.tokenization import Example
+
+    teacher = HFTeacher.from_pretrained(tiny_teacher_dir, k=4, layers=True)
+    ids = torch.tensor([5, 6, 7])
+    out = teacher(collate([Example("x", ids, ids.clone(), {})], pad_token_id=0))
+    assert out.ids is not None
+    assert out.ids.shape == (1, 3, 4)
+    assert out.tail is not None
+    assert out.layers
+
+
+def test_a_model_that_scales_its_logits_is_served_dense(tiny_teacher_dir):
+    from kd_train.data import collate
+    from kd_train.data.tokenization import Example
+
+    teacher = HFTeacher.from_pretrained(tiny_teacher_dir, layers=True)
+    original = teacher.model.forward
+
+    def scaled(*args, **kwargs):
+        out = original(*args, **kwargs)
+        out.logits = out.logits * 2.0
+        return out
+
+    teacher.model.forward = scaled
+    ids = torch.tensor([5, 6, 7])
+    out = teacher(collate([Example("x", ids, ids.clone(), {})], pad_token_id=0))
+    assert out.hidden is None
+    assert out.logits is not None
+    assert out.layers

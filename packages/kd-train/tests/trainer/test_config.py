@@ -1,4 +1,5 @@
 import pytest
+from kd_train.errors import KDTrainError
 from kd_train.trainer.config import RunConfigError, load_config, parse_config
 
 MINIMAL = {
@@ -173,3 +174,65 @@ def test_the_eval_cache_path_is_resolved_against_the_config_file(tmp_path):
         "teacher: {kind: cached, path: c, eval_path: ec}\noutput_dir: out\n"
     )
     assert load_config(tmp_path / "run.yaml").teacher.eval_path == str(tmp_path / "ec")
+
+
+HTTP = {"base_url": "http://127.0.0.1:9/v1", "model": "m"}
+
+
+@pytest.mark.parametrize(
+    ("teacher", "message"),
+    [
+        ({"kind": "http", "topk": 4}, r"teacher\.http \(base_url, model, \.\.\.\) is required"),
+        ({"kind": "hf", "path": "t", "http": HTTP}, r"teacher\.http .* read only then"),
+        ({"kind": "http", "http": HTTP}, r"teacher\.topk is required when teacher\.kind is 'http'"),
+        ({"kind": "http", "topk": 4, "http": {"model": "m"}}, r"teacher\.http\.base_url is req"),
+        (
+            {"kind": "http", "topk": 4, "http": {**HTTP, "bogus": 1}},
+            r"unknown key 'teacher\.http\.bogus'.*allowed keys here: .*scoring",
+        ),
+        (
+            {"kind": "http", "topk": 4, "http": {**HTTP, "scoring": "logits"}},
+            r"teacher\.http: invalid teacher settings: scoring must be",
+        ),
+        ({"kind": "http", "topk": 4, "http": {**HTTP, "store": 3}}, r"teacher\.http\.store must"),
+        ({"kind": "records", "topk": 4}, r"teacher\.topk is not read when teacher\.kind is 'rec"),
+        ({"kind": "records", "path": "x"}, r"teacher\.path is only read when teacher\.kind is"),
+        ({"kind": "cached"}, r"teacher\.path is required when teacher\.kind is 'cached'"),
+    ],
+)
+def test_teacher_kinds_are_checked_when_the_config_is_parsed(teacher, message):
+    with pytest.raises(RunConfigError, match=message):
+        parse_config({**MINIMAL, "teacher": teacher})
+
+
+def test_an_http_teacher_round_trips_through_to_dict():
+    http = {**HTTP, "scoring": "prompt_logprobs", "api_key_env": "KEY", "budget": 2.0}
+    cfg = parse_config({**MINIMAL, "teacher": {"kind": "http", "topk": 4, "http": http}})
+    assert cfg.teacher.http is not None
+    assert cfg.teacher.http.endpoint.scoring == "prompt_logprobs"
+    assert cfg.teacher.http.api_key_env == "KEY"
+    assert parse_config(cfg.to_dict()) == cfg
+
+
+def test_a_kd_weight_without_a_teacher_is_refused():
+    with pytest.raises(RunConfigError, match=r"KD term but teacher\.kind is 'none'"):
+        parse_config({**MINIMAL, "loss": {"weights": {"kd": 1.0}}})
+
+
+def test_the_default_weights_follow_the_teacher():
+    assert parse_config(MINIMAL).loss.weights == {"ce": 1.0}
+    hf = parse_config({**MINIMAL, "teacher": {"kind": "hf", "path": "t"}})
+    assert hf.loss.weights == {"kd": 1.0}
+
+
+def test_an_http_api_key_variable_that_is_not_set_is_refused(tmp_path):
+    from kd_train.trainer.components import open_http_teacher
+
+    cfg = parse_config(
+        {**MINIMAL, "teacher": {"kind": "http", "topk": 4, "http": {**HTTP, "api_key_env": "K"}}}
+    )
+    assert cfg.teacher.http is not None
+    with pytest.raises(KDTrainError, match="names K, which is not set"):
+        open_http_teacher(cfg.teacher.http, 4, None, tmp_path, {})
+    with pytest.raises(KDTrainError, match=r"teacher\.http\.store is required"):
+        open_http_teacher(cfg.teacher.http, 4, None, None, {"K": "secret"})
