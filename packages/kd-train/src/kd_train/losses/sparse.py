@@ -1,7 +1,7 @@
 r"""A sparse teacher: top-k token ids and log-probs per position, plus a tail bucket.
 
 A cached or remote teacher gives, per position, its ``k`` most likely ids and their
-log-probs (normalised over the teacher's *full* vocabulary, :class:`~kd_train.teachers.base.TopK`).
+log-probs (normalised over the teacher's *full* vocabulary, :class:`~kd_train.teachers.base.TeacherOutput`).
 Both distributions are then compared on ``k + 1`` buckets:
 
 .. math::
@@ -20,7 +20,7 @@ top-k does not cover (``tail``):
     top-k is taught; right when ``k`` covers nearly all the mass.
 
 The tail's log-mass ``teacher_tail`` is used as given when the source stored it; otherwise
-it is derived as :math:`\log\max(1 - \sum_j p_{i_j},\ 10^{-12})` (:data:`MIN_DERIVED_TAIL`),
+it is derived as :math:`\log\max(1 - \sum_j p_{i_j},\ 10^{-12})` (:data:`~kd_train.teachers.base.MIN_DERIVED_TAIL`),
 finite even when a confident teacher's top-k rounds to a sum of 1 or more.
 
 Temperature is applied to the student's full logits before bucketing. The teacher's
@@ -92,7 +92,7 @@ def bucket_log_probs(
             teacher's full vocabulary (their sum is at most 1).
         teacher_tail: log of the teacher's mass outside the top-k ``[...]`` at temperature
             1, as the source stored it; used as given. ``None`` derives it from
-            ``teacher_logp``, floored at :data:`MIN_DERIVED_TAIL`.
+            ``teacher_logp``, floored at :data:`~kd_train.teachers.base.MIN_DERIVED_TAIL`.
         tail: ``"bucket"`` or ``"renormalize"`` (see the module docstring).
         temperature: applied to the teacher buckets (the tail as spread evenly).
         vocab_policy: ids ``>= V`` raise under ``"error"``; under ``"truncate"`` their mass

@@ -1,9 +1,9 @@
-"""Teacher kinds behind one protocol: a batch in, one :class:`TeacherOutput` out.
+"""Teacher kinds behind one protocol: a batch in, one ``TeacherOutput`` out.
 
-``hf`` (:class:`HFTeacher`, a local ``transformers`` model), ``cached``
-(:class:`CachedTeacher`, top-k made once by ``kd-train cache-logits``), ``records``
-(:class:`RecordsTeacher`, the top-k ``kd-train generate`` stored in the dataset) and
-``http`` (:class:`HTTPTeacher`, prompt log-probs from an OpenAI-compatible endpoint).
+``hf`` (``HFTeacher``, a local ``transformers`` model), ``cached`` (``CachedTeacher``, top-k
+made once by ``kd-train cache-logits``), ``records`` (``RecordsTeacher``, the top-k
+``kd-train generate`` stored in the dataset) and ``http`` (``HTTPTeacher``, prompt
+log-probs from an OpenAI-compatible endpoint); see :mod:`kd_train.teachers.base`.
 """
 
 from kd_train.teachers.base import Teacher, TeacherOutput, TeacherOutputError

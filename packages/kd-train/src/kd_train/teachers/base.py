@@ -105,7 +105,7 @@ class TeacherOutput:
 
     @property
     def positions(self) -> tuple[int, ...]:
-        """The leading (position) shape: ``(B, T)``, or ``(C,)`` for rows."""
+        """Shape of the positions, ``(B, T)`` (``(C,)`` for rows)."""
         for first in (self.ids, self.logits, self.hidden):
             if first is not None:
                 return tuple(first.shape[:-1])
@@ -186,7 +186,7 @@ class TeacherOutput:
         """The rows ``idx`` of the flattened view ``[B * T]``, as ``[C, ...]`` outputs.
 
         A hidden + ``lm_head`` output makes the logits of just these rows (no gradient).
-        Layers are not carried (hidden-state matching reads :attr:`layers` whole).
+        Layers are not carried (hidden-state matching reads ``layers`` whole).
         """
         if self.aligned != "view":
             raise TeacherOutputError("call next_token() before rows(): rows index the view")

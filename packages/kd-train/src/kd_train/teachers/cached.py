@@ -289,7 +289,7 @@ class CachedTeacher:
                 f"(set teacher.topk to at most {manifest.config.k}, or rebuild the cache with "
                 f"--k {serve_k})"
             )
-        #: How many entries :meth:`__call__` serves per position (default: all cached).
+        #: How many entries ``cache(batch)`` serves per position (default: all cached).
         self.serve_k = serve_k or manifest.config.k
         self._by_sequence = {r.tokens_sha256: rid for rid, r in manifest.records.items()}
         self._lengths = frozenset(r.length for r in manifest.records.values())

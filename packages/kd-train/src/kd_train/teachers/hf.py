@@ -18,7 +18,7 @@ Position ``t`` is the distribution of the token after ``input_ids[:, t]``. Batch
 right-padded (``attention_mask`` 1 then 0); values at padded positions are meaningless and
 must be masked by the caller.
 
-**In training** (the teacher protocol, :meth:`HFTeacher.__call__`) the teacher returns its
+**In training** (the teacher protocol, ``teacher(batch)``) the teacher returns its
 final hidden states and its ``lm_head`` instead of logits, so the loss makes the teacher's
 logits one chunk at a time, like the student's. That holds for models whose logits are
 exactly ``lm_head(base_model(x))`` (Llama, Qwen2, GPT-2, ...); it is checked once on a
@@ -82,7 +82,7 @@ class HFTeacher:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.source = source
-        #: Top-``k`` served by :meth:`__call__`; ``None``: dense (hidden states + ``lm_head``).
+        #: Top-``k`` served by ``teacher(batch)``; ``None``: dense (hidden states + ``lm_head``).
         self.k = k
         #: Return every layer's hidden states too (hidden-state matching).
         self.layers = layers

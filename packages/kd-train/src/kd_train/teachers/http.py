@@ -1,7 +1,7 @@
 """``HTTPTeacher``: an OpenAI-compatible endpoint that returns log-probs, made safe to pay for.
 
 It generates (:meth:`HTTPTeacher.generate`, for ``kd-train generate``) and it scores prompts
-for training (:meth:`HTTPTeacher.__call__`, a :class:`~kd_train.teachers.base.Teacher`): one
+for training (``teacher(batch)``, a :class:`~kd_train.teachers.base.Teacher`): one
 completions request per row sends the row's token ids and reads back, at every position
 ``t``, the top-``k`` log-probs of the token after ``input_ids[:, t]`` (``k`` =
 ``top_logprobs``), as a top-k :class:`~kd_train.teachers.base.TeacherOutput` aligned like

@@ -29,7 +29,7 @@ Two prompt-scoring shapes (:class:`~kd_train.teachers.http.HTTPTeacher` ``scorin
 **Token check.** Scoring is only meaningful when the endpoint's tokenizer is the student's:
 the same id must be the same token. Each parser also returns how the endpoint names every
 prompt token (:attr:`PromptScores.returned`): the echoed ``tokens[i]``, or the
-``decoded_token`` of ``x_i`` in ``prompt_logprobs[i]``; :func:`token_matches` compares it
+``decoded_token`` of ``x_i`` in ``prompt_logprobs[i]``; :func:`first_mismatch` compares it
 with the local tokenizer's view of the id sent.
 
 Token strings are mapped back to ids with the teacher's tokenizer (vocabulary strings,

@@ -2,7 +2,7 @@
 
 A record's ``teacher_topk`` holds, per completion token, the teacher's top-k ids and
 log-probs (:mod:`kd_train.data.schema`); tokenization puts row ``i`` at the position of
-completion token ``i`` (:mod:`kd_train.data.tokenization`), and :func:`~kd_train.data.collate`
+completion token ``i`` (:mod:`kd_train.data.tokenization`), and :func:`~kd_train.data.batching.collate`
 batches them as ``teacher_ids`` / ``teacher_logprobs`` / ``teacher_mask``. This teacher
 serves those rows: ``aligned="labels"`` (row ``t`` is the distribution of the token *at*
 ``t``) and no stored tail (an API returns none; the loss derives it,
@@ -12,6 +12,7 @@ the placeholder ids ``0..k-1``, so that every row has distinct ids.
 
 >>> import torch
 >>> from kd_train.data import collate
+>>> from kd_train.teachers.records import RecordsTeacher
 >>> from kd_train.data.tokenization import Example
 >>> ids = torch.tensor([1, 5, 6])
 >>> ex = Example("r", ids, torch.tensor([-100, 5, 6]), {}, torch.tensor([[0, 0], [5, 2], [6, 3]]),

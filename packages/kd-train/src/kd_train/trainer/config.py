@@ -45,7 +45,7 @@ from kd_train.teachers.http import HTTPTeacherConfig
 
 T = TypeVar("T")
 
-#: The endpoint keys ``teacher.http`` takes (those of :class:`HTTPTeacherConfig`).
+#: The endpoint keys ``teacher.http`` takes (those of :class:`~kd_train.teachers.http.HTTPTeacherConfig`).
 HTTP_ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(HTTPTeacherConfig))
 
 
@@ -358,7 +358,7 @@ def _parse_teacher(s: _Section) -> TeacherConfig:
 
 
 def _parse_http(table: dict[str, Any]) -> HTTPSettings:
-    """Validate ``teacher.http``: endpoint keys of :class:`HTTPTeacherConfig` plus our own."""
+    """Validate ``teacher.http``: endpoint keys of :class:`~kd_train.teachers.http.HTTPTeacherConfig` plus our own."""
     own = {"api_key_env", "store"}
     allowed = HTTP_ENDPOINT_KEYS | own
     unknown = sorted(set(table) - allowed)
