@@ -80,7 +80,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def http_teacher_config(data: dict[str, Any], source: str) -> HTTPTeacherConfig:
-    """Build an :class:`~kd_train.teachers.http.HTTPTeacherConfig` from the endpoint keys of ``data`` (others ignored).
+    """Build an :class:`~kd_train.teachers.http.HTTPTeacherConfig` from ``data``'s endpoint keys.
+
+    Keys that are not the endpoint's are ignored.
 
     Raises:
         kd_train.errors.KDTrainError: ``retry`` has unknown keys or a value is invalid;

@@ -1,8 +1,9 @@
 r"""A sparse teacher: top-k token ids and log-probs per position, plus a tail bucket.
 
 A cached or remote teacher gives, per position, its ``k`` most likely ids and their
-log-probs (normalised over the teacher's *full* vocabulary, :class:`~kd_train.teachers.base.TeacherOutput`).
-Both distributions are then compared on ``k + 1`` buckets:
+log-probs (normalised over the teacher's *full* vocabulary; a top-k
+:class:`~kd_train.teachers.base.TeacherOutput`). Both distributions are then compared on
+``k + 1`` buckets:
 
 .. math::
 
@@ -20,8 +21,9 @@ top-k does not cover (``tail``):
     top-k is taught; right when ``k`` covers nearly all the mass.
 
 The tail's log-mass ``teacher_tail`` is used as given when the source stored it; otherwise
-it is derived as :math:`\log\max(1 - \sum_j p_{i_j},\ 10^{-12})` (:data:`~kd_train.teachers.base.MIN_DERIVED_TAIL`),
-finite even when a confident teacher's top-k rounds to a sum of 1 or more.
+it is derived as :math:`\log\max(1 - \sum_j p_{i_j},\ 10^{-12})`
+(:data:`~kd_train.teachers.base.MIN_DERIVED_TAIL`), finite even when a confident teacher's
+top-k rounds to a sum of 1 or more.
 
 Temperature is applied to the student's full logits before bucketing. The teacher's
 softened buckets assume the tail mass :math:`m` is spread evenly over the

@@ -2,8 +2,9 @@
 
 A record's ``teacher_topk`` holds, per completion token, the teacher's top-k ids and
 log-probs (:mod:`kd_train.data.schema`); tokenization puts row ``i`` at the position of
-completion token ``i`` (:mod:`kd_train.data.tokenization`), and :func:`~kd_train.data.batching.collate`
-batches them as ``teacher_ids`` / ``teacher_logprobs`` / ``teacher_mask``. This teacher
+completion token ``i`` (:mod:`kd_train.data.tokenization`), and
+:func:`~kd_train.data.batching.collate` batches them as ``teacher_ids`` /
+``teacher_logprobs`` / ``teacher_mask``. This teacher
 serves those rows: ``aligned="labels"`` (row ``t`` is the distribution of the token *at*
 ``t``) and no stored tail (an API returns none; the loss derives it,
 :meth:`~kd_train.teachers.base.TeacherOutput.tail_logprob`). Positions without a row

@@ -45,7 +45,8 @@ from kd_train.teachers.http import HTTPTeacherConfig
 
 T = TypeVar("T")
 
-#: The endpoint keys ``teacher.http`` takes (those of :class:`~kd_train.teachers.http.HTTPTeacherConfig`).
+#: The endpoint keys ``teacher.http`` takes
+#: (those of :class:`~kd_train.teachers.http.HTTPTeacherConfig`).
 HTTP_ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(HTTPTeacherConfig))
 
 
@@ -358,7 +359,7 @@ def _parse_teacher(s: _Section) -> TeacherConfig:
 
 
 def _parse_http(table: dict[str, Any]) -> HTTPSettings:
-    """Validate ``teacher.http``: endpoint keys of :class:`~kd_train.teachers.http.HTTPTeacherConfig` plus our own."""
+    """Validate ``teacher.http``: the endpoint's keys plus ``api_key_env`` and ``store``."""
     own = {"api_key_env", "store"}
     allowed = HTTP_ENDPOINT_KEYS | own
     unknown = sorted(set(table) - allowed)
