@@ -161,19 +161,41 @@ def chart_losses(data: dict[str, Any], out: Path) -> None:
     _save(plt, fig, out)
 
 
+#: One colour per training arm in the train charts.
+TRAIN_COLORS = {"kd": "tab:blue", "trl": "tab:red", "liger": "tab:green"}
+
+
 def chart_train(data: dict[str, Any], out: Path) -> None:
-    """kd-train against TRL: tokens/s and peak memory growth against the batch size."""
+    """kd-train against TRL: the batch-size panels, then the long-sequence memory panels.
+
+    Batch sizes: tokens/s and peak memory growth against the batch. Long sequences: peak
+    growth (solid) and peak RSS (dotted) per arm against the sequence length, and against
+    the vocabulary at the sweep's length.
+    """
     mode = data.get("full") or data.get("quick") or {}
     sizes = mode.get("sizes", {})
-    if len(sizes) < 2:
+    long = data.get("long", {}).get("full") or data.get("long", {}).get("quick") or {}
+    panels = [p for p, ok in (("batch", len(sizes) >= 2), ("long", bool(long))) if ok]
+    if not panels:
         return chart_generic("train", data, out)
-    plt, fig, (speed, memory) = _figure()
+    plt, fig, axes = _figure(2, rows=len(panels))
+    rows = axes if len(panels) > 1 else [axes]
+    for (left, right), panel in zip(rows, panels, strict=True):
+        if panel == "batch":
+            _train_batch_panels(left, right, sizes)
+        else:
+            _train_long_panels(left, right, long)
+    _save(plt, fig, out)
+
+
+def _train_batch_panels(speed: Any, memory: Any, sizes: dict[str, Any]) -> None:
     batches = sorted(sizes, key=int)
     for side in ("kd", "trl"):
         ok = [b for b in batches if "tokens_per_s" in sizes[b].get(side, {})]
         xs = [int(b) for b in ok]
-        speed.plot(xs, [sizes[b][side]["tokens_per_s"] for b in ok], "o-", label=side)
-        memory.plot(xs, [sizes[b][side]["peak_growth_mb"] for b in ok], "o-", label=side)
+        look = {"label": side, "color": TRAIN_COLORS[side]}
+        speed.plot(xs, [sizes[b][side]["tokens_per_s"] for b in ok], "o-", **look)
+        memory.plot(xs, [sizes[b][side]["peak_growth_mb"] for b in ok], "o-", **look)
     for ax, title, unit in ((speed, "throughput", "tokens/s"), (memory, "peak growth", "MB")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size (records per step)")
@@ -181,7 +203,30 @@ def chart_train(data: dict[str, Any], out: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(f"training: {title}")
         ax.legend()
-    _save(plt, fig, out)
+
+
+def _train_long_panels(by_length: Any, by_vocab: Any, long: dict[str, Any]) -> None:
+    sweeps = (
+        (by_length, long.get("sizes", {}), "sequence length (tokens)",
+         f"vocab {long.get('vocab', 0):,}"),
+        (by_vocab, long.get("vocab_sweep", {}).get("sizes", {}), "vocabulary",
+         f"length {long.get('vocab_sweep', {}).get('length', 0):,}"),
+    )  # fmt: skip
+    for ax, points, xlabel, held in sweeps:
+        keys = sorted(points, key=int)
+        for arm, color in TRAIN_COLORS.items():
+            ok = [k for k in keys if "peak_growth_mb" in points[k].get(arm, {})]
+            xs = [int(k) for k in ok]
+            growth = [points[k][arm]["peak_growth_mb"] / 1024 for k in ok]
+            rss = [points[k][arm]["peak_rss_mb"] / 1024 for k in ok]
+            ax.plot(xs, growth, "o-", color=color, label=f"{arm} growth")
+            ax.plot(xs, rss, "o:", color=color, label=f"{arm} peak RSS")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("GiB")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"one training step, batch {long.get('batch', 0)}, {held}", fontsize=9)
+        ax.legend(fontsize=6)
 
 
 def chart_export(data: dict[str, Any], out: Path) -> None:
