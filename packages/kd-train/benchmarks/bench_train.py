@@ -20,8 +20,9 @@ TRL: ``speed_ratio`` (tokens/s, target >= 1), ``memory_ratio`` (growth) and ``rs
 Usage: ``python bench_train.py [--quick] [--group all|batch|long] [--update-baseline]``.
 ``qa/perf/results/train.json`` holds per mode ``steps``, ``batch_sizes``, ``sizes``
 (``{batch: {"kd", "trl", "ratios"}}``) and batch 16's ``figures`` and ``ratios``. Every
-size's ratios are compared with ``qa/perf/baselines/train.json`` (``{mode: {"sizes": {batch: ratios}, **batch-16 ratios}}``;
-a file with only the batch-16 ratios is read too) with ``[perf] tolerance`` of
+size's ratios are compared with ``qa/perf/baselines/train.json``
+(``{mode: {"sizes": {batch: ratios}, **batch-16 ratios}}``; a file with only the
+batch-16 ratios is read too) with ``[perf] tolerance`` of
 ``qa/gates.toml``; the script exits 1 on a regression, and when at any size kd-train is
 slower than TRL or grows more memory (the targets ``speed_ratio >= 1``,
 ``memory_ratio <= 1``). ``--update-baseline`` stores the ratios; only the targets can fail it.
