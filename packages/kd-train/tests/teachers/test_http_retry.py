@@ -171,7 +171,7 @@ def test_prompt_logprobs_entry_without_the_prompt_token_is_named_so():
     ],
 )
 def test_prompt_logprobs_answer_without_every_position_raises(body):
-    with pytest.raises(MalformedResponseError, match=r"teacher\.scoring"):
+    with pytest.raises(MalformedResponseError, match=r"teacher\.http\.scoring"):
         parse_prompt_logprobs(body, [5, 7])
 
 

@@ -164,7 +164,7 @@ def test_zero_top_logprobs_is_refused_naming_the_config_key(server, tokenizer):
     batch = make_batch(tokenizer, ["Ask again"])
     with (
         make_teacher(server.base_url, tokenizer, "echo", top_logprobs=0) as teacher,
-        pytest.raises(HTTPTeacherError, match=r"teacher\.top_logprobs >= 1"),
+        pytest.raises(HTTPTeacherError, match=r"teacher\.topk in a run config\), and it is 0"),
     ):
         teacher(batch)
 

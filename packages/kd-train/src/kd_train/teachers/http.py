@@ -58,6 +58,7 @@ import logging
 import math
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,8 +292,8 @@ class HTTPTeacher:
         k = self.config.top_logprobs
         if k < 1:
             raise HTTPTeacherError(
-                f"an HTTP teacher scores training rows with teacher.top_logprobs "
-                f"alternatives per position, and it is {k}; set teacher.top_logprobs >= 1"
+                f"an HTTP teacher scores training rows with top_logprobs alternatives per "
+                f"position (teacher.topk in a run config), and it is {k}; set it >= 1"
             )
         return self.topk(batch.input_ids, batch.attention_mask, k)
 
@@ -300,7 +301,8 @@ class HTTPTeacher:
         r"""Top-``k`` next-token log-probs at every position of ``input_ids`` ``[B, T]``.
 
         One request per row (``config.scoring``) scores the row's unmasked tokens through
-        the same path as generation (cache, budget, retries, rate limit). Returns a top-k
+        the same path as generation (cache, budget, retries, rate limit); the rows are sent
+        ``config.concurrency`` at a time. Returns a top-k
         :class:`~kd_train.teachers.base.TeacherOutput`: ``ids`` int64 and ``logprobs``
         float32 ``[B, T, k]``, ``mask = attention_mask.bool()``, ``aligned="logits"`` (row
         ``t`` is the distribution of the token after ``input_ids[:, t]``), on the device of
@@ -316,17 +318,23 @@ class HTTPTeacher:
         batch, length = input_ids.shape
         ids = torch.arange(k, dtype=torch.int64).expand(batch, length, k).clone()
         logprobs = torch.full((batch, length, k), -math.log(k + 1), dtype=torch.float32)
+        rows = {}
         for row in range(batch):
             positions = attention_mask[row].nonzero().flatten().tolist()
-            if not positions:
-                continue
-            tokens = [int(t) for t in input_ids[row, positions].tolist()]
-            tops = self._score_row(row, positions, tokens, k)
+            if positions:
+                rows[row] = (positions, [int(t) for t in input_ids[row, positions].tolist()])
+        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
+            scored = {
+                row: pool.submit(self._score_row, row, positions, tokens, k)
+                for row, (positions, tokens) in rows.items()
+            }
+        for row, (positions, _tokens) in rows.items():
+            tops = scored[row].result()  # the first failed row, in row order, raises
             for pos, top in zip(positions, tops, strict=True):
                 if len(top) < k:
                     raise HTTPTeacherError(
                         f"topk: the endpoint returned {len(top)} alternatives at position "
-                        f"{pos} of row {row}, fewer than k={k}; lower teacher.top_logprobs"
+                        f"{pos} of row {row}, fewer than k={k}; lower teacher.topk"
                     )
                 ids[row, pos] = torch.tensor(
                     [self._token_id(t, vocab, row, pos) for t, _ in top[:k]]
@@ -369,7 +377,7 @@ class HTTPTeacher:
                 f"topk: row {row}, position {pos}: the endpoint returned the alternative "
                 f"{token!r}, which is not in the student's tokenizer. Either the endpoint "
                 f"serves another tokenizer ({_CROSS}), or it names tokens by their text: "
-                "with vLLM, set teacher.scoring to 'prompt_logprobs' (it asks for "
+                "with vLLM, set teacher.http.scoring to 'prompt_logprobs' (it asks for "
                 "'token_id:N' names)"
             ) from None
 

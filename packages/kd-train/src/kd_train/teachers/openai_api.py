@@ -288,7 +288,7 @@ def parse_prompt_logprobs(body: Any, ids: list[int]) -> PromptScores:
         raise MalformedResponseError(
             f"response without prompt_logprobs for every prompt token ({exc!r}); the "
             "endpoint must be vLLM-compatible (prompt_logprobs and logprobs on completions "
-            "with a token-id prompt), or set teacher.scoring to 'echo'"
+            "with a token-id prompt), or set teacher.http.scoring to 'echo'"
         ) from exc
     return PromptScores(top=[*top, after_last], returned=returned)
 
