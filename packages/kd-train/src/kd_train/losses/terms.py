@@ -122,7 +122,9 @@ def log_softmax_(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``log_softmax(logits / temperature)`` computed in place over the last axis; returns it."""
     if temperature != 1.0:
         logits.div_(temperature)
-    return logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True))
+    # Each row is read whole (max, sum) before it is written: safe in place, and no new
+    # [C, V] buffer to allocate and fault in.
+    return torch.log_softmax(logits, dim=-1, out=logits)
 
 
 def code_preference_per_token(
