@@ -28,6 +28,7 @@ i.e. it up-weights those tokens; it is divided by the same denominator as every 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -117,6 +118,19 @@ def kd_per_token(
     return kd
 
 
+def uses_per_token(loss: str, terms: Iterable[str], span_loss: str) -> bool:
+    """True when the per-token ``loss`` (``"kd"`` or ``"ce"``) is needed by ``terms``.
+
+    Its own term needs it, and so does every span term when ``span_loss`` is that loss.
+
+    >>> from kd_train.losses.terms import uses_per_token
+    >>> uses_per_token("kd", {"ce", "span_tool_name"}, span_loss="kd")
+    True
+    """
+    names = set(terms)
+    return loss in names or (span_loss == loss and any(n.startswith("span_") for n in names))
+
+
 @torch.no_grad()
 def log_softmax_(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """``log_softmax(logits / temperature)`` computed in place over the last axis; returns it."""
@@ -159,12 +173,8 @@ def chunk_terms(
     """
     z = logits if logits.dtype == torch.float64 else logits.float()
     out: dict[str, torch.Tensor] = {}
-    needs_kd = "kd" in spec.terms or (
-        spec.span_loss == "kd" and any(name.startswith("span_") for name in spec.terms)
-    )
-    needs_ce = "ce" in spec.terms or (
-        spec.span_loss == "ce" and any(name.startswith("span_") for name in spec.terms)
-    )
+    needs_kd = uses_per_token("kd", spec.terms, spec.span_loss)
+    needs_ce = uses_per_token("ce", spec.terms, spec.span_loss)
     kd = kd_per_token(z, teacher, spec, scratch=teacher_scratch) if needs_kd else None
     ce = functional.cross_entropy(z, labels, reduction="none") if needs_ce else None
     if kd is not None and "kd" in spec.terms:

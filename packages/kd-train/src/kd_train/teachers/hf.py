@@ -189,13 +189,7 @@ class HFTeacher:
     @torch.no_grad()
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Return the model's logits as float32 ``[B, T, V]`` (no gradient)."""
-        _check_batch(input_ids, attention_mask)
-        out = self.model(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            use_cache=False,
-        )
-        return out.logits.float()
+        return self._forward(self.model, input_ids, attention_mask, layers=False).logits.float()
 
     def log_probs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Return full-vocabulary log-probs ``log_softmax(logits.float())``, ``[B, T, V]``.
@@ -214,8 +208,7 @@ class HFTeacher:
         Raises:
             kd_train.errors.KDTrainError: ``k`` is not in ``1..vocab_size``.
         """
-        if not 1 <= k <= self.vocab_size:
-            raise KDTrainError(f"top-k needs 1 <= k <= vocab size {self.vocab_size}, got k={k}")
+        self._check_k(k)
         return topk_with_tail(self.log_probs(input_ids, attention_mask), k)
 
     @torch.no_grad()
@@ -223,25 +216,21 @@ class HFTeacher:
         """The teacher protocol: hidden states + ``lm_head`` (or top-``k``) for a batch."""
         input_ids, attention_mask = batch.input_ids, batch.attention_mask
         if self.k is not None:
-            top = self.topk(input_ids, attention_mask, self.k)
-            if self.layers:
-                layers = self._base(input_ids, attention_mask, True).hidden_states
-                top = dataclasses.replace(top, layers=tuple(h.float() for h in layers))
-            return top
-        if not self.splits():
-            out = self.model(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                use_cache=False,
-                output_hidden_states=self.layers,
-            )
-            layers = tuple(h.float() for h in out.hidden_states) if self.layers else ()
+            self._check_k(self.k)
+        # One forward pass: the whole model for top-k or a head that is not plain linear,
+        # else the base model (its logits are made per chunk from hidden states + head).
+        dense = self.k is not None or not self.splits()
+        module = self.model if dense else self.model.base_model
+        out = self._forward(module, input_ids, attention_mask, layers=self.layers)
+        layers = tuple(h.float() for h in out.hidden_states) if self.layers else ()
+        if self.k is not None:
+            top = topk_with_tail(torch.log_softmax(out.logits.float(), dim=-1), self.k)
+            return dataclasses.replace(top, layers=layers)
+        if dense:
             return TeacherOutput(logits=out.logits.float(), layers=layers)
-        base = self._base(input_ids, attention_mask, self.layers)
         head = self.model.get_output_embeddings()
-        layers = tuple(h.float() for h in base.hidden_states) if self.layers else ()
         return TeacherOutput(
-            hidden=base.last_hidden_state,
+            hidden=out.last_hidden_state,
             head_weight=head.weight,
             head_bias=getattr(head, "bias", None),
             layers=layers,
@@ -253,9 +242,16 @@ class HFTeacher:
             self._splits = logits_split(self.model)
         return self._splits
 
-    def _base(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: bool) -> Any:
+    def _check_k(self, k: int) -> None:
+        if not 1 <= k <= self.vocab_size:
+            raise KDTrainError(f"top-k needs 1 <= k <= vocab size {self.vocab_size}, got k={k}")
+
+    def _forward(
+        self, module: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, layers: bool
+    ) -> Any:
+        """Run ``module`` (the model or its base model) on the batch, on the teacher's device."""
         _check_batch(input_ids, attention_mask)
-        return self.model.base_model(
+        return module(
             input_ids=input_ids.to(self.device),
             attention_mask=attention_mask.to(self.device),
             use_cache=False,

@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
+from kd_train.data.schema import SPAN_KINDS
 from kd_train.errors import KDTrainError
 from kd_train.losses.combined import DistillationLoss
 from kd_train.losses.config import LossConfig
@@ -242,6 +243,10 @@ def build_loss(config: LossConfig, student: Any, teacher: Teacher | None) -> Dis
     return DistillationLoss(config, student_dim=student_dim, teacher_dim=teacher_dim)
 
 
+#: The terms that read span labels, and the span kind each reads.
+SPAN_TERMS = {f"span_{kind}": kind for kind in SPAN_KINDS} | {"code_pref": "code_mode"}
+
+
 def require_teacher_serves(
     config: LossConfig, teacher: Teacher | None, examples: list[Example], split: str
 ) -> None:
@@ -263,13 +268,10 @@ def require_teacher_serves(
                 "with 'kd-train generate' and top_logprobs > 0, or use teacher.kind 'hf', "
                 "'cached' or 'http'"
             )
-    active = config.active_terms()
-    for name in sorted(active):
-        kind = name.removeprefix("span_") if name.startswith("span_") else None
-        if name == "code_pref":
-            kind = "code_mode"
-        if kind is None or split != "train":
-            continue
+    if split != "train":  # span labels are checked where they are learned
+        return
+    for name in sorted(config.active_terms() & SPAN_TERMS.keys()):
+        kind = SPAN_TERMS[name]
         if not any(bool(e.span_masks[kind].any()) for e in examples):
             raise KDTrainError(
                 f"loss.weights.{name} is set but no {split} record has a {kind!r} span, so "

@@ -41,6 +41,7 @@ import yaml
 from kd_train.errors import KDTrainError
 from kd_train.generate.config import http_teacher_config
 from kd_train.losses import LossArgumentError, LossConfig
+from kd_train.losses.terms import uses_per_token
 from kd_train.teachers.http import HTTPTeacherConfig
 
 T = TypeVar("T")
@@ -233,9 +234,7 @@ def _check_teacher_serves(
 ) -> None:
     """Refuse, before anything runs, a loss the teacher kind cannot feed."""
     active = loss.active_terms()
-    if teacher.kind == "none" and (
-        "kd" in active or (loss.span_loss == "kd" and any(t.startswith("span_") for t in active))
-    ):
+    if teacher.kind == "none" and uses_per_token("kd", active, loss.span_loss):
         raise RunConfigError(
             "loss.weights has a KD term but teacher.kind is 'none': choose a teacher "
             "(hf, cached, records or http) or train on CE alone (loss.weights: {ce: 1.0})"
