@@ -54,6 +54,15 @@ def distill(workdir: Path, name: str, teacher: dict[str, Any], student: Path, **
     return read_metrics(workdir / name)
 
 
+def http_teacher(server: LoopbackTeacherServer, **http: Any) -> dict[str, Any]:
+    """The ``teacher`` section of an ``http`` run against ``server`` (top-``K``)."""
+    return {
+        "kind": "http",
+        "topk": K,
+        "http": {"base_url": server.base_url, "model": "tiny", **http},
+    }
+
+
 def cache_of(workdir: Path, teacher_dir: Path, k: int = K) -> Path:
     out = workdir / "cache"
     argv = ["cache-logits", "--teacher", str(teacher_dir), "--data", "train.jsonl"]
@@ -148,12 +157,7 @@ def test_http_teacher_matches_the_hf_teacher_within_topk_tolerance(
         workdir, "hf", {"kind": "hf", "path": str(tiny_teacher_dir), "topk": K}, tiny_llama_dir
     )
     with LoopbackTeacherServer(tiny_teacher_dir) as server:
-        teacher = {
-            "kind": "http",
-            "topk": K,
-            "http": {"base_url": server.base_url, "model": "tiny", "scoring": scoring},
-        }
-        http = distill(workdir, "http", teacher, tiny_llama_dir)
+        http = distill(workdir, "http", http_teacher(server, scoring=scoring), tiny_llama_dir)
     assert (workdir / "http" / "kd-store.sqlite").exists()  # the response cache and ledger
     for a, b in zip(hf, http, strict=True):
         # same top-k; the hf teacher's tail is exact, the endpoint's is derived from it
@@ -166,11 +170,7 @@ def test_a_second_http_run_is_served_from_the_response_cache(
 ):
     store = f"sqlite:///{workdir / 'shared.sqlite'}"
     with LoopbackTeacherServer(tiny_teacher_dir) as server:
-        teacher = {
-            "kind": "http",
-            "topk": K,
-            "http": {"base_url": server.base_url, "model": "tiny", "store": store},
-        }
+        teacher = http_teacher(server, store=store)
         first = distill(workdir, "a", teacher, tiny_llama_dir)
         answered = len(server.answered)
         second = distill(workdir, "b", teacher, tiny_llama_dir)
