@@ -1,14 +1,21 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Atomic writes: a reader sees the old file or directory or the new one, never half of one.
 
-Write to a temporary file in the same directory, flush and ``fsync`` it, then ``os.replace``
-it over the target (atomic on POSIX and Windows) and ``fsync`` the directory so the rename
-survives a power cut.
+Files (:func:`atomic_open`): write to a temporary file in the same directory, flush and
+``fsync`` it, then ``os.replace`` it over the target (atomic on POSIX and Windows) and
+``fsync`` the directory so the rename survives a power cut.
+
+Directories and artifacts (:func:`atomic_dir`, :func:`atomic_path`): everything is written
+inside a hidden scratch directory next to the target (``.NAME.XXXXXXXX.tmp``); on success
+every file in it is ``fsync``-ed and it is renamed over the target. If the block raises, the
+scratch directory is removed and the target is untouched. A process killed while writing
+leaves only the scratch directory, which the target's name never matches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +63,89 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_open(path, "w") as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary directory; on success it replaces ``target`` whole.
+
+    An existing ``target`` (directory or file) is replaced. If the block raises, the
+    temporary directory is removed and ``target`` keeps its old content.
+
+    >>> import tempfile, pathlib
+    >>> from kd_train.atomic import atomic_dir
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "model"
+    >>> with atomic_dir(target) as tmp:
+    ...     _ = (tmp / "weights.bin").write_bytes(b"w")
+    >>> sorted(p.name for p in target.iterdir())
+    ['weights.bin']
+    """
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        yield tmp
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a path (same name, not yet existing) to write ``target`` to; move it on success.
+
+    The block writes a file or a directory at the yielded path. Anything else it writes next
+    to that path (side files, such as ONNX external data) is moved next to ``target`` first,
+    then the yielded path replaces ``target``. If the block raises, nothing is moved.
+
+    Replacing a file by a file is one ``os.replace``. Replacing a directory (or a file by a
+    directory) takes two renames: the old one moves into the scratch directory, then the
+    new one into place; only a crash between those two leaves no ``target`` (the old copy is
+    then inside ``.NAME.XXXXXXXX.tmp``).
+
+    >>> import tempfile, pathlib
+    >>> from kd_train.atomic import atomic_path
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "model.bin"
+    >>> with atomic_path(out) as tmp:
+    ...     _ = tmp.write_bytes(b"weights")
+    >>> out.read_bytes()
+    b'weights'
+    """
+    final = Path(target)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = scratch / final.name
+    try:
+        yield tmp
+        _fsync_tree(scratch)
+        extras = sorted(p for p in scratch.iterdir() if p != tmp)
+        replaced = Path(tempfile.mkdtemp(dir=scratch))  # where old entries go; removed below
+        for extra in extras:  # side files first: the target's rename is the commit
+            _replace(extra, final.parent / extra.name, aside=replaced / extra.name)
+        _replace(tmp, final, aside=replaced / final.name)
+        fsync_dir(final.parent)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _replace(src: Path, dst: Path, aside: Path) -> None:
+    """Move ``src`` over ``dst``; a ``dst`` that ``os.replace`` cannot overwrite goes ``aside``."""
+    swap = src.is_dir() or (dst.is_dir() and not dst.is_symlink())
+    if not swap or not os.path.lexists(dst):
+        os.replace(src, dst)  # a file over a file, or onto a free name: one atomic step
+        return
+    os.replace(dst, aside)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        os.replace(aside, dst)
+        raise
+
+
+def _fsync_tree(root: Path) -> None:
+    """``fsync`` every regular file below ``root``, then every directory, deepest first."""
+    for folder, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as handle:
+                    os.fsync(handle.fileno())
+        fsync_dir(folder)
 
 
 def fsync_dir(directory: str | Path) -> None:

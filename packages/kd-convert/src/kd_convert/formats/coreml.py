@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from kd_train.atomic import atomic_path
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.artifacts import atomic_artifact
 from kd_convert.errors import ConversionError
 from kd_convert.formats.base import (
     IOSignature,
@@ -50,7 +50,7 @@ def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path:
             )
         )
         model = ct.optimize.coreml.linear_quantize_weights(model, config=config)
-    with atomic_artifact(path) as tmp:
+    with atomic_path(path) as tmp:
         model.save(str(tmp))
 
 

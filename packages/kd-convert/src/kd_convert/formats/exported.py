@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kd_train.atomic import atomic_path
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.artifacts import atomic_artifact
 from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
 from kd_convert.spec import ExportSpec
 
@@ -22,7 +22,7 @@ ARTIFACT = "model.pt2"
 
 def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
     """Save ``program`` (already captured and validated) to ``path``."""
-    with atomic_artifact(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
 
 

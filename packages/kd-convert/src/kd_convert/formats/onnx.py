@@ -8,10 +8,10 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
+from kd_train.atomic import atomic_path
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.artifacts import atomic_artifact
 from kd_convert.errors import ConversionError
 from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
 from kd_convert.spec import ExportSpec
@@ -35,7 +35,7 @@ def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path:
         raise ConversionError(f"torch.onnx could not export the model: {exc}") from exc
     if onnx_program is None:  # pragma: no cover - only for legacy TorchScript-based export
         raise ConversionError("torch.onnx.export returned no program; use dynamo=True")
-    with atomic_artifact(path) as tmp:
+    with atomic_path(path) as tmp:
         onnx_program.save(str(tmp))
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kd_train.atomic import atomic_path
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.artifacts import atomic_artifact
 from kd_convert.formats.base import IOSignature, Runner, TensorSig, dtype_name
 from kd_convert.spec import ExportSpec
 from kd_convert.validate import example_inputs
@@ -40,7 +40,7 @@ def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path:
         "outputs": [dtype_name(output.dtype)],
         "batch": spec.batch_size,
     }
-    with atomic_artifact(path) as tmp:
+    with atomic_path(path) as tmp:
         torch.jit.save(traced, str(tmp), _extra_files={IO_FILE: json.dumps(io)})
 
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kd_train.atomic import atomic_write_text, fsync_dir
+from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.commands.version import installed_versions
 from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
@@ -35,22 +33,14 @@ def save_student(
 ) -> Path:
     """``save_pretrained`` the model and tokenizer into ``out``, atomically (dir rename).
 
+    An existing ``out`` is replaced whole (:func:`kd_train.atomic.atomic_dir`).
     ``state_dict`` replaces the model's own tensors: the whole weights gathered from an
     FSDP-sharded student (:func:`kd_train.trainer.checkpoint.gather_state`).
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    model.save_pretrained(tmp, state_dict=state_dict)  # type: ignore[operator]
-    tokenizer.save_pretrained(tmp)
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-    fsync_dir(out.parent)
-    return out
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)  # type: ignore[operator]
+        tokenizer.save_pretrained(tmp)
+    return Path(out)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
