@@ -27,11 +27,16 @@ def test_public_config_names_the_key_variable_not_the_key():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"colour": "red"}, "unknown keys \\['colour'\\]"),
-        ({"model": None}, "'model' is required"),
-        ({"retry": {"tries": 3}}, "'retry' takes only"),
-        ({"concurrency": 0}, "concurrency must be >= 1"),
-        ({"max_tokens": "many"}, "invalid teacher settings"),
+        ({"colour": "red"}, r"^gen\.yaml: colour: unknown key \(allowed: api, api_key_env,"),
+        ({"model": None}, r"^gen\.yaml: model: required key is missing$"),
+        ({"retry": {"tries": 3}}, r"^gen\.yaml: retry\.tries: unknown key \(allowed: base_delay,"),
+        ({"concurrency": 0}, r"^gen\.yaml: concurrency: must be >= 1, got 0$"),
+        ({"max_tokens": "many"}, r"^gen\.yaml: max_tokens: must be an integer, got 'many'$"),
+        (
+            {"api": "edit"},
+            r"^gen\.yaml: api: 'edit' is not allowed \(allowed: completions, chat\)$",
+        ),
+        ({"budget": float("nan")}, r"^gen\.yaml: budget: must be a finite number, got nan$"),
     ],
 )
 def test_invalid_config_is_refused_naming_the_key(change, message):

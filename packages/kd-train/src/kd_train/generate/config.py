@@ -10,6 +10,9 @@ Keys (a config file holds any of them; a flag given on the command line wins):
 (directory of the teacher's tokenizer), and ``retry`` (``max_attempts``, ``base_delay``,
 ``max_delay``, ``max_retry_after``).
 
+The endpoint keys are :class:`EndpointSettings`, shared with the run config's
+``teacher.http`` table.
+
 >>> from kd_train.generate.config import generate_config
 >>> cfg = generate_config({"prompts": "p.jsonl", "out": "run/out.jsonl",
 ...                        "base_url": "http://127.0.0.1:8000/v1", "model": "m"}, "flags")
@@ -21,32 +24,106 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import Field, Strict
 
 from kd_train.errors import KDTrainError
 from kd_train.store import sqlite_url
 from kd_train.teachers.http import HTTPTeacherConfig
+from kd_train.teachers.openai_api import Api, Scoring
 from kd_train.teachers.retry import RetryPolicy
+from kd_train.typed_config import ConfigError, ConfigModel, Float, Str, validate
 
-_TEACHER_KEYS = {f.name for f in dataclasses.fields(HTTPTeacherConfig)} - {"retry"}
-_RETRY_KEYS = {f.name for f in dataclasses.fields(RetryPolicy)}
-_OWN_KEYS = {"prompts", "out", "api_key_env", "store", "tokenizer", "retry"}
+NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
+Positive = Annotated[int, Strict(), Field(ge=1)]
+Name = Annotated[str, Strict(), Field(min_length=1)]
 
 
-@dataclass(frozen=True)
-class GenerateConfig:
+class RetrySettings(ConfigModel):
+    """The ``retry`` table: :class:`~kd_train.teachers.retry.RetryPolicy` (seconds)."""
+
+    max_attempts: Positive = 6
+    """Attempts per request, the first included."""
+    base_delay: NonNegative = 0.5
+    """The backoff's first ceiling."""
+    max_delay: NonNegative = 30.0
+    """The largest backoff ceiling."""
+    max_retry_after: NonNegative = 120.0
+    """The longest ``Retry-After`` honoured."""
+
+
+class EndpointSettings(ConfigModel):
+    """An OpenAI-compatible endpoint: :class:`~kd_train.teachers.http.HTTPTeacherConfig`'s keys.
+
+    :attr:`endpoint` builds the teacher's config from them.
+    """
+
+    base_url: Name
+    """The API root, e.g. ``http://127.0.0.1:8000/v1``."""
+    model: Name
+    """The model name sent in every request."""
+    api: Api = "completions"
+    """The generation API (scoring uses completions)."""
+    max_tokens: Positive = 256
+    """Completion length limit of generation requests."""
+    top_logprobs: Annotated[int, Strict(), Field(ge=0)] = 5
+    """Alternatives per generated token (0: none)."""
+    scoring: Scoring = "echo"
+    """How prompts are scored for training (``echo`` or vLLM's ``prompt_logprobs``)."""
+    temperature: Float = 0.0
+    """Sampling temperature (0: greedy)."""
+    timeout: Annotated[float, Strict(), Field(gt=0.0)] = 60.0
+    """Seconds per attempt."""
+    concurrency: Positive = 4
+    """Requests in flight at most."""
+    rpm: Float | None = None
+    """Request starts per minute at most (``null``: no limit)."""
+    retry: RetrySettings = RetrySettings()
+    """The backoff policy."""
+    price_per_1k_prompt: NonNegative = 0.0
+    """USD per 1000 prompt tokens."""
+    price_per_1k_completion: NonNegative = 0.0
+    """USD per 1000 completion tokens."""
+    budget: NonNegative | None = None
+    """Cap in USD on the spend of ``budget_name`` (``null``: no cap)."""
+    budget_name: Str = "default"
+    """The ledger budget this teacher charges."""
+
+    @property
+    def endpoint(self) -> HTTPTeacherConfig:
+        """The endpoint keys as the teacher's :class:`~kd_train.teachers.http.HTTPTeacherConfig`."""
+        keys = set(EndpointSettings.model_fields) - {"retry"}
+        return HTTPTeacherConfig(
+            **self.model_dump(include=keys), retry=RetryPolicy(**self.retry.model_dump())
+        )
+
+
+class GenerateConfig(EndpointSettings):
     """Everything ``kd-train generate`` needs, validated; holds no secret."""
 
     prompts: Path
+    """JSONL of ``{id, prompt}`` rows."""
     out: Path
-    teacher: HTTPTeacherConfig
-    store_url: str
-    api_key_env: str | None = None
+    """Output JSONL of KD records (appended; resumable)."""
+    api_key_env: Str | None = None
+    """The name of the environment variable holding the API key."""
+    store: Str | None = None
+    """Store URL (default: ``kd-store.sqlite`` next to ``out``)."""
     tokenizer: Path | None = None
+    """Directory of the teacher's tokenizer: store top-k as token ids."""
+
+    @property
+    def teacher(self) -> HTTPTeacherConfig:
+        """The HTTP teacher's configuration."""
+        return self.endpoint
+
+    @property
+    def store_url(self) -> str:
+        """The store's database URL: ``store``, or ``kd-store.sqlite`` next to ``out``."""
+        return self.store or sqlite_url(self.out.parent / "kd-store.sqlite")
 
     def public(self) -> dict[str, Any]:
         """The configuration as JSON-able data, for the run registry (no secret in it)."""
@@ -79,47 +156,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def http_teacher_config(data: dict[str, Any], source: str) -> HTTPTeacherConfig:
-    """Build an :class:`~kd_train.teachers.http.HTTPTeacherConfig` from ``data``'s endpoint keys.
-
-    Keys that are not the endpoint's are ignored.
-
-    Raises:
-        kd_train.errors.KDTrainError: ``retry`` has unknown keys or a value is invalid;
-            the message names ``source``.
-    """
-    retry_data = data.get("retry") or {}
-    if not isinstance(retry_data, dict) or set(retry_data) - _RETRY_KEYS:
-        raise KDTrainError(f"{source}: 'retry' takes only the keys {sorted(_RETRY_KEYS)}")
-    try:
-        retry = RetryPolicy(**retry_data)
-        return HTTPTeacherConfig(
-            **{k: v for k, v in data.items() if k in _TEACHER_KEYS}, retry=retry
-        )
-    except (TypeError, ValueError) as exc:
-        raise KDTrainError(f"{source}: invalid teacher settings: {exc}") from None
-
-
 def generate_config(data: dict[str, Any], source: str) -> GenerateConfig:
     """Validate ``data`` (merged file + flags) into a :class:`GenerateConfig`.
 
     Raises:
-        kd_train.errors.KDTrainError: a key is unknown, missing or invalid; the message
-            names it and ``source``.
+        kd_train.typed_config.ConfigError: a key is unknown, missing or invalid; one line
+            per problem, naming ``source`` and the key path.
     """
-    unknown = set(data) - _TEACHER_KEYS - _OWN_KEYS
-    if unknown:
-        raise KDTrainError(f"{source}: unknown keys {sorted(unknown)}")
-    for required in ("prompts", "out", "base_url", "model"):
-        if not data.get(required):
-            raise KDTrainError(f"{source}: {required!r} is required (config key or flag)")
-    teacher = http_teacher_config(data, source)
-    out = Path(data["out"])
-    return GenerateConfig(
-        prompts=Path(data["prompts"]),
-        out=out,
-        teacher=teacher,
-        store_url=data.get("store") or sqlite_url(out.parent / "kd-store.sqlite"),
-        api_key_env=data.get("api_key_env"),
-        tokenizer=Path(data["tokenizer"]) if data.get("tokenizer") else None,
-    )
+    return validate(GenerateConfig, data, ConfigError, source)

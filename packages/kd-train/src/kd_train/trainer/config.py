@@ -1,4 +1,4 @@
-"""The run configuration: typed, validated at the edge, read from YAML or TOML.
+"""The run configuration: typed, validated at the edge, read from YAML, TOML or JSON.
 
 A run config is plain data with seven sections (every key optional unless marked)::
 
@@ -15,9 +15,12 @@ A run config is plain data with seven sections (every key optional unless marked
     distributed: {strategy: ddp | fsdp}
     output_dir: DIR (required)
 
-:func:`parse_config` checks every key before anything runs; an error names the key path
-(``train.precision``) and, for a choice, the allowed values. Relative paths are resolved
-against the config file's directory by :func:`load_config`.
+:class:`RunConfig` is a pydantic model; its sections live in
+:mod:`kd_train.trainer.train_config` and :mod:`kd_train.trainer.teacher_config`, its JSON
+Schema is ``kd-train schema run``. :func:`parse_config` checks every key before anything
+runs; an error has one line per problem, naming the key path (``train.precision``) and, for
+a choice or an unknown key, the allowed values. Relative paths are resolved against the
+config file's directory by :func:`load_config`.
 
 >>> from kd_train.trainer.config import parse_config
 >>> cfg = parse_config({"student": {"path": "s"}, "data": {"train": "d.jsonl"},
@@ -28,228 +31,161 @@ against the config file's directory by :func:`load_config`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
+from pydantic import Field, model_validator
 
-from kd_train.errors import KDTrainError
-from kd_train.generate.config import http_teacher_config
-from kd_train.losses import LossArgumentError, LossConfig
+from kd_train.losses import LossConfig
 from kd_train.losses.terms import uses_per_token
-from kd_train.teachers.http import HTTPTeacherConfig
+from kd_train.trainer.teacher_config import (
+    HTTP_ENDPOINT_KEYS,
+    PATH_KINDS,
+    TEACHER_KINDS,
+    HTTPSettings,
+    TeacherConfig,
+)
+from kd_train.trainer.train_config import (
+    PRECISIONS,
+    STRATEGIES,
+    DataConfig,
+    DistributedConfig,
+    OptimConfig,
+    StudentConfig,
+    TrainConfig,
+)
+from kd_train.typed_config import ConfigError, ConfigModel, PathStr, validate
 
-T = TypeVar("T")
+__all__ = [
+    "HTTP_ENDPOINT_KEYS",
+    "PATH_KINDS",
+    "PRECISIONS",
+    "STRATEGIES",
+    "TEACHER_KINDS",
+    "DataConfig",
+    "DistributedConfig",
+    "HTTPSettings",
+    "OptimConfig",
+    "RunConfig",
+    "RunConfigError",
+    "StudentConfig",
+    "TeacherConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+    "resolve_paths",
+]
 
-#: The endpoint keys ``teacher.http`` takes
-#: (those of :class:`~kd_train.teachers.http.HTTPTeacherConfig`).
-HTTP_ENDPOINT_KEYS = frozenset(f.name for f in dataclasses.fields(HTTPTeacherConfig))
 
-
-class RunConfigError(KDTrainError):
+class RunConfigError(ConfigError):
     """A run config is malformed; the message names the key path and what is allowed."""
 
 
-@dataclass(frozen=True)
-class StudentConfig:
-    """The student: a saved ``transformers`` model dir, or a config plus a tokenizer dir.
-
-    ``config`` is passed to ``transformers.AutoConfig.for_model`` (so it needs
-    ``model_type``); GQA students set ``num_key_value_heads < num_attention_heads``.
-    """
-
-    path: str | None = None
-    config: dict[str, Any] | None = None
-    tokenizer: str | None = None
-
-
-@dataclass(frozen=True)
-class HTTPSettings:
-    """The ``teacher.http`` section: a live OpenAI-compatible endpoint that scores prompts.
-
-    ``endpoint`` holds the endpoint, scoring form, prices, budget, limits and retry policy
-    (:class:`~kd_train.teachers.http.HTTPTeacherConfig`; its ``top_logprobs`` is
-    ``teacher.topk``). ``api_key_env`` names the environment variable holding the key (the
-    key itself is never in a config). ``store`` is the database URL of the response cache
-    and budget ledger (default: ``kd-store.sqlite`` in the run directory).
-    """
-
-    endpoint: HTTPTeacherConfig
-    api_key_env: str | None = None
-    store: str | None = None
-
-
-@dataclass(frozen=True)
-class TeacherConfig:
-    """Where the teacher's distribution comes from; ``kind`` is one of :data:`TEACHER_KINDS`.
-
-    ``hf``: a saved ``transformers`` model at ``path``, run in the loop (dense, or top-k
-    with ``topk``). ``cached``: ``path`` is a ``kd-train cache-logits`` cache of
-    ``data.train``; when ``data.eval`` is a separate file its batches are not in that
-    cache, so ``eval_path`` is then required, a second cache built from ``data.eval`` by
-    the same teacher. ``records``: the top-k ``kd-train generate`` stored in the dataset
-    rows (every record must have it). ``http``: a live endpoint (``http``) scoring every
-    batch, ``topk`` alternatives per position. ``none``: CE only.
-    """
-
-    kind: str = "none"
-    path: str | None = None
-    topk: int | None = None
-    eval_path: str | None = None
-    http: HTTPSettings | None = None
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """KD datasets (JSONL of :class:`kd_train.data.schema.KDRecord`) and tokenisation limits.
-
-    Without ``eval``, the last ``eval_fraction`` of the train file is held out.
-    """
-
-    train: str
-    eval: str | None = None
-    eval_fraction: float = 0.1
-    max_length: int = 256
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """AdamW and its schedule: linear warmup then cosine decay to ``min_lr_ratio * lr``."""
-
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Loop settings. One optimiser step sees ``batch_size * grad_accum * world_size`` examples.
-
-    ``threads`` sets ``torch.set_num_threads`` for the run (small models on a busy CPU
-    are often fastest with 1); ``None`` keeps PyTorch's default.
-    """
-
-    max_steps: int
-    seed: int = 0
-    batch_size: int = 8
-    grad_accum: int = 1
-    clip_norm: float | None = 1.0
-    precision: str = "fp32"
-    eval_every: int = 0
-    early_stopping_patience: int = 0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
-    threads: int | None = None
-
-
-@dataclass(frozen=True)
-class DistributedConfig:
-    """How the processes of a ``torchrun`` launch share the student (ignored in one process).
-
-    ``ddp``: every process holds the whole model and optimiser state; gradients are
-    all-reduced. ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``); every process
-    holds a shard of the weights, gradients and optimiser state; checkpoints and the final
-    model are still full (gathered on rank 0).
-    """
-
-    strategy: str = "ddp"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A whole run. :meth:`to_dict` gives back the JSON form stored in checkpoints."""
-
-    student: StudentConfig
-    data: DataConfig
-    train: TrainConfig
-    output_dir: str
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    distributed: DistributedConfig = field(default_factory=DistributedConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready plain data (``parse_config`` reads it back)."""
-        data = dataclasses.asdict(self)
-        data["loss"] = self.loss.to_dict()
-        http = data["teacher"].pop("http")
-        if http is not None:  # the flat form parse_config reads: endpoint keys + our own
-            data["teacher"]["http"] = {**http.pop("endpoint"), **http}
-        return json.loads(json.dumps(data))
-
-
-#: The teacher kinds ``teacher.kind`` accepts.
-TEACHER_KINDS = ("hf", "cached", "records", "http", "none")
-#: Kinds that read a directory at ``teacher.path``.
-PATH_KINDS = ("hf", "cached")
-PRECISIONS = ("fp32", "bf16")
-STRATEGIES = ("ddp", "fsdp")
-
-
-def parse_config(data: Mapping[str, Any]) -> RunConfig:
-    """Validate plain data (from YAML, TOML or JSON) and return a :class:`RunConfig`.
-
-    Raises:
-        RunConfigError: naming the key path, what was wrong and what is allowed.
-    """
-    root = _Section(data, "")
-    student = _parse_student(root.section("student", required=True))
-    teacher = _parse_teacher(root.section("teacher"))
-    data_cfg = _parse_data(root.section("data", required=True))
-    loss = _parse_loss(root.mapping("loss"), teacher)
-    optim = _parse_optim(root.section("optim"))
-    train = _parse_train(root.section("train", required=True))
-    dist = _parse_distributed(root.section("distributed"))
-    output_dir = root.get("output_dir", str, required=True)
-    root.finish()
-    _check_eval_cache(teacher, data_cfg)
-    _check_teacher_serves(teacher, loss, dist)
-    return RunConfig(student, data_cfg, train, output_dir, teacher, loss, optim, dist)
-
-
-def _parse_loss(table: dict[str, Any], teacher: TeacherConfig) -> LossConfig:
-    """Validate the ``loss`` table (by its owner, :class:`LossConfig`).
+class RunConfig(ConfigModel):
+    """A whole run. :meth:`to_dict` gives back the JSON form stored in checkpoints.
 
     Without ``loss.weights`` a run with a teacher optimises ``kd`` and a CE-only run
     (``teacher.kind: none``) optimises ``ce``.
     """
-    if "weights" not in table:
-        table = {**table, "weights": {"kd": 1.0} if teacher.kind != "none" else {"ce": 1.0}}
-    try:
-        return LossConfig.from_dict(table)
-    except LossArgumentError as exc:
-        raise RunConfigError(str(exc)) from exc
+
+    student: StudentConfig
+    """The student model."""
+    data: DataConfig
+    """The KD datasets."""
+    train: TrainConfig
+    """The loop."""
+    output_dir: PathStr
+    """The run directory (checkpoints, metrics, the final student)."""
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    """The teacher's source."""
+    loss: LossConfig = Field(default_factory=LossConfig)
+    """The loss terms and their weights (:class:`~kd_train.losses.config.LossConfig`)."""
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    """AdamW and its schedule."""
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    """How ``torchrun`` processes share the student."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_weights(cls, data: Any) -> Any:
+        """Without ``loss.weights``: ``kd`` with a teacher, ``ce`` without one."""
+        if not isinstance(data, Mapping):
+            return data
+        loss = data.get("loss") or {}
+        if not isinstance(loss, Mapping) or "weights" in loss:
+            return data
+        teacher = data.get("teacher")
+        kind = teacher.get("kind") if isinstance(teacher, Mapping) else None
+        if isinstance(teacher, TeacherConfig):
+            kind = teacher.kind
+        weights = {"kd": 1.0} if kind not in (None, "none") else {"ce": 1.0}
+        return {**data, "loss": {**loss, "weights": weights}}
+
+    @model_validator(mode="after")
+    def _cached_teacher_serves_every_file(self) -> RunConfig:
+        """A cached teacher needs a cache for every file it serves: data.train, and data.eval."""
+        if self.teacher.kind != "cached":
+            return self
+        if self.data.eval is not None and self.teacher.eval_path is None:
+            raise ConfigError(
+                "data.eval: a separate file, but teacher.path is a cache of data.train only: "
+                "build a cache of data.eval with 'kd-train cache-logits --data EVAL_FILE' "
+                "(same teacher) and give it as teacher.eval_path, or drop data.eval to hold "
+                "out data.eval_fraction of data.train"
+            )
+        if self.data.eval is None and self.teacher.eval_path is not None:
+            raise ConfigError(
+                "teacher.eval_path: set but data.eval is not: the held-out records come from "
+                "data.train and are in teacher.path; remove teacher.eval_path or set data.eval"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_serves_the_loss(self) -> RunConfig:
+        """Refuse, before anything runs, a loss the teacher kind cannot feed."""
+        active, kind = self.loss.active_terms(), self.teacher.kind
+        if kind == "none" and uses_per_token("kd", active, self.loss.span_loss):
+            raise ConfigError(
+                "loss.weights: has a KD term but teacher.kind is 'none': choose a teacher "
+                "(hf, cached, records or http) or train on CE alone (loss.weights: {ce: 1.0})"
+            )
+        if "hidden" in active and kind != "hf":
+            raise ConfigError(
+                "loss.hidden: hidden-state matching needs the teacher's per-layer hidden "
+                f"states, which only a local model computes; teacher.kind {kind!r} gives only "
+                "next-token log-probs. Use teacher.kind 'hf', or remove loss.hidden and its weight"
+            )
+        if "hidden" in active and self.distributed.strategy == "fsdp":
+            raise ConfigError(
+                "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "
+                "projections are not sharded); use strategy 'ddp' or drop loss.hidden"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as JSON-ready plain data (``parse_config`` reads it back)."""
+        data = self.model_dump(mode="json")
+        if data["teacher"]["http"] is None:  # the stored form has no empty http table
+            del data["teacher"]["http"]
+        return data
 
 
-def _check_teacher_serves(
-    teacher: TeacherConfig, loss: LossConfig, dist: DistributedConfig
-) -> None:
-    """Refuse, before anything runs, a loss the teacher kind cannot feed."""
-    active = loss.active_terms()
-    if teacher.kind == "none" and uses_per_token("kd", active, loss.span_loss):
-        raise RunConfigError(
-            "loss.weights has a KD term but teacher.kind is 'none': choose a teacher "
-            "(hf, cached, records or http) or train on CE alone (loss.weights: {ce: 1.0})"
-        )
-    if "hidden" in active and teacher.kind != "hf":
-        raise RunConfigError(
-            f"loss.hidden: hidden-state matching needs the teacher's per-layer hidden states, "
-            f"which only a local model computes; teacher.kind {teacher.kind!r} gives only "
-            "next-token log-probs. Use teacher.kind 'hf', or remove loss.hidden and its weight"
-        )
-    if "hidden" in active and dist.strategy == "fsdp":
-        raise RunConfigError(
-            "loss.hidden with distributed.strategy 'fsdp' is not supported (the learned "
-            "projections are not sharded); use strategy 'ddp' or drop loss.hidden"
-        )
+def parse_config(data: Mapping[str, Any], source: str = "") -> RunConfig:
+    """Validate plain data (from YAML, TOML or JSON) and return a :class:`RunConfig`.
+
+    Args:
+        data: the parsed config.
+        source: the file it came from, named at the start of every error line.
+
+    Raises:
+        RunConfigError: one line per problem, naming the key path, what was wrong and
+            what is allowed.
+    """
+    return validate(RunConfig, data, RunConfigError, source)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -280,7 +216,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise RunConfigError(f"config file {file} is not valid {file.suffix[1:]}: {exc}") from exc
     if not isinstance(data, dict):
         raise RunConfigError(f"config file {file}: the top level must be a mapping of sections")
-    return resolve_paths(parse_config(data), file.parent)
+    return resolve_paths(parse_config(data, str(file)), file.parent)
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
@@ -289,248 +225,18 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
     def fix(p: str | None) -> str | None:
         return None if p is None else str((base / p).resolve())
 
-    student = dataclasses.replace(
-        cfg.student, path=fix(cfg.student.path), tokenizer=fix(cfg.student.tokenizer)
+    student = cfg.student.model_copy(
+        update={"path": fix(cfg.student.path), "tokenizer": fix(cfg.student.tokenizer)}
     )
-    teacher = dataclasses.replace(
-        cfg.teacher, path=fix(cfg.teacher.path), eval_path=fix(cfg.teacher.eval_path)
+    teacher = cfg.teacher.model_copy(
+        update={"path": fix(cfg.teacher.path), "eval_path": fix(cfg.teacher.eval_path)}
     )
-    data = dataclasses.replace(cfg.data, train=str(fix(cfg.data.train)), eval=fix(cfg.data.eval))
-    return dataclasses.replace(
-        cfg, student=student, teacher=teacher, data=data, output_dir=str(fix(cfg.output_dir))
+    data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval)})
+    return cfg.model_copy(
+        update={
+            "student": student,
+            "teacher": teacher,
+            "data": data,
+            "output_dir": fix(cfg.output_dir),
+        }
     )
-
-
-def _parse_student(s: _Section) -> StudentConfig:
-    out = StudentConfig(
-        path=s.get("path", str),
-        config=s.mapping("config") or None,
-        tokenizer=s.get("tokenizer", str),
-    )
-    s.finish()
-    if (out.path is None) == (out.config is None):
-        raise RunConfigError("student: give exactly one of 'path' (a saved model) or 'config'")
-    if out.config is not None:
-        if "model_type" not in out.config:
-            raise RunConfigError("student.config.model_type is required (e.g. 'llama', 'qwen2')")
-        if out.tokenizer is None:
-            raise RunConfigError("student.tokenizer is required with student.config")
-    return out
-
-
-def _parse_teacher(s: _Section) -> TeacherConfig:
-    out = TeacherConfig(
-        kind=s.choice("kind", TEACHER_KINDS, "none"),
-        path=s.get("path", str),
-        topk=s.get("topk", int, minimum=1),
-        eval_path=s.get("eval_path", str),
-        http=_parse_http(s.mapping("http")) if "http" in s.data else None,
-    )
-    s.finish()
-    if out.kind in PATH_KINDS and out.path is None:
-        raise RunConfigError(f"teacher.path is required when teacher.kind is {out.kind!r}")
-    if out.kind not in PATH_KINDS and out.path is not None:
-        raise RunConfigError(
-            f"teacher.path is only read when teacher.kind is 'hf' or 'cached' (it is "
-            f"{out.kind!r}); remove it"
-        )
-    if (out.kind == "http") != (out.http is not None):
-        raise RunConfigError(
-            "teacher.http (base_url, model, ...) is required when teacher.kind is 'http' "
-            "and read only then"
-        )
-    if out.kind == "http" and out.topk is None:
-        raise RunConfigError(
-            "teacher.topk is required when teacher.kind is 'http': the number of prompt "
-            "log-probs the endpoint returns per position (e.g. 8)"
-        )
-    if out.kind == "records" and out.topk is not None:
-        raise RunConfigError(
-            "teacher.topk is not read when teacher.kind is 'records': the records hold the "
-            "k that kd-train generate stored; remove it"
-        )
-    if out.eval_path is not None and out.kind != "cached":
-        raise RunConfigError(
-            f"teacher.eval_path is only read when teacher.kind is 'cached' (it is {out.kind!r}); "
-            "remove it"
-        )
-    return out
-
-
-def _parse_http(table: dict[str, Any]) -> HTTPSettings:
-    """Validate ``teacher.http``: the endpoint's keys plus ``api_key_env`` and ``store``."""
-    own = {"api_key_env", "store"}
-    allowed = HTTP_ENDPOINT_KEYS | own
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise RunConfigError(
-            f"unknown key 'teacher.http.{unknown[0]}' in config; allowed keys here: "
-            f"{', '.join(sorted(allowed))}"
-        )
-    for required in ("base_url", "model"):
-        if not isinstance(table.get(required), str) or not table[required]:
-            raise RunConfigError(f"teacher.http.{required} is required (a string)")
-    for key in own:
-        if table.get(key) is not None and not isinstance(table[key], str):
-            raise RunConfigError(f"teacher.http.{key} must be str, got {table[key]!r}")
-    try:
-        endpoint = http_teacher_config(
-            {k: v for k, v in table.items() if k not in own}, "teacher.http"
-        )
-    except KDTrainError as exc:
-        raise RunConfigError(str(exc)) from exc
-    return HTTPSettings(endpoint, table.get("api_key_env"), table.get("store"))
-
-
-def _check_eval_cache(teacher: TeacherConfig, data: DataConfig) -> None:
-    """A cached teacher needs a cache for every file it serves: data.train, and data.eval."""
-    if teacher.kind != "cached":
-        return
-    if data.eval is not None and teacher.eval_path is None:
-        raise RunConfigError(
-            "data.eval is a separate file, but teacher.path is a cache of data.train only: "
-            "build a cache of data.eval with 'kd-train cache-logits --data EVAL_FILE' (same "
-            "teacher) and give it as teacher.eval_path, or drop data.eval to hold out "
-            "data.eval_fraction of data.train"
-        )
-    if data.eval is None and teacher.eval_path is not None:
-        raise RunConfigError(
-            "teacher.eval_path is set but data.eval is not: the held-out records come from "
-            "data.train and are in teacher.path; remove teacher.eval_path or set data.eval"
-        )
-
-
-def _parse_data(s: _Section) -> DataConfig:
-    out = DataConfig(
-        train=s.get("train", str, required=True),
-        eval=s.get("eval", str),
-        eval_fraction=s.get("eval_fraction", float, 0.1, minimum=0.0, maximum=0.9),
-        max_length=s.get("max_length", int, 256, minimum=2),
-    )
-    s.finish()
-    return out
-
-
-def _parse_optim(s: _Section) -> OptimConfig:
-    betas = s.get("betas", list, [0.9, 0.999])
-    if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
-        raise RunConfigError(f"optim.betas must be two numbers in [0, 1), got {betas!r}")
-    out = OptimConfig(
-        lr=s.get("lr", float, 3e-4, minimum=0.0),
-        weight_decay=s.get("weight_decay", float, 0.0, minimum=0.0),
-        betas=(float(betas[0]), float(betas[1])),
-        eps=s.get("eps", float, 1e-8, minimum=0.0),
-        warmup_steps=s.get("warmup_steps", int, 0, minimum=0),
-        min_lr_ratio=s.get("min_lr_ratio", float, 0.1, minimum=0.0, maximum=1.0),
-    )
-    s.finish()
-    return out
-
-
-def _parse_train(s: _Section) -> TrainConfig:
-    out = TrainConfig(
-        max_steps=s.get("max_steps", int, required=True, minimum=1),
-        seed=s.get("seed", int, 0),
-        batch_size=s.get("batch_size", int, 8, minimum=1),
-        grad_accum=s.get("grad_accum", int, 1, minimum=1),
-        clip_norm=s.get("clip_norm", float, 1.0, minimum=0.0, nullable=True),
-        precision=s.choice("precision", PRECISIONS, "fp32"),
-        eval_every=s.get("eval_every", int, 0, minimum=0),
-        early_stopping_patience=s.get("early_stopping_patience", int, 0, minimum=0),
-        checkpoint_every=s.get("checkpoint_every", int, 0, minimum=0),
-        keep_checkpoints=s.get("keep_checkpoints", int, 2, minimum=1),
-        threads=s.get("threads", int, None, minimum=1),
-    )
-    s.finish()
-    return out
-
-
-def _parse_distributed(s: _Section) -> DistributedConfig:
-    out = DistributedConfig(strategy=s.choice("strategy", STRATEGIES, "ddp"))
-    s.finish()
-    return out
-
-
-class _Section:
-    """Reads the keys of one mapping, type-checks them and remembers which were used."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, Mapping):
-            raise RunConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
-        self.data, self.path, self.used = data, path, set[str]()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def section(self, name: str, required: bool = False) -> _Section:
-        if name not in self.data:
-            if required:
-                raise RunConfigError(f"missing required section {self.key(name)!r}")
-            return _Section({}, self.key(name))
-        self.used.add(name)
-        return _Section(self.data[name], self.key(name))
-
-    def mapping(self, name: str) -> dict[str, Any]:
-        value = self.get(name, dict, {})
-        return dict(value)
-
-    def get(
-        self,
-        name: str,
-        kind: type[T],
-        default: Any = None,
-        *,
-        required: bool = False,
-        minimum: float | None = None,
-        maximum: float | None = None,
-        nullable: bool = False,
-    ) -> T:
-        if name not in self.data or self.data[name] is None:
-            if required:
-                raise RunConfigError(f"missing required key {self.key(name)!r}")
-            if name in self.data:  # an explicit null: None where allowed, else the default
-                self.used.add(name)
-                return None if nullable else default  # type: ignore[return-value]
-            return default
-        self.used.add(name)
-        value = self.data[name]
-        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise RunConfigError(
-                f"{self.key(name)} must be {kind.__name__}, got {type(value).__name__} {value!r}"
-            )
-        if minimum is not None and value < minimum:
-            raise RunConfigError(f"{self.key(name)} must be >= {minimum}, got {value!r}")
-        if maximum is not None and value > maximum:
-            raise RunConfigError(f"{self.key(name)} must be <= {maximum}, got {value!r}")
-        return value
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = self.get(name, str, default)
-        if value not in allowed:
-            raise RunConfigError(
-                f"{self.key(name)} must be one of {', '.join(allowed)}; got {value!r}"
-            )
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            known = ", ".join(sorted(_KNOWN.get(self.path, ())))
-            raise RunConfigError(
-                f"unknown key {self.key(unknown[0])!r} in config; allowed keys here: {known}"
-            )
-
-
-_KNOWN: dict[str, tuple[str, ...]] = {
-    "": ("student", "teacher", "data", "loss", "optim", "train", "distributed", "output_dir"),
-    "student": tuple(f.name for f in dataclasses.fields(StudentConfig)),
-    "teacher": tuple(f.name for f in dataclasses.fields(TeacherConfig)),
-    "teacher.http": (),
-    "data": tuple(f.name for f in dataclasses.fields(DataConfig)),
-    "optim": tuple(f.name for f in dataclasses.fields(OptimConfig)),
-    "train": tuple(f.name for f in dataclasses.fields(TrainConfig)),
-    "distributed": tuple(f.name for f in dataclasses.fields(DistributedConfig)),
-}

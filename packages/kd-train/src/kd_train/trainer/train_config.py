@@ -1,0 +1,132 @@
+"""The run config's student, data, optimiser, loop and distributed sections.
+
+Each section is a :class:`~kd_train.typed_config.ConfigModel`: unknown keys, wrong types,
+out-of-range and non-finite values are refused with the key path. The whole run config is
+:class:`kd_train.trainer.config.RunConfig`.
+
+>>> from kd_train.trainer.train_config import TrainConfig
+>>> TrainConfig(max_steps=10).precision
+'fp32'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, Strict, model_validator
+
+from kd_train.typed_config import ConfigError, ConfigModel, Int, OneOf, PathStr, Str
+
+#: The values ``train.precision`` accepts.
+PRECISIONS = ("fp32", "bf16")
+#: The values ``distributed.strategy`` accepts.
+STRATEGIES = ("ddp", "fsdp")
+
+NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+Positive = Annotated[int, Strict(), Field(ge=1)]
+Beta = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
+
+
+class StudentConfig(ConfigModel):
+    """The student: a saved ``transformers`` model dir, or a config plus a tokenizer dir.
+
+    ``config`` is passed to ``transformers.AutoConfig.for_model`` (so it needs
+    ``model_type``); GQA students set ``num_key_value_heads < num_attention_heads``.
+    """
+
+    path: PathStr | None = None
+    """A saved ``transformers`` model directory."""
+    config: dict[Str, Any] | None = None
+    """A ``transformers`` config (with ``model_type``) to build an untrained student from."""
+    tokenizer: PathStr | None = None
+    """The tokenizer directory (required with ``config``)."""
+
+    @model_validator(mode="after")
+    def _path_or_config(self) -> StudentConfig:
+        """Exactly one of ``path`` and ``config``; a config needs a model type and a tokenizer."""
+        if (self.path is None) == (self.config is None):
+            raise ConfigError("student: give exactly one of 'path' (a saved model) or 'config'")
+        if self.config is not None:
+            if "model_type" not in self.config:
+                raise ConfigError("student.config.model_type: required (e.g. 'llama', 'qwen2')")
+            if self.tokenizer is None:
+                raise ConfigError("student.tokenizer: required with student.config")
+        return self
+
+
+class DataConfig(ConfigModel):
+    """KD datasets (JSONL of :class:`kd_train.data.schema.KDRecord`) and tokenisation limits.
+
+    Without ``eval``, the last ``eval_fraction`` of the train file is held out.
+    """
+
+    train: PathStr
+    """The training records."""
+    eval: PathStr | None = None
+    """A held-out file; without it the last ``eval_fraction`` of ``train`` is held out."""
+    eval_fraction: Annotated[float, Strict(), Field(ge=0.0, le=0.9)] = 0.1
+    """Share of ``train`` held out for evaluation when there is no ``eval`` file."""
+    max_length: Annotated[int, Strict(), Field(ge=2)] = 256
+    """Tokens per example at most."""
+
+
+class OptimConfig(ConfigModel):
+    """AdamW and its schedule: linear warmup then cosine decay to ``min_lr_ratio * lr``."""
+
+    lr: NonNegative = 3e-4
+    """Peak learning rate."""
+    weight_decay: NonNegative = 0.0
+    """AdamW weight decay."""
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    """AdamW betas, two numbers in ``[0, 1)``."""
+    eps: NonNegative = 1e-8
+    """AdamW epsilon."""
+    warmup_steps: NonNegativeInt = 0
+    """Steps of linear warmup."""
+    min_lr_ratio: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.1
+    """The cosine decay ends at ``min_lr_ratio * lr``."""
+
+
+class TrainConfig(ConfigModel):
+    """Loop settings. One optimiser step sees ``batch_size * grad_accum * world_size`` examples.
+
+    ``threads`` sets ``torch.set_num_threads`` for the run (small models on a busy CPU
+    are often fastest with 1); ``None`` keeps PyTorch's default.
+    """
+
+    max_steps: Positive
+    """Optimiser steps of the run."""
+    seed: Int = 0
+    """Seed of the student's init, the data order and dropout."""
+    batch_size: Positive = 8
+    """Examples per process and micro-batch."""
+    grad_accum: Positive = 1
+    """Micro-batches per optimiser step."""
+    clip_norm: NonNegative | None = 1.0
+    """Gradient-norm clip (``null``: no clipping; the norm is still logged)."""
+    precision: Annotated[str, OneOf(PRECISIONS)] = "fp32"
+    """``fp32``, or ``bf16`` autocast."""
+    eval_every: NonNegativeInt = 0
+    """Steps between evaluations (0: never)."""
+    early_stopping_patience: NonNegativeInt = 0
+    """Evaluations without a better eval loss before stopping (0: never stop)."""
+    checkpoint_every: NonNegativeInt = 0
+    """Steps between checkpoints (0: only at the end)."""
+    keep_checkpoints: Positive = 2
+    """Checkpoints kept on disk."""
+    threads: Positive | None = None
+    """``torch.set_num_threads`` for the run (``null``: PyTorch's default)."""
+
+
+class DistributedConfig(ConfigModel):
+    """How the processes of a ``torchrun`` launch share the student (ignored in one process).
+
+    ``ddp``: every process holds the whole model and optimiser state; gradients are
+    all-reduced. ``fsdp``: FSDP2 (``torch.distributed.fsdp.fully_shard``); every process
+    holds a shard of the weights, gradients and optimiser state; checkpoints and the final
+    model are still full (gathered on rank 0).
+    """
+
+    strategy: Annotated[str, OneOf(STRATEGIES)] = "ddp"
+    """``ddp`` or ``fsdp`` (FSDP2)."""
