@@ -1,8 +1,13 @@
 """Every task a person or CI runs is a nox session here; `nox -l` lists them.
 
-Each session installs with `-c ci/constraints.txt` (torch==2.13.0 and the rest of the dev/CI
-set) into nox's default virtualenv backend with pip. No session downloads from a model hub:
-HF_HUB_OFFLINE=1 is set for all of them.
+One job per session. `ci`, the README's test command, runs nothing itself: it requires
+lint, typecheck, security, docs and tests, and nox runs each of them once. The sessions
+that run the packages' code share one virtualenv, `.nox/dev`, which the `dev` session
+builds and they require (so `nox -s ci` installs torch once); lint, security, bench and
+build have small virtualenvs of their own. What a session installs comes from the
+dependency groups of pyproject.toml, always with `-c ci/constraints.txt` (torch==2.13.0
+and the rest of the dev/CI set). No session downloads from a model hub: HF_HUB_OFFLINE=1
+is set for all of them.
 """
 
 from __future__ import annotations
@@ -11,235 +16,203 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nox
 
 ROOT = Path(__file__).resolve().parent
 CONSTRAINTS = str(ROOT / "ci" / "constraints.txt")
+PYPROJECT = nox.project.load_toml(ROOT / "pyproject.toml")
 PACKAGES = ("kd-train", "kd-eval", "kd-convert")
 SOURCES = [f"packages/{p}/src" for p in PACKAGES]
-TEST_DEPS = (
-    "pytest",
-    "pytest-xdist",
-    "pytest-timeout",
-    "pytest-cov",
-    "hypothesis",
-    "pytest-postgresql",
-    "psycopg[binary]",
-    "jsonschema",  # the KD record and report schemas are checked against their validators
-    # the qa tools' own tests run bandit, diff-cover and `nox -l` (tests/test_readme_commands.py)
-    "bandit",
-    "diff-cover",
-    "nox",
-)
-DOCS_DEPS = ("sphinx", "furo", "myst-parser", "sphinx-argparse-cli", "matplotlib")
+#: The three packages, editable, with the extras their tests use.
+EDITABLE = [
+    *("-e", "packages/kd-train[postgres,testing]"),
+    *("-e", "packages/kd-eval[test]"),
+    *("-e", "packages/kd-convert[coreml]"),
+]
+BIN = "Scripts" if sys.platform == "win32" else "bin"
 OFFLINE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# Which packages a package's tests need installed (kd-eval and kd-convert depend on kd-train).
-NEEDS = {
-    "kd-train": ("kd-train",),
-    "kd-eval": ("kd-train", "kd-eval[test]"),
-    "kd-convert": ("kd-train", "kd-convert[coreml]"),
-}
-UNIT_MARKERS = "not slow and not e2e and not integration"
 
 nox.options.default_venv_backend = "virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 
-def install(session: nox.Session, *args: str) -> None:
-    """pip install with the dev/CI constraints, always."""
-    session.install("-c", CONSTRAINTS, *args)
-
-
-def install_packages(session: nox.Session, *names: str) -> None:
-    """Editable installs of our packages (name may carry extras: 'kd-convert[coreml]')."""
-    args: list[str] = []
-    for name in names:
-        base, _, extra = name.partition("[")
-        args += ["-e", f"packages/{base}" + (f"[{extra}" if extra else "")]
-    install(session, *args)
-
-
-def all_packages(session: nox.Session) -> None:
-    install_packages(session, "kd-train[postgres]", "kd-eval", "kd-convert[coreml]")
-
-
-def start(session: nox.Session) -> None:
+def install(session: nox.Session, *groups: str, packages: bool = False) -> None:
+    """pip install dependency groups of pyproject.toml (and the packages), with the pins."""
     session.env.update(OFFLINE_ENV)
+    requirements = nox.project.dependency_groups(PYPROJECT, *groups)
+    session.install("-c", CONSTRAINTS, *(EDITABLE if packages else ()), *requirements)
 
 
-def run_lint(session: nox.Session) -> None:
+def in_dev(session: nox.Session) -> Callable[..., Any]:
+    """Point ``session`` at the shared `.nox/dev` virtualenv; return a runner of its programs.
+
+    For the sessions that declare ``venv_backend="none", requires=["dev"]``. Their
+    subprocesses find the virtualenv first on PATH too.
+    """
+    venv = session.env_dir.parent / "dev"
+    if not venv.is_dir():
+        session.error(f"{venv} is missing: `nox -s dev` builds it (the sessions require it)")
+    path = os.pathsep.join([str(venv / BIN), os.environ.get("PATH", "")])
+    session.env.update(OFFLINE_ENV, VIRTUAL_ENV=str(venv), PATH=path)
+
+    def run(program: str, *args: str, **kwargs: Any) -> Any:
+        return session.run(str(venv / BIN / program), *args, **kwargs)
+
+    return run
+
+
+def gate(run: Callable[..., Any], name: str, *command: str) -> None:
+    """Run a QA gate (``python -m COMMAND``) after deleting its last summary row.
+
+    A gate that dies before it writes qa/reports/gate-NAME.json again then shows as missing
+    in `nox -s qa`'s table, never with an old result.
+    """
+    (ROOT / "qa" / "reports" / f"gate-{name}.json").unlink(missing_ok=True)
+    run("python", "-m", *command)
+
+
+def tool_venv(
+    session: nox.Session, run: Callable[..., Any], name: str, constraints: str, package: str
+) -> Path:
+    """A virtualenv of its own for a tool whose pins clash with ci/constraints.txt.
+
+    Built once from the Python that ``run`` finds (mutatest's bytecode must match the tests'
+    Python) under .nox/_tools/, then reused; returns its bin folder.
+    """
+    version = run("python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])", silent=True)
+    venv = ROOT / ".nox" / "_tools" / f"{name}-py{str(version).strip()}"
+    if not (venv / BIN / "python").exists():
+        run("python", "-m", "venv", str(venv))
+    python, pins = str(venv / BIN / "python"), str(ROOT / "ci" / constraints)
+    session.run(python, "-m", "pip", "install", "-q", "-c", pins, package, external=True)
+    return venv / BIN
+
+
+@nox.session(default=False)
+def dev(session: nox.Session) -> None:
+    """The shared virtualenv .nox/dev: the packages (editable) and the `dev` group."""
+    install(session, "dev", packages=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint + format check, and validate the GitHub workflows against their schema."""
+    install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     workflows = sorted(str(p) for p in (ROOT / "ci" / "workflows").glob("*.yml"))
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
 
 
-def run_docs(session: nox.Session, build: Path) -> None:
-    """sphinx-build -W -n, html then doctest: the command lives in qa/docs (one place)."""
-    session.run("python", "-m", "qa.docs", "build", "--out", str(build))
-
-
-def tool_venv(session: nox.Session, name: str, constraints: str, package: str) -> Path:
-    """A virtualenv of its own for a tool whose pins clash with ci/constraints.txt.
-
-    Built once from the session's Python (mutatest's bytecode must match the tests' Python)
-    under .nox/_tools/, then reused; returns its bin folder.
-    """
-    py_version = session.run(
-        "python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])", silent=True
-    )
-    venv = ROOT / ".nox" / "_tools" / f"{name}-py{str(py_version).strip()}"
-    bindir = venv / ("Scripts" if sys.platform == "win32" else "bin")
-    if not (bindir / "python").exists():
-        session.run("python", "-m", "venv", str(venv))
-    pins = str(ROOT / "ci" / constraints)
-    session.run(
-        str(bindir / "python"), "-m", "pip", "install", "-q", "-c", pins, package, external=True
-    )
-    return bindir
-
-
-def semgrep_tool(session: nox.Session) -> None:
-    """semgrep in its own venv (ci/constraints-semgrep.txt), exported as $KD_SEMGREP."""
-    bindir = tool_venv(session, "semgrep", "constraints-semgrep.txt", "semgrep")
-    session.env["KD_SEMGREP"] = str(bindir / "semgrep")
-
-
-def mutatest_tool(session: nox.Session) -> None:
-    """mutatest in its own venv (it pins coverage<6), exported as $KD_MUTATEST_PYTHON."""
-    bindir = tool_venv(session, "mutatest", "constraints-mutatest.txt", "mutatest")
-    session.env["KD_MUTATEST_PYTHON"] = str(bindir / "python")
-
-
-@nox.session
-def lint(session: nox.Session) -> None:
-    """Ruff lint + format check, and validate the GitHub workflows against their schema."""
-    start(session)
-    install(session, "ruff", "check-jsonschema")
-    run_lint(session)
-
-
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"])
 def typecheck(session: nox.Session) -> None:
-    """mypy (strict) over the three packages."""
-    start(session)
-    all_packages(session)
-    install(session, "mypy", "types-PyYAML", "pytest")
-    session.run("mypy", *SOURCES)
+    """mypy (strict) over the three packages and qa."""
+    in_dev(session)("mypy", *SOURCES, "qa")
 
 
-@nox.session
-@nox.parametrize("package", PACKAGES)
-def tests(session: nox.Session, package: str) -> None:
-    """Unit tests and doctests of one package, in parallel (pytest-xdist)."""
-    start(session)
-    install_packages(session, *NEEDS[package])
-    install(session, *TEST_DEPS)
-    src = f"packages/{package}/src"
-    session.run(
+@nox.session(venv_backend="none", requires=["dev"])
+def tests(session: nox.Session) -> None:
+    """Every fast test (not `slow`), in parallel: unit, doctests, integration, QA tools."""
+    in_dev(session)(
         "pytest",
-        f"packages/{package}/tests",
-        src,
+        *[f"packages/{p}/tests" for p in PACKAGES],
+        *SOURCES,
         "--doctest-modules",
+        "qa/tests",
+        "tests",
         "-m",
-        UNIT_MARKERS,
+        "not slow",
+        "-p",
+        "no:cacheprovider",
         *session.posargs,
+        env={"KD_CI": os.environ.get("CI", "")},
     )
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def integration(session: nox.Session) -> None:
-    """Cross-package tests with real processes: SQLite/PostgreSQL, HTTP on loopback, torchrun."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS)
-    session.run("pytest", "tests/integration", "-m", "integration and not e2e", *session.posargs)
+    """Cross-package tests with real processes (slow ones too): databases, HTTP, torchrun."""
+    run = in_dev(session)
+    run("pytest", "tests/integration", "-m", "integration and not e2e", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def e2e(session: nox.Session) -> None:
     """End-to-end runs of whole pipelines through the command lines (slow)."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS)
-    session.run("pytest", "tests/e2e", "-m", "e2e", *session.posargs)
+    in_dev(session)("pytest", "tests/e2e", "-m", "e2e", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def coverage(session: nox.Session) -> None:
-    """Line + branch coverage of all tests, reports in qa/reports/, floors from qa/gates.toml.
+    """Gate: line + branch coverage of all tests against the floors in qa/gates.toml.
 
-    `nox -s coverage -- --base origin/main` adds diff coverage and the floor ratchet.
+    Reports in qa/reports/. `nox -s coverage -- --base origin/main` adds diff coverage and
+    the floor ratchet.
     """
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS)
-    session.run("python", "-m", "qa.coverage", "run", *session.posargs)
+    gate(in_dev(session), "coverage", "qa.coverage", "run", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def mutation(session: nox.Session) -> None:
-    """Mutation testing (mutatest through qa/mutation's shim) of the critical modules.
+    """Gate: mutation testing (mutatest through qa/mutation's shim) of the critical modules.
 
     `nox -s mutation -- --quick --base origin/main` mutates only the changed critical files.
     """
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS)
-    mutatest_tool(session)
+    run = in_dev(session)
+    mutatest = tool_venv(session, run, "mutatest", "constraints-mutatest.txt", "mutatest")
+    session.env["KD_MUTATEST_PYTHON"] = str(mutatest / "python")
     # the shim against the real mutatest first: a toy package whose weak test lets mutants live
-    session.run("pytest", "qa/tests/test_mutation_gate.py", "-m", "slow", "-n", "0", "-q")
-    session.run("python", "-m", "qa.mutation", *session.posargs)
+    run("pytest", "qa/tests/test_mutation_gate.py", "-m", "slow", "-n", "0", "-q")
+    gate(run, "mutation", "qa.mutation", *session.posargs)
 
 
 @nox.session
 def security(session: nox.Session) -> None:
-    """bandit + semgrep (rules in qa/security/semgrep) against the accepted-findings register."""
-    start(session)
-    install(session, "bandit")
-    semgrep_tool(session)
-    session.run("python", "-m", "qa.security", *(session.posargs or ["run"]))
+    """Gate: bandit + semgrep (rules in qa/security/semgrep) against the accepted findings."""
+    install(session, "security")
+    semgrep = tool_venv(session, session.run, "semgrep", "constraints-semgrep.txt", "semgrep")
+    session.env["KD_SEMGREP"] = str(semgrep / "semgrep")
+    gate(session.run, "security", "qa.security", "run")
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"])
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx site with -W -n, run every doctest, check the README's commands."""
-    start(session)
-    all_packages(session)
-    install(session, *DOCS_DEPS, "pytest", "pytest-xdist", "nox")
-    session.run("python", "-m", "qa.docs", "run")
+    """The Sphinx site built with -W -n into docs/_build, then every doctest of it."""
+    in_dev(session)("python", "-m", "qa.docs", "build")
 
 
-@nox.session
+@nox.session(name="docs-gate", venv_backend="none", requires=["dev"], default=False)
+def docs_gate(session: nox.Session) -> None:
+    """Gate: the site (-W -n, doctests), the README's commands, pages rendered by Chromium."""
+    gate(in_dev(session), "docs", "qa.docs", "run")
+
+
+@nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks: print figures, compare with the stored baselines as ratios (qa/perf)."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS, "liger-kernel", "torchtune", "trl")
+    install(session, "test", "bench", packages=True)
     session.run("python", "-m", "qa.perf", "bench", *session.posargs)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def load(session: nox.Session) -> None:
-    """Load and fault scenarios on loopback, bounded in time and count (qa/perf)."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS)
-    session.run("python", "-m", "qa.perf", "load", *session.posargs)
+    """Load and fault scenarios on loopback, bounded in time and count (tests/load)."""
+    in_dev(session)("python", "-m", "tests.load.runner", *session.posargs)
 
 
-@nox.session
+@nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build wheels + sdists of the three packages, check them, install each in a clean venv."""
-    start(session)
-    install(session, "build", "twine", "check-wheel-contents", "virtualenv")
+    install(session, "build")
     dist = ROOT / "dist"
     shutil.rmtree(dist, ignore_errors=True)
     for package in PACKAGES:
@@ -250,7 +223,7 @@ def build(session: nox.Session) -> None:
         module = package.replace("-", "_")
         with tempfile.TemporaryDirectory() as tmp:
             session.run("python", "-m", "virtualenv", "-q", tmp)
-            py = str(Path(tmp) / ("Scripts" if sys.platform == "win32" else "bin") / "python")
+            py = str(Path(tmp) / BIN / "python")
             session.run(
                 py,
                 "-m",
@@ -273,7 +246,7 @@ def build(session: nox.Session) -> None:
             session.run(py, "-m", f"{module}.cli", "--version", external=True)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def pipeline(session: nox.Session) -> None:
     """The main job: distil the toy students, evaluate them, export one; a closing table.
 
@@ -289,34 +262,31 @@ def pipeline(session: nox.Session) -> None:
     def read(path: Path) -> dict:  # type: ignore[type-arg]
         return json.loads(path.read_text())
 
-    start(session)
-    all_packages(session)
+    run = in_dev(session)
     out = ROOT / "runs" / "pipeline"
     ev, ex, quiet = out / "eval", out / "export", "--no-progress"
     # a fresh run each time: the trainer refuses an output_dir that already holds checkpoints
     shutil.rmtree(out, ignore_errors=True)
-    session.run("python", "-m", "kd_train.pipelines", "all", "--out", str(out), *session.posargs)
+    run("python", "-m", "kd_train.pipelines", "all", "--out", str(out), *session.posargs)
     toy, ball = read(out / "summary.json")["toy"], read(out / "summary.json")["8-ball"]
     init = {name: str(out / name / "student-init") for name in ("toy", "8-ball")}
     for when, student in (("before", init["toy"]), ("after", toy["student_dir"])):
-        session.run(
+        run(
             *("kd-eval", "fidelity", "--teacher", toy["teacher_dir"], "--student", student),
             *("--data", str(out / "toy" / "data" / "heldout.jsonl"), quiet),
             *("--out", str(ev / f"toy-fidelity-{when}.json"), "--name", f"toy-{when}"),
         )
     for when, student in (("before", init["8-ball"]), ("after", ball["student_dir"])):
-        session.run(
+        run(
             *("kd-eval", "classify", student, "--labels", "8ball"),
             *("--data", str(out / "8-ball" / "data" / "heldout.jsonl"), quiet),
             *("--out", str(ev / f"8-ball-classify-{when}.json"), "--name", f"8-ball-{when}"),
         )
     merged = [str(ev / "toy-fidelity-after.json"), str(ev / "8-ball-classify-after.json")]
-    session.run("kd-eval", "report", *merged, "--out-dir", str(ev / "report"), "--name", "pipeline")
+    run("kd-eval", "report", *merged, "--out-dir", str(ev / "report"), "--name", "pipeline")
     for fmt in ("onnx", "torchscript"):
-        session.run(
-            "kd-convert", "export", "--format", fmt, toy["student_dir"], str(ex / fmt), quiet
-        )
-        session.run("kd-convert", "verify", str(ex / fmt))
+        run("kd-convert", "export", "--format", fmt, toy["student_dir"], str(ex / fmt), quiet)
+        run("kd-convert", "verify", str(ex / fmt))
 
     kd = "KD loss {student_kd_before:.4f} -> {student_kd_after:.4f} (first -> last step)"
     fid = [
@@ -357,39 +327,32 @@ def pipeline(session: nox.Session) -> None:
         print(f"  {stage:<{width[0]}}  {path:<{width[1]}}  {figure}", flush=True)
 
 
-@nox.session
+@nox.session(venv_backend="none", requires=["dev"], default=False)
 def qa(session: nox.Session) -> None:
-    """All QA gates (coverage, mutation, security, docs) and one summary table."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS, *DOCS_DEPS)
-    semgrep_tool(session)
-    mutatest_tool(session)
-    session.run("python", "-m", "qa", "all", *session.posargs)
+    """The four gates (coverage, mutation, security, docs-gate), then their summary table.
+
+    Runs nothing itself: it queues each gate's session and then `summary`, so a failing gate
+    does not stop the others. For the pull-request modes run the gates' own sessions
+    (`nox -s coverage -- --base REF`, `nox -s mutation -- --quick --base REF`).
+    """
+    if session.posargs:
+        session.error("qa takes no arguments: pass them to a gate's own session")
+    for name in ("coverage", "mutation", "security", "docs-gate", "summary"):
+        session.notify(name)
 
 
-@nox.session
+@nox.session(venv_backend="none", default=False)
+def summary(session: nox.Session) -> None:
+    """Print the gates' table from qa/reports/gate-*.json (python -m qa.summary; runs no gate)."""
+    session.run(sys.executable, "-m", "qa.summary", *session.posargs)
+
+
+@nox.session(
+    venv_backend="none", requires=["lint", "typecheck", "security", "docs", "tests"], default=False
+)
 def ci(session: nox.Session) -> None:
-    """What CI runs (the README's test command): lint, types, security, docs, every fast test."""
-    start(session)
-    all_packages(session)
-    install(session, *TEST_DEPS, *DOCS_DEPS, "ruff", "mypy", "types-PyYAML", "check-jsonschema")
-    semgrep_tool(session)
-    run_lint(session)
-    session.run("mypy", *SOURCES, "qa")
-    session.run("python", "-m", "qa.security", "run")
-    run_docs(session, Path(tempfile.mkdtemp(prefix="kd-docs-")))
-    session.run(
-        "pytest",
-        *[f"packages/{p}/tests" for p in PACKAGES],
-        *SOURCES,
-        "--doctest-modules",
-        "qa/tests",
-        "tests",
-        "-m",
-        "not slow",
-        "-p",
-        "no:cacheprovider",
-        *session.posargs,
-        env={"KD_CI": os.environ.get("CI", "")},
-    )
+    """What CI runs (the README's test command): lint, typecheck, security, docs, tests.
+
+    Runs nothing itself. Arguments after `--` reach pytest in `tests` (the other sessions
+    that `ci` lists take none).
+    """

@@ -1,19 +1,25 @@
-"""The one-line summary each gate writes for ``python -m qa all``'s table.
+"""The one-line summary each gate writes, and the table of them (``python -m qa.summary``).
 
 A gate writes ``qa/reports/gate-<gate>.json`` = ``{"gate", "figure", "floor", "passed"}``
 next to its detailed report; :func:`read` returns None when a gate never got that far.
+``python -m qa.summary`` runs nothing: it prints one row per gate (gate, figure, floor,
+pass/FAIL) from those files, a missing one as FAIL, and exits 1 if any row failed. The nox
+session ``qa`` queues the four gates' sessions and then ``summary``, which prints it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from qa.gates import REPORTS
+
+#: The gates, in the order of the table (each is the nox session of the same name).
+GATES = ("coverage", "mutation", "security", "docs")
 
 
 @dataclass(frozen=True)
@@ -27,12 +33,10 @@ class Summary:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (temp file + rename)."""
+    """Write ``data`` as indented JSON atomically: a temp file beside ``path``, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-        fh.write("\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -52,3 +56,34 @@ def read(gate: str, reports: Path = REPORTS) -> Summary | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def rows(gates: tuple[str, ...] = GATES, reports: Path = REPORTS) -> list[Summary]:
+    """One row per gate; a gate without a readable summary did not finish, so it failed."""
+    missing = "no summary: the gate did not finish"
+    return [read(gate, reports) or Summary(gate, missing, "-", False) for gate in gates]
+
+
+def table(rows: list[Summary]) -> str:
+    """The summary table, one row per gate.
+
+    >>> print(table([Summary("docs", "ok", "0 warnings", True)]))
+    gate      figure                                              floor                     result
+    docs      ok                                                  0 warnings                pass
+    """
+    head = f"{'gate':9s} {'figure':51s} {'floor':25s} result"
+    body = [
+        f"{r.gate:9s} {r.figure:51s} {r.floor:25s} {'pass' if r.passed else 'FAIL'}" for r in rows
+    ]
+    return "\n".join([head, *body])
+
+
+def main(argv: list[str], reports: Path = REPORTS) -> int:
+    """Print the table of the gates named in ``argv`` (default: all four); 1 if one failed."""
+    found = rows(tuple(argv) or GATES, reports)
+    print(table(found))
+    return 0 if all(r.passed for r in found) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

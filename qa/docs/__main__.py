@@ -1,9 +1,10 @@
-"""``python -m qa.docs``: the doc-vs-code gate (what ``nox -s docs`` runs).
+"""``python -m qa.docs``: the doc-vs-code gate (``run``, what ``nox -s docs-gate`` runs).
 
-* ``build [--out DIR] [--source DIR]``: ``sphinx-build -W -n --keep-going`` with the html
-  builder, then the doctest builder (every ``{doctest}`` block and, through autodoc, every
-  docstring example of the pages). Nitpicky mode fails on a reference to an API that does
-  not exist; the CLI pages are rendered from the real parsers (sphinx-argparse-cli).
+* ``build [--out DIR] [--source DIR]`` (what ``nox -s docs`` and so ``nox -s ci`` run):
+  ``sphinx-build -W -n --keep-going`` with the html builder, then the doctest builder
+  (every ``{doctest}`` block and, through autodoc, every docstring example of the pages).
+  Nitpicky mode fails on a reference to an API that does not exist; the CLI pages are
+  rendered from the real parsers (sphinx-argparse-cli).
 * ``run``: ``build`` into ``docs/_build``, then ``tests/test_readme_commands.py`` (every
   shell and python example of README.md and the site is run or marked not run), then
   ``docs/render_pages.py``: the home page, an API page and the QA status page rendered to

@@ -1,4 +1,4 @@
-"""``python -m qa.perf bench|load [ARGS]``: the benchmark suite and the load scenarios.
+"""``python -m qa.perf bench [ARGS]``: the benchmark suite (what ``nox -s bench`` runs).
 
 ``bench`` runs every ``packages/*/benchmarks/bench_*.py`` (extra arguments such as
 ``--quick`` are passed to each). Each script prints its table, writes its figures to
@@ -6,8 +6,8 @@
 tolerance in ``qa/gates.toml``. The runner then merges those files into
 ``qa/perf/results/<machine-id>.json`` (see :mod:`qa.perf.common` for the id) and draws one
 PNG chart per group into ``docs/_static/perf/``. ``bench --only NAME`` runs one script.
-
-``load`` runs the load and fault scenarios (:mod:`qa.perf.load`).
+The scripts run as subprocesses: this runner imports none of the packages. The load and
+fault scenarios are tests of the product and live in ``tests/load/`` (``nox -s load``).
 """
 
 from __future__ import annotations
@@ -61,24 +61,11 @@ def run_bench(args: list[str]) -> int:
     return 0
 
 
-def run_load(args: list[str]) -> int:
-    """Run the load scenarios, then refresh the machine file and the charts."""
-    from qa.perf.load import main as load_main
-    from qa.perf.report import draw_charts, merge
-
-    status = load_main(args)
-    merge()
-    draw_charts()
-    return status
-
-
 def main(argv: list[str]) -> int:
-    """Dispatch ``bench`` and ``load``."""
+    """Dispatch ``bench``."""
     if argv[:1] == ["bench"]:
         return run_bench(argv[1:])
-    if argv[:1] == ["load"]:
-        return run_load(argv[1:])
-    print("usage: python -m qa.perf bench|load [ARGS]", file=sys.stderr)
+    print("usage: python -m qa.perf bench [ARGS]", file=sys.stderr)
     return 2
 
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the perf and load tools: machine id, tolerances, RSS, atomic JSON.
+"""Shared pieces of the perf tools: the results folder, the machine id, JSON reading.
 
 The machine id names ``qa/perf/results/<machine-id>.json``. It is stable on one class of
 machine and identifies no person or host: the first 12 hex digits of the SHA-256 of
@@ -19,16 +19,12 @@ import hashlib
 import json
 import os
 import platform
-import resource
-import tomllib
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 PERF = ROOT / "qa" / "perf"
 RESULTS = PERF / "results"
-BASELINES = PERF / "baselines"
-GATES = ROOT / "qa" / "gates.toml"
 #: Where the docs pick up the committed charts.
 DOCS_CHARTS = ROOT / "docs" / "_static" / "perf"
 
@@ -67,41 +63,6 @@ def machine_id(facts: dict[str, Any] | None = None) -> str:
     facts = facts if facts is not None else machine_facts()
     text = "|".join(str(facts[k]) for k in ("system", "arch", "cpu", "cores", "mem_gib"))
     return f"{facts['cores']}c-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def perf_settings(name: str | None = None) -> dict[str, Any]:
-    """``[perf]`` of ``qa/gates.toml``, with ``[perf.<name>]`` laid over it when given."""
-    gates = tomllib.loads(GATES.read_text(encoding="utf-8"))
-    perf = dict(gates.get("perf", {}))
-    own = perf.get(name, {}) if name else {}
-    base = {k: v for k, v in perf.items() if not isinstance(v, dict)}
-    return {**base, **own}
-
-
-def peak_rss_bytes() -> int:
-    """This process's resident-set high-water mark in bytes (``VmHWM``).
-
-    Not ``ru_maxrss``: Linux carries that over ``fork`` + ``exec`` from the parent, so a
-    fresh child of a big parent would report the parent's size.
-    """
-    with open("/proc/self/status", encoding="ascii") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def rss_bytes() -> int:
-    """This process's current resident set size, in bytes."""
-    with open("/proc/self/statm", encoding="ascii") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically (:mod:`kd_train.atomic`)."""
-    from kd_train.atomic import atomic_write_text
-
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path) -> Any:

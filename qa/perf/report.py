@@ -21,7 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qa.perf.common import DOCS_CHARTS, RESULTS, machine_facts, machine_id, read_json, write_json
+from qa.perf.common import DOCS_CHARTS, RESULTS, machine_facts, machine_id, read_json
+from qa.summary import write_json
 
 #: Result files that are not benchmark groups.
 NOT_BENCHMARKS = {"load"}

@@ -5,7 +5,7 @@ import pytest
 
 MODULES = [
     "qa.gates",
-    "qa.__main__",
+    "qa.summary",
     "qa.coverage.gate",
     "qa.mutation.report",
     "qa.mutation.shim",

@@ -4,7 +4,7 @@ import json
 
 from qa.perf import common, report
 from qa.perf.__main__ import select
-from qa.perf.scenarios import ScenarioResult
+from tests.load.scenarios import ScenarioResult
 
 
 def test_machine_id_is_stable_and_depends_on_every_fact():

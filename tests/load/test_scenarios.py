@@ -1,4 +1,4 @@
-"""Each load scenario at a small size: the same code as ``python -m qa.perf load``.
+"""Each load scenario at a small size: the same code as ``python -m tests.load.runner``.
 
 Every test fails if the scenario lost, duplicated or overspent anything (its checks), and
 asserts the counts that prove the scenario did what it claims (faults injected, kills
@@ -7,7 +7,13 @@ landed). Sizes are chosen so the whole file runs in about a minute on 2 cores.
 
 import pytest
 
-from qa.perf.scenarios import generate_faults, generate_kill, shared_budget, train_kill, validator
+from tests.load.scenarios import (
+    generate_faults,
+    generate_kill,
+    shared_budget,
+    train_kill,
+    validator,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -1,13 +1,13 @@
 """Load and fault scenarios: plain functions that take a size and return counted results.
 
 Each scenario module exposes ``run(config) -> ScenarioResult`` and two configurations,
-``FULL`` (``python -m qa.perf load``) and ``QUICK`` (``--quick``); the tests in
-``tests/load/`` call ``run`` with smaller ones still. A result lists what the scenario
-*tried* (counts of actions and injected faults) and what it *verified* (named checks,
-each with the observed and expected figure); the runner prints both and fails when a
-check failed.
+``FULL`` (``python -m tests.load.runner``, what ``nox -s load`` runs) and ``QUICK``
+(``--quick``); the tests in ``tests/load/`` call ``run`` with smaller ones still. A result
+lists what the scenario *tried* (counts of actions and injected faults) and what it
+*verified* (named checks, each with the observed and expected figure); the runner prints
+both and fails when a check failed.
 
->>> from qa.perf.scenarios import ScenarioResult
+>>> from tests.load.scenarios import ScenarioResult
 >>> r = ScenarioResult("demo")
 >>> r.tried["requests"] = 10
 >>> r.check("lost prompts", 0, 0)

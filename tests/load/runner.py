@@ -1,29 +1,33 @@
-"""``python -m qa.perf load [--quick] [--only NAME]``: run the load and fault scenarios.
+"""``python -m tests.load.runner [--quick] [--only NAME]``: run the load and fault scenarios.
 
-Each scenario (a module of :mod:`qa.perf.scenarios`) runs at its ``FULL`` configuration,
-or ``QUICK`` with ``--quick``; the runner prints what each tried and verified, writes
-``qa/perf/results/load.json`` (the scenarios run this time replace their entries) and
-exits 1 if any check failed or a scenario raised.
+What ``nox -s load`` runs. Each scenario (a module of ``tests/load/scenarios/``) runs at its
+``FULL`` configuration, or ``QUICK`` with ``--quick``; the runner prints what each tried and
+verified, writes ``qa/perf/results/load.json`` (the scenarios run this time replace their
+entries), then refreshes the machine file and the charts (:mod:`qa.perf.report`), and exits
+1 if any check failed or a scenario raised.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 import traceback
 from typing import Any
 
-from qa.perf.common import RESULTS, read_json, write_json
-from qa.perf.scenarios import ScenarioResult
+from qa.perf.common import RESULTS, read_json
+from qa.perf.report import draw_charts, merge
+from qa.summary import write_json
+from tests.load.scenarios import ScenarioResult
 
 #: Scenario modules, in the order of the issue (cheapest first within a run).
 SCENARIOS = {
-    "generate_faults": "qa.perf.scenarios.generate_faults",
-    "generate_kill": "qa.perf.scenarios.generate_kill",
-    "train_kill": "qa.perf.scenarios.train_kill",
-    "shared_budget": "qa.perf.scenarios.shared_budget",
-    "validator": "qa.perf.scenarios.validator",
+    "generate_faults": "tests.load.scenarios.generate_faults",
+    "generate_kill": "tests.load.scenarios.generate_kill",
+    "train_kill": "tests.load.scenarios.train_kill",
+    "shared_budget": "tests.load.scenarios.shared_budget",
+    "validator": "tests.load.scenarios.validator",
 }
 LOAD_RESULTS = RESULTS / "load.json"
 
@@ -45,8 +49,8 @@ def run_one(name: str, quick: bool) -> ScenarioResult:
 
 
 def main(argv: list[str]) -> int:
-    """Run the selected scenarios; print and store their results; 1 if any failed."""
-    parser = argparse.ArgumentParser(prog="python -m qa.perf load", description=__doc__)
+    """Run the selected scenarios; store their results; redraw the charts; 1 if any failed."""
+    parser = argparse.ArgumentParser(prog="python -m tests.load.runner", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes, not hours)")
     parser.add_argument(
         "--only",
@@ -69,4 +73,10 @@ def main(argv: list[str]) -> int:
             failed.append(name)
     print(f"\nload: {len(names) - len(failed)}/{len(names)} scenarios passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
+    merge()
+    draw_charts()
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -19,13 +19,15 @@ same way (``probe_fraction`` of the size). Verified:
   row; what may grow is the duplicate-id index, one entry per row). The ratio
   peak(big) / peak(small) is reported.
 
-``python -m qa.perf.scenarios.validator --worker FILE QUARANTINE`` is the measured child.
+``python -m tests.load.scenarios.validator --worker FILE QUARANTINE`` is the measured child.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,8 +39,10 @@ from typing import Any
 from kd_train.testing import synthetic_record
 from tqdm import tqdm
 
-from qa.perf.scenarios import ScenarioResult
+from tests.load.scenarios import ScenarioResult
 
+#: The repository root: the measured child runs ``python -m tests.load...`` from there.
+ROOT = Path(__file__).resolve().parents[3]
 #: The corrupt-row kinds and the validator code each must produce.
 CORRUPTIONS = {
     "truncated": "bad_json",
@@ -104,7 +108,7 @@ def write_dataset(
     Valid rows are drawn from a pool of 256 bodies (only the id changes), so writing a
     gigabyte takes seconds, not minutes. The first row is always valid.
     """
-    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not security
+    rng = random.Random(seed)
     kinds = sorted(CORRUPTIONS)
     pool = [synthetic_record(0, rng, topk=True) for _ in range(256)]
     bodies = [json.dumps(r, separators=(",", ":")).split('"id":"r0"', 1) for r in pool]
@@ -145,19 +149,36 @@ def quarantined_lines(path: Path) -> dict[int, str]:
 
 def measure(dataset: Path, quarantine: Path, config: ValidatorConfig) -> dict[str, Any]:
     """Validate ``dataset`` in a fresh interpreter; return its report, RSS and seconds."""
-    cmd = [sys.executable, "-m", "qa.perf.scenarios.validator", "--worker"]
+    cmd = [sys.executable, "-m", "tests.load.scenarios.validator", "--worker"]
     cmd += [str(dataset), str(quarantine), "1" if config.progress else "0"]
     proc = subprocess.run(
-        cmd, stdout=subprocess.PIPE, text=True, timeout=config.max_seconds, check=True
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True, timeout=config.max_seconds, check=True
     )
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def peak_rss_bytes() -> int:
+    """This process's resident-set high-water mark in bytes (``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries that over ``fork`` + ``exec`` from the parent, so a
+    fresh child of a big parent would report the parent's size.
+    """
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def rss_bytes() -> int:
+    """This process's current resident set size, in bytes."""
+    with open("/proc/self/statm", encoding="ascii") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def worker(dataset: str, quarantine: str, progress: bool) -> dict[str, Any]:
     """The measured child: validate in quarantine mode; report counts, RSS and time."""
     from kd_train.data import validate_file
-
-    from qa.perf.common import peak_rss_bytes, rss_bytes
 
     before = rss_bytes()
     began = time.perf_counter()

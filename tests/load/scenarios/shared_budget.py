@@ -9,7 +9,7 @@ spend equals the sum of the charges of both owners; no reservation is left open;
 output has a duplicate.
 
 ``store_url``: the database to use; ``None`` starts a private server
-(:mod:`qa.perf.scenarios.postgres`).
+(:mod:`tests.load.scenarios.postgres`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.perf.scenarios import ScenarioResult
-from qa.perf.scenarios.generate_faults import (
+from tests.load.scenarios import ScenarioResult
+from tests.load.scenarios.generate_faults import (
     generate_command,
     output_ids,
     worst_case_usd,
@@ -53,7 +53,7 @@ def _store(url: str | None) -> Iterator[str]:
     if url is not None:
         yield url
         return
-    from qa.perf.scenarios.postgres import private_postgres
+    from tests.load.scenarios.postgres import private_postgres
 
     with private_postgres() as fresh:
         yield fresh
@@ -63,8 +63,7 @@ def run(config: SharedBudgetConfig) -> ScenarioResult:
     """Run the scenario (see the module docstring)."""
     from kd_train.store import open_store, usd_to_nanos
     from kd_train.store.schema import charges
-    from kd_train.testing import save_tiny_llama
-    from kd_train.testing_http import LoopbackTeacherServer
+    from kd_train.testing import LoopbackTeacherServer, save_tiny_llama
     from sqlalchemy import func, select
 
     result = ScenarioResult("shared_budget")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from qa.perf.scenarios import ScenarioResult
+from tests.load.scenarios import ScenarioResult
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def run(config: TrainKillConfig) -> ScenarioResult:
     from kd_train.trainer.checkpoint import latest_checkpoint, verify_checkpoint
 
     result = ScenarioResult("train_kill")
-    rng = random.Random(config.seed)  # noqa: S311 - kill points, not security
+    rng = random.Random(config.seed)
     kd = shutil.which("kd-train") or "kd-train"
     with tempfile.TemporaryDirectory(prefix="kd-load-trainkill-") as tmp:
         work = Path(tmp)

@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from qa.perf.scenarios import ScenarioResult
-from qa.perf.scenarios.generate_faults import generate_command, output_ids, write_prompts
+from tests.load.scenarios import ScenarioResult
+from tests.load.scenarios.generate_faults import generate_command, output_ids, write_prompts
 
 
 @dataclass(frozen=True)
@@ -76,11 +76,10 @@ def kill_when(cmd: list[str], out: Path, at: int, deadline: float) -> tuple[int,
 def run(config: GenerateKillConfig) -> ScenarioResult:
     """Run the scenario (see the module docstring)."""
     from kd_train.store import open_store
-    from kd_train.testing import save_tiny_llama
-    from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+    from kd_train.testing import FaultPlan, LoopbackTeacherServer, save_tiny_llama
 
     result = ScenarioResult("generate_kill")
-    rng = random.Random(config.seed)  # noqa: S311 - kill points, not security
+    rng = random.Random(config.seed)
     points = sorted(rng.sample(range(1, config.prompts), config.kills))
     with tempfile.TemporaryDirectory(prefix="kd-load-genkill-") as tmp:
         work = Path(tmp)

@@ -1,6 +1,6 @@
 """Scenario 1: ``kd-train generate`` at high concurrency against a teacher that injects faults.
 
-The loopback teacher (:class:`kd_train.testing_http.LoopbackTeacherServer`, a tiny real
+The loopback teacher (:class:`kd_train.testing.LoopbackTeacherServer`, a tiny real
 model) fails its first five requests with one fault each, then ``fault_rate`` of its
 requests at random, spread evenly over 429 with ``Retry-After``,
 500, stalls longer than the client timeout, dropped connections and malformed JSON. The
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kd_train.testing_http import generate_argv
+from kd_train.testing import generate_argv
 
-from qa.perf.scenarios import ScenarioResult
+from tests.load.scenarios import ScenarioResult
 
 #: The faults injected, in equal shares of ``fault_rate``.
 FAULT_KINDS = ("429", "500", "stall", "drop", "malformed")
@@ -121,8 +121,7 @@ def check_ledger(result: ScenarioResult, store_url: str, label: str, cap_usd: fl
 
 def run(config: GenerateFaultsConfig) -> ScenarioResult:
     """Run the scenario (see the module docstring)."""
-    from kd_train.testing import save_tiny_llama
-    from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+    from kd_train.testing import FaultPlan, LoopbackTeacherServer, save_tiny_llama
 
     result = ScenarioResult("generate_faults")
     share = config.fault_rate / len(FAULT_KINDS)
