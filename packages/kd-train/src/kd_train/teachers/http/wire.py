@@ -1,0 +1,84 @@
+"""One attempt over HTTP, and what became of it: an answer, or a failure and who may pay.
+
+Never sent: a connect error or a pool timeout (``billed=False``). Sent, but no usable
+answer: a read/write timeout, a connection dropped after sending, a malformed 200 body
+(``billed=True``). An HTTP error: ``billed`` for a 5xx (the model may have run), not for a
+4xx refusal; retried when the status is in
+:data:`~kd_train.teachers.retry.RETRY_STATUSES`, else ``final``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from kd_train.teachers.http.config import HTTPTeacherConfig
+from kd_train.teachers.http.exchange import Call, Failure
+from kd_train.teachers.retry import RETRY_STATUSES, parse_retry_after
+
+
+class Wire:
+    """POST a :class:`~kd_train.teachers.http.exchange.Call`'s body; the bottom of the stack.
+
+    Args:
+        config: the base URL, the timeout and the connection limit.
+        api_key: sent as ``Authorization: Bearer ...`` when given; never logged or stored.
+        transport: an ``httpx`` transport (tests); default: real network.
+    """
+
+    def __init__(
+        self,
+        config: HTTPTeacherConfig,
+        api_key: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._base_url = config.base_url
+        self._timeout = config.timeout
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.Client(
+            base_url=config.base_url.rstrip("/"),
+            headers=headers,
+            timeout=config.timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=config.concurrency),
+        )
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    def send(self, call: Call) -> dict[str, Any] | Failure:
+        """Send ``call`` once; return the JSON body of a 200 answer, or the failure."""
+        try:
+            reply = self._client.post(call.path, json=call.body)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            problem = f"connection failed before sending ({type(exc).__name__}: {exc})"
+            return Failure(problem, billed=False)
+        except httpx.TimeoutException as exc:
+            problem = f"timed out after {self._timeout} s ({type(exc).__name__})"
+            return Failure(problem, billed=True)
+        except httpx.TransportError as exc:
+            problem = f"connection lost after sending ({type(exc).__name__}: {exc})"
+            return Failure(problem, billed=True)
+        status = reply.status_code
+        if status != 200:
+            if status in RETRY_STATUSES:
+                retry_after = parse_retry_after(reply.headers.get("retry-after"))
+                return Failure(f"HTTP {status}", billed=status >= 500, retry_after=retry_after)
+            message = _status_message(reply, self._base_url + call.path)
+            return Failure(message, billed=status >= 500, final=True)
+        try:
+            return dict(reply.json())
+        except (ValueError, TypeError) as exc:
+            return Failure(f"malformed response body ({exc})", billed=True)
+
+
+def _status_message(reply: httpx.Response, url: str) -> str:
+    excerpt = reply.text[:200].replace("\n", " ")
+    if reply.status_code in (401, 403):
+        return (
+            f"POST {url}: HTTP {reply.status_code}: the endpoint refused the API key; check "
+            "the environment variable named by api_key_env"
+        )
+    return f"POST {url}: HTTP {reply.status_code} (not retried): {excerpt}"
