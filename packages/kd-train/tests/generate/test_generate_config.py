@@ -55,3 +55,26 @@ def test_unparsable_or_non_mapping_config_is_an_input_error(tmp_path, name, text
     (tmp_path / name).write_text(text)
     with pytest.raises(KDTrainError, match=name):
         load_config_file(tmp_path / name)
+
+
+def test_the_endpoint_keys_are_those_of_the_teacher_config():
+    import dataclasses
+
+    from kd_train.generate.config import EndpointSettings, RetrySettings
+    from kd_train.teachers.http import HTTPTeacherConfig
+    from kd_train.teachers.retry import RetryPolicy
+
+    assert list(EndpointSettings.model_fields) == [
+        f.name for f in dataclasses.fields(HTTPTeacherConfig)
+    ]
+    assert list(RetrySettings.model_fields) == [f.name for f in dataclasses.fields(RetryPolicy)]
+    assert generate_config(dict(BASE), "flags").teacher == HTTPTeacherConfig("http://h/v1", "m")
+
+
+def test_every_problem_is_named_with_the_source():
+    with pytest.raises(KDTrainError) as info:
+        generate_config({**BASE, "timeout": 0, "retry": {"max_attempts": 0}}, "gen.yaml")
+    assert str(info.value).splitlines() == [
+        "gen.yaml: timeout: must be > 0.0, got 0",
+        "gen.yaml: retry.max_attempts: must be >= 1, got 0",
+    ]

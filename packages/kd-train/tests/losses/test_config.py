@@ -96,3 +96,38 @@ def test_to_dict_reads_back_to_an_equal_config():
         }
     )
     assert LossConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"temperature": float("nan")}, "loss.temperature: must be a finite number, got nan"),
+        ({"beta": float("inf")}, "loss.beta: must be a finite number, got inf"),
+        ({"weights": {"kd": float("inf")}}, "loss.weights.kd: must be a finite number, got inf"),
+        (
+            {"weights": {"ce": {"end": float("nan")}}},
+            "loss.weights.ce.end: must be a finite number, got nan",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_refused(data: dict, needle: str) -> None:
+    with pytest.raises(LossArgumentError) as info:
+        LossConfig.from_dict(data)
+    assert str(info.value) == needle
+
+
+def test_every_problem_gets_its_own_line() -> None:
+    with pytest.raises(LossArgumentError) as info:
+        LossConfig(temperature=0.0, chunk_size=0, colour="red")
+    assert str(info.value).splitlines() == [
+        "loss.temperature: must be > 0.0, got 0.0",
+        "loss.chunk_size: must be >= 1, got 0",
+        "loss.colour: unknown key (allowed: beta, chunk_size, code_pref_margin, divergence, "
+        "hidden, ignore_index, skew, span_loss, t2_scale, tail, temperature, vocab_policy, "
+        "weights)",
+    ]
+
+
+def test_a_schedule_object_is_accepted_as_a_weight() -> None:
+    ramp = LinearWarmup(0.0, 1.0, warmup_steps=5)
+    assert LossConfig(weights={"ce": ramp}).weights["ce"] == ramp

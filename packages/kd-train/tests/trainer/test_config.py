@@ -1,3 +1,5 @@
+import re
+
 import pytest
 from kd_train.errors import KDTrainError
 from kd_train.trainer.config import RunConfigError, load_config, parse_config
@@ -253,3 +255,153 @@ def test_an_http_api_key_variable_that_is_not_set_is_refused(tmp_path):
         open_http_teacher(cfg.teacher.http, 4, None, tmp_path, {})
     with pytest.raises(KDTrainError, match=r"teacher\.http\.store is required"):
         open_http_teacher(cfg.teacher.http, 4, None, None, {"K": "secret"})
+
+
+HTTP_TEACHER = {"kind": "http", "topk": 4, "http": HTTP}
+HF_HIDDEN = {"weights": {"kd": 1.0, "hidden": 1.0}, "hidden": {"layer_map": [[1, 2]]}}
+
+
+@pytest.mark.parametrize(
+    ("config", "path", "allowed"),
+    [
+        ({**MINIMAL, "outputdir": "x"}, "outputdir", "data, distributed, loss, optim,"),
+        (with_("student", revision="main"), "student.revision", "config, path, tokenizer"),
+        ({**MINIMAL, "teacher": {"knd": "hf"}}, "teacher.knd", "eval_path, http, kind, path,"),
+        (
+            {**MINIMAL, "teacher": {**HTTP_TEACHER, "http": {**HTTP, "key": "s"}}},
+            "teacher.http.key",
+            "api, api_key_env, base_url, budget,",
+        ),
+        (
+            {**MINIMAL, "teacher": {**HTTP_TEACHER, "http": {**HTTP, "retry": {"tries": 2}}}},
+            "teacher.http.retry.tries",
+            "base_delay, max_attempts, max_delay, max_retry_after",
+        ),
+        (with_("data", test="t.jsonl"), "data.test", "eval, eval_fraction, max_length, train"),
+        ({**MINIMAL, "loss": {"temp": 2.0}}, "loss.temp", "beta, chunk_size,"),
+        ({**MINIMAL, "loss": {"weights": {"kl": 1.0}}}, "loss.weights.kl", "kd, ce, span_"),
+        (
+            {**MINIMAL, "loss": {"weights": {"ce": {"ramp": 3}}}},
+            "loss.weights.ce.ramp",
+            "end, start, start_step, warmup_steps",
+        ),
+        (
+            {**MINIMAL, "loss": {**HF_HIDDEN, "hidden": {"layer_map": [[1, 2]], "k": 1}}},
+            "loss.hidden.k",
+            "kind, layer_map",
+        ),
+        (with_("optim", momentum=0.9), "optim.momentum", "betas, eps, lr,"),
+        (with_("train", steps=3), "train.steps", "batch_size, checkpoint_every,"),
+        ({**MINIMAL, "distributed": {"world": 2}}, "distributed.world", "strategy"),
+    ],
+)
+def test_an_unknown_key_is_refused_at_every_level_naming_its_path(config, path, allowed):
+    with pytest.raises(RunConfigError) as info:
+        parse_config(config)
+    assert str(info.value).startswith(f"{path}: unknown key (allowed: {allowed}")
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("optim", "lr", float("nan")),
+        ("optim", "eps", float("inf")),
+        ("data", "eval_fraction", float("nan")),
+        ("train", "clip_norm", float("inf")),
+    ],
+)
+def test_a_non_finite_number_is_refused(section, key, value):
+    with pytest.raises(RunConfigError, match=rf"^{section}\.{key}: must be a finite number, got"):
+        parse_config(with_(section, **{key: value}))
+
+
+@pytest.mark.parametrize(
+    ("config", "path"),
+    [
+        ({**MINIMAL, "loss": {"temperature": float("inf")}}, "loss.temperature"),
+        ({**MINIMAL, "loss": {"weights": {"ce": float("nan")}}}, "loss.weights.ce"),
+        (
+            {**MINIMAL, "teacher": {**HTTP_TEACHER, "http": {**HTTP, "budget": float("inf")}}},
+            "teacher.http.budget",
+        ),
+        ({**MINIMAL, "optim": {"betas": [0.9, float("nan")]}}, "optim.betas[1]"),
+    ],
+)
+def test_a_non_finite_number_is_refused_in_nested_tables(config, path):
+    with pytest.raises(RunConfigError, match=rf"^{re.escape(path)}: must be a finite number"):
+        parse_config(config)
+
+
+def test_every_problem_gets_a_line_naming_the_file(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "student: {path: s}\ndata: {train: d.jsonl}\noutput_dir: out\n"
+        "train: {max_steps: 0, precision: fp16}\n"
+    )
+    with pytest.raises(RunConfigError) as info:
+        load_config(tmp_path / "run.yaml")
+    file = tmp_path / "run.yaml"
+    assert str(info.value).splitlines() == [
+        f"{file}: train.max_steps: must be >= 1, got 0",
+        f"{file}: train.precision: 'fp16' is not allowed (allowed: fp32, bf16)",
+    ]
+
+
+def test_a_rule_across_sections_names_the_file(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "student: {path: s}\ndata: {train: d.jsonl}\noutput_dir: out\ntrain: {max_steps: 1}\n"
+        "loss: {weights: {kd: 1.0}}\n"
+    )
+    with pytest.raises(RunConfigError, match=r"run\.yaml: loss\.weights: has a KD term but"):
+        load_config(tmp_path / "run.yaml")
+
+
+def test_an_explicit_null_stands_for_the_default():
+    cfg = parse_config(with_("train", batch_size=None, threads=None))
+    assert (cfg.train.batch_size, cfg.train.threads) == (8, None)
+
+
+def test_a_string_is_not_taken_for_a_number_nor_a_number_for_a_boolean():
+    with pytest.raises(RunConfigError, match=r"^train\.max_steps: must be an integer, got '3'$"):
+        parse_config(with_("train", max_steps="3"))
+    with pytest.raises(RunConfigError, match=r"^train\.seed: must be an integer, got True$"):
+        parse_config(with_("train", seed=True))
+    with pytest.raises(RunConfigError, match=r"^loss\.t2_scale: must be true or false, got 1$"):
+        parse_config({**MINIMAL, "loss": {"weights": {"ce": 1.0}, "t2_scale": 1}})
+
+
+def test_span_terms_scored_by_kd_need_a_teacher():
+    loss = {"weights": {"ce": 1.0, "span_tool_name": 1.0}, "span_loss": "kd"}
+    with pytest.raises(RunConfigError, match=r"KD term but teacher\.kind is 'none'"):
+        parse_config({**MINIMAL, "loss": loss})
+    loss["span_loss"] = "ce"
+    assert parse_config({**MINIMAL, "loss": loss}).loss.span_loss == "ce"
+
+
+@pytest.mark.parametrize("teacher", [CACHED, {"kind": "records"}, HTTP_TEACHER])
+def test_teacher_kinds_without_hidden_states_cannot_serve_hidden_matching(teacher):
+    with pytest.raises(RunConfigError, match=r"^loss\.hidden: .*only a local model computes"):
+        parse_config({**MINIMAL, "teacher": teacher, "loss": HF_HIDDEN})
+
+
+def test_hidden_matching_is_refused_under_fsdp():
+    config = {**MINIMAL, "teacher": {"kind": "hf", "path": "t"}, "loss": HF_HIDDEN}
+    assert parse_config(config).loss.hidden is not None
+    with pytest.raises(RunConfigError, match=r"^loss\.hidden: not supported with .*'fsdp'"):
+        parse_config({**config, "distributed": {"strategy": "fsdp"}})
+
+
+def test_the_stored_form_is_unchanged():
+    cfg = parse_config({**MINIMAL, "teacher": {"kind": "hf", "path": "t"}})
+    data = cfg.to_dict()
+    assert list(data) == [
+        "student",
+        "data",
+        "train",
+        "output_dir",
+        "teacher",
+        "loss",
+        "optim",
+        "distributed",
+    ]
+    assert data["teacher"] == {"kind": "hf", "path": "t", "topk": None, "eval_path": None}
+    assert data["optim"]["betas"] == [0.9, 0.999]
