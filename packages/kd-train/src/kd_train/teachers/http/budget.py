@@ -1,7 +1,7 @@
 """The cost budget around each attempt: reserve the worst case, then settle what was billed.
 
-Before an attempt is sent, its worst case ``w`` (:attr:`Call.worst
-<kd_train.teachers.http.exchange.Call.worst>`) is reserved in the ledger; if it does not fit
+Before an attempt is sent, its worst case ``w`` (``worst`` of its
+:class:`~kd_train.teachers.http.exchange.Call`) is reserved in the ledger; if it does not fit
 under the cap, :class:`~kd_train.store.errors.BudgetExhaustedError` is raised and nothing is
 sent. After it, the reservation is settled by what the provider may have billed:
 
