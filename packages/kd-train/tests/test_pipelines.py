@@ -1,11 +1,11 @@
 import json
 
+from kd_train.data.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.data.schema import SPAN_KINDS
 from kd_train.pipelines import mean_forward_kl
 from kd_train.pipelines.__main__ import main
 from kd_train.pipelines.common import completion_kl, label_accuracy
 from kd_train.pipelines.toydata import (
-    MAGIC_8_BALL_ANSWERS,
     eight_ball_answer,
     eight_ball_questions,
     eight_ball_records,

@@ -9,7 +9,6 @@ swapped export fails.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_train.atomic import atomic_write_text
+from kd_train.provenance import installed_versions
 
 from kd_convert.errors import ContractError
 from kd_convert.fingerprint import hash_tree
@@ -92,13 +92,7 @@ def build_contract(
 
 def tool_versions() -> dict[str, str]:
     """Return installed versions of :data:`TOOLS` and of Python."""
-    found = {"python": platform.python_version()}
-    for dist in TOOLS:
-        try:
-            found[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return {"python": platform.python_version(), **installed_versions(TOOLS)}
 
 
 def write_contract(out_dir: Path, contract: Contract) -> Path:

@@ -7,6 +7,7 @@
 - :mod:`kd_train.data.quarantine`: whole-file validation, strict or with a quarantine file.
 - :mod:`kd_train.data.tokenization`: records to ids, labels, span masks and teacher top-k.
 - :mod:`kd_train.data.batching`: padding, attention mask and the next-token view.
+- :mod:`kd_train.data.labels`: label sets shared by toy datasets and their evaluation.
 """
 
 from kd_train.data.batching import Batch, collate

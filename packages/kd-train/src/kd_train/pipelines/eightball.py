@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kd_train.data.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.pipelines.common import (
     completion_kl,
     label_accuracy,
@@ -24,10 +25,7 @@ from kd_train.pipelines.common import (
     run_stage,
     write_summary,
 )
-from kd_train.pipelines.toydata import (
-    MAGIC_8_BALL_ANSWERS,
-    eight_ball_records,
-)
+from kd_train.pipelines.toydata import eight_ball_records
 
 
 def run_eight_ball(out: Path, *, steps: int = 200, progress: bool = True) -> dict[str, Any]:

@@ -24,32 +24,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kd_train.atomic import atomic_write_text
+from kd_train.data.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.data.schema import KDRecord, Span
-
-#: The twenty classic Magic 8-Ball answers (10 affirmative, 5 non-committal, 5 negative).
-#: ``kd_eval.tasks.labels`` re-exports this list, so the data and the evaluation agree.
-MAGIC_8_BALL_ANSWERS: tuple[str, ...] = (
-    "It is certain.",
-    "It is decidedly so.",
-    "Without a doubt.",
-    "Yes definitely.",
-    "You may rely on it.",
-    "As I see it, yes.",
-    "Most likely.",
-    "Outlook good.",
-    "Yes.",
-    "Signs point to yes.",
-    "Reply hazy, try again.",
-    "Ask again later.",
-    "Better not tell you now.",
-    "Cannot predict now.",
-    "Concentrate and ask again.",
-    "Don't count on it.",
-    "My reply is no.",
-    "My sources say no.",
-    "Outlook not so good.",
-    "Very doubtful.",
-)
 
 _CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Quito", "Perth", "Delhi")
 _UNITS = ("celsius", "fahrenheit")

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kd_train.atomic import atomic_dir, atomic_write_text
-from kd_train.commands.version import installed_versions
+from kd_train.provenance import git_commit, installed_versions
 from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
 
@@ -50,22 +49,6 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     text = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab())
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def git_commit(directory: Path) -> str | None:
-    """The ``HEAD`` commit of the git work tree containing ``directory``, or ``None``."""
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
 def write_run_manifest(
