@@ -10,7 +10,7 @@ import pytest
 from kd_train.data.schema import KDRecord
 from kd_train.store import open_store, sqlite_url
 from kd_train.store.schema import charges, responses
-from kd_train.testing_http import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
+from kd_train.testing import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration

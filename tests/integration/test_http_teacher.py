@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 from kd_train.store import open_store, sqlite_url
-from kd_train.testing_http import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
+from kd_train.testing import FaultPlan, LoopbackTeacherServer, generate_argv, write_prompts
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from kd_train.store import BudgetExhaustedError, open_store
-from kd_train.testing_http import LoopbackTeacherServer, generate_argv, write_prompts
+from kd_train.testing import LoopbackTeacherServer, generate_argv, write_prompts
 
 pytestmark = pytest.mark.integration
 

@@ -427,24 +427,22 @@ def prepare_long(work: Path, vocab: int, length: int) -> dict[str, str]:
     """
     import random
 
-    import torch
     from kd_train.data import write_records
     from kd_train.data.schema import KDRecord
+    from kd_train.models import llama_config, save_random_llama
     from kd_train.testing import SYNTHETIC_WORDS, train_tiny_tokenizer
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tiny_tokenizer([" ".join(SYNTHETIC_WORDS)] * 4)
     paths = {}
     for seed, (name, dims) in enumerate((("student", STUDENT), ("teacher", TEACHER))):
-        out = work / f"{name}-{vocab}"
-        torch.manual_seed(seed)
-        config = LlamaConfig(
-            vocab_size=vocab, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=max(LONG_LENGTHS), tie_word_embeddings=False,
-            bos_token_id=1, eos_token_id=2, pad_token_id=3, **dims,
-        )  # fmt: skip
-        LlamaForCausalLM(config).save_pretrained(out)
-        tokenizer.save_pretrained(out)
+        config = llama_config(
+            vocab,
+            hidden_size=dims["hidden_size"],
+            intermediate_size=dims["intermediate_size"],
+            num_layers=dims["num_hidden_layers"],
+            max_position_embeddings=max(LONG_LENGTHS),
+        )
+        out = save_random_llama(work / f"{name}-{vocab}", config, tokenizer, seed=seed)
         paths[name] = str(out)
     rng = random.Random(0)  # noqa: S311 - benchmark data, not secrets
     records = [

@@ -19,7 +19,7 @@ from kd_train.data import read_records
 from kd_train.data.schema import TeacherTopK
 from kd_train.pipelines.toydata import tool_call_records, write_jsonl
 from kd_train.teachers.cached import CachedTeacher, read_manifest
-from kd_train.testing_http import LoopbackTeacherServer
+from kd_train.testing import LoopbackTeacherServer
 
 MAX_LENGTH = 160
 K = 8

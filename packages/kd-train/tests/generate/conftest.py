@@ -1,5 +1,5 @@
 import pytest
-from kd_train.testing_http import LoopbackTeacherServer
+from kd_train.testing import LoopbackTeacherServer
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import json
 
 from kd_train.cli import main
 from kd_train.store import open_store, sqlite_url
-from kd_train.testing_http import LoopbackTeacherServer, generate_argv
+from kd_train.testing import LoopbackTeacherServer, generate_argv
 
 KEY = "sk-cli-secret-0123"
 
@@ -58,7 +58,7 @@ def test_missing_key_variable_exits_2_naming_it(
 def test_key_from_env_is_used_and_never_printed(
     tiny_teacher_dir, prompts_file, tmp_path, capsys, monkeypatch
 ):
-    from kd_train.testing_http import LoopbackTeacherServer
+    from kd_train.testing import LoopbackTeacherServer
 
     monkeypatch.setenv("KD_TEST_KEY", KEY)
     with LoopbackTeacherServer(tiny_teacher_dir, api_key=KEY) as server:

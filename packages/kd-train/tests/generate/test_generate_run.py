@@ -5,7 +5,7 @@ from kd_train.generate import generate_dataset, read_prompts
 from kd_train.store import open_store, sqlite_url
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig
 from kd_train.teachers.retry import RetryPolicy
-from kd_train.testing_http import FaultPlan
+from kd_train.testing import FaultPlan
 from transformers import AutoTokenizer
 
 

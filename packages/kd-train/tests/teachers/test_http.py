@@ -12,7 +12,7 @@ from kd_train.store.schema import charges
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
 from kd_train.teachers.retry import RetryPolicy
-from kd_train.testing_http import FaultPlan, LoopbackTeacherServer
+from kd_train.testing import FaultPlan, LoopbackTeacherServer
 from sqlalchemy import select
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

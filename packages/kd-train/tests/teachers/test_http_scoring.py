@@ -14,8 +14,7 @@ from kd_train.teachers.base import Teacher, TeacherOutput
 from kd_train.teachers.hf import HFTeacher
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig, HTTPTeacherError
 from kd_train.teachers.retry import RetryPolicy
-from kd_train.testing import save_tiny_llama
-from kd_train.testing_http import LoopbackTeacherServer
+from kd_train.testing import LoopbackTeacherServer, save_tiny_llama
 from transformers import AutoTokenizer
 
 FORMS = ["echo", "prompt_logprobs"]

@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.atomic import atomic_write_text
 from kd_train.data.schema import KDRecord
+from kd_train.models import DEFAULT_CORPUS, llama_config, save_random_llama, train_tokenizer
 from kd_train.pipelines.toydata import corpus_of, write_jsonl
-from kd_train.testing import DEFAULT_CORPUS, save_tiny_llama
 from kd_train.trainer import parse_config, train
 from kd_train.trainer.metrics import read_metrics
 
@@ -42,11 +42,11 @@ def prepare(root: Path, records: Sequence[KDRecord], n_train: int) -> Prepared:
     train_file = write_jsonl(root / "data" / "train.jsonl", records[:n_train])
     heldout = list(records[n_train:])
     write_jsonl(root / "data" / "heldout.jsonl", heldout)
-    corpus = [*DEFAULT_CORPUS, *corpus_of(records)]
-    teacher_init = save_tiny_llama(
-        root / "teacher-init", seed=1, hidden_size=64, num_layers=3, corpus=corpus
-    )
-    student_init = save_tiny_llama(root / "student-init", seed=0, corpus=corpus)
+    tokenizer = train_tokenizer([*DEFAULT_CORPUS, *corpus_of(records)])
+    teacher = llama_config(len(tokenizer), hidden_size=64, num_layers=3)
+    teacher_init = save_random_llama(root / "teacher-init", teacher, tokenizer, seed=1)
+    student = llama_config(len(tokenizer), hidden_size=32, num_layers=2)
+    student_init = save_random_llama(root / "student-init", student, tokenizer, seed=0)
     return Prepared(train_file, heldout, teacher_init, student_init)
 
 

@@ -29,6 +29,7 @@ import torch
 from kd_train.commands.cache_logits import build_cache
 from kd_train.data.schema import KDRecord
 from kd_train.errors import KDTrainError
+from kd_train.models import llama_config, save_random_llama
 from kd_train.pipelines.common import report, run_stage, write_summary
 from kd_train.pipelines.toydata import write_jsonl
 from kd_train.teachers.fingerprint import dataset_fingerprint
@@ -95,7 +96,7 @@ def heldout_kl(teacher: HFTeacher, student: Any, records: list[KDRecord]) -> flo
 
 def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[str, Any]:
     """Run the smollm2 pipeline into ``out/smollm2``; return (and write) its figures."""
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     root = out / "smollm2"
     teacher = smollm2_teacher()
@@ -113,23 +114,15 @@ def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[s
         progress=progress,
     )
     tok = teacher.tokenizer
-    config = LlamaConfig(
-        vocab_size=teacher.vocab_size,
+    config = llama_config(
+        teacher.vocab_size,
         hidden_size=128,
         intermediate_size=384,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
+        num_layers=2,
         tie_word_embeddings=True,
+        special_ids=(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
     )
-    torch.manual_seed(0)
-    student_init = root / "student-init"
-    LlamaForCausalLM(config).save_pretrained(student_init)
-    tok.save_pretrained(student_init)
+    student_init = save_random_llama(root / "student-init", config, tok, seed=0)
     kl_before = heldout_kl(teacher, AutoModelForCausalLM.from_pretrained(student_init), heldout)
     stage = run_stage(
         {
