@@ -52,7 +52,7 @@ napoleon_numpy_docstring = False
 nitpick_ignore_regex = [
     (
         r"py:.*",
-        r"(torch|transformers|tokenizers|numpy|np|onnx|onnxruntime|coremltools|sqlalchemy|httpx|argparse|pathlib|matplotlib|safetensors)(\..*)?",
+        r"(torch|transformers|tokenizers|numpy|np|onnx|onnxruntime|coremltools|sqlalchemy|httpx|argparse|pathlib|matplotlib|safetensors|pydantic|pydantic_core)(\..*)?",
     ),
     (
         r"py:.*",

@@ -8,16 +8,16 @@ dotted key path and, for a choice or an unknown key, the allowed values::
 
     run.yaml: train.precision: 'fp16' is not allowed (allowed: fp32, bf16)
 
-Cross-field rules are ``model_validator`` methods that raise :class:`ConfigError` with a
+Cross-field rules are ``model_validator`` methods that raise :class:`InvalidConfigError` with a
 message that names its own key paths; such a message is passed through as it is.
 
 >>> from kd_train.typed_config import ConfigModel, Float, validate
 >>> class Demo(ConfigModel):
 ...     lr: Float = 0.1
->>> validate(Demo, {"lr": float("nan")}, ConfigError, "demo.yaml")
+>>> validate(Demo, {"lr": float("nan")}, InvalidConfigError, "demo.yaml")
 Traceback (most recent call last):
 ...
-kd_train.typed_config.ConfigError: demo.yaml: lr: must be a finite number, got nan
+kd_train.typed_config.InvalidConfigError: demo.yaml: lr: must be a finite number, got nan
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import functools
 import re
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, get_args
 
 from pydantic import (
     BaseModel,
@@ -39,8 +39,6 @@ from pydantic import (
 from pydantic_core import ErrorDetails, core_schema
 
 from kd_train.errors import KDTrainError
-
-M = TypeVar("M", bound=BaseModel)
 
 #: Union members are tagged with names that start with this mark; the mark keeps them out of
 #: the key paths of error messages.
@@ -64,7 +62,7 @@ def _path_text(value: Any) -> Any:
 PathStr = Annotated[str, BeforeValidator(_path_text), Strict()]
 
 
-class ConfigError(KDTrainError, ValueError):
+class InvalidConfigError(KDTrainError, ValueError):
     """A config is malformed; the message names the key path and what is allowed.
 
     It is a :class:`ValueError` too, so that a ``model_validator`` may raise it and pydantic
@@ -93,9 +91,7 @@ class OneOf:
 class ConfigModel(BaseModel):
     """Base of every config section: frozen, unknown keys and non-finite numbers refused."""
 
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -116,8 +112,8 @@ def _nullable(annotation: Any) -> bool:
 
 
 def validate(
-    model: type[M], data: Any, error: type[KDTrainError], source: str = "", prefix: str = ""
-) -> M:
+    model: type[BaseModel], data: Any, error: type[KDTrainError], source: str = "", prefix: str = ""
+) -> Any:
     """Validate ``data`` into ``model``; raise ``error`` with one line per problem.
 
     Args:
@@ -126,6 +122,9 @@ def validate(
         error: the exception to raise (the package's config error type).
         source: the file (or ``"flags"``) the data came from; it starts every line.
         prefix: the key path of ``data`` inside a bigger config (``"loss"``), if any.
+
+    Returns:
+        The validated instance of ``model``.
     """
     try:
         return model.model_validate(data)

@@ -43,7 +43,7 @@ def test_invalid_config_exits_2_with_the_key_path_and_no_traceback(tmp_path, cap
     bad.write_text("student: {path: s}\ndata: {train: d}\ntrain: {max_steps: 0}\noutput_dir: o\n")
     assert main(["distill", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "train.max_steps must be >= 1" in err
+    assert f"{bad}: train.max_steps: must be >= 1, got 0" in err
     assert "Traceback" not in err
 
 

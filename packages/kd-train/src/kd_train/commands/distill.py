@@ -32,9 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Validate the config, train, print where the student was written."""
     config = load_config(args.config)
     if args.output_dir is not None:
-        import dataclasses
-
-        config = dataclasses.replace(config, output_dir=str(args.output_dir.resolve()))
+        config = config.model_copy(update={"output_dir": str(args.output_dir.resolve())})
     return train_and_report(config, resume=False, progress=not args.no_progress)
 
 

@@ -35,7 +35,7 @@ from kd_train.store import sqlite_url
 from kd_train.teachers.http import HTTPTeacherConfig
 from kd_train.teachers.openai_api import Api, Scoring
 from kd_train.teachers.retry import RetryPolicy
-from kd_train.typed_config import ConfigError, ConfigModel, Float, Str, validate
+from kd_train.typed_config import ConfigModel, Float, InvalidConfigError, Str, validate
 
 NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
 Positive = Annotated[int, Strict(), Field(ge=1)]
@@ -45,52 +45,56 @@ Name = Annotated[str, Strict(), Field(min_length=1)]
 class RetrySettings(ConfigModel):
     """The ``retry`` table: :class:`~kd_train.teachers.retry.RetryPolicy` (seconds)."""
 
-    max_attempts: Positive = 6
-    """Attempts per request, the first included."""
-    base_delay: NonNegative = 0.5
-    """The backoff's first ceiling."""
-    max_delay: NonNegative = 30.0
-    """The largest backoff ceiling."""
-    max_retry_after: NonNegative = 120.0
-    """The longest ``Retry-After`` honoured."""
+    max_attempts: Positive = Field(
+        default=6, description="Attempts per request, the first included."
+    )
+    base_delay: NonNegative = Field(default=0.5, description="The backoff's first ceiling.")
+    max_delay: NonNegative = Field(default=30.0, description="The largest backoff ceiling.")
+    max_retry_after: NonNegative = Field(
+        default=120.0, description="The longest ``Retry-After`` honoured."
+    )
 
 
 class EndpointSettings(ConfigModel):
     """An OpenAI-compatible endpoint: :class:`~kd_train.teachers.http.HTTPTeacherConfig`'s keys.
 
-    :attr:`endpoint` builds the teacher's config from them.
+    The ``endpoint`` property builds the teacher's config from them.
     """
 
-    base_url: Name
-    """The API root, e.g. ``http://127.0.0.1:8000/v1``."""
-    model: Name
-    """The model name sent in every request."""
-    api: Api = "completions"
-    """The generation API (scoring uses completions)."""
-    max_tokens: Positive = 256
-    """Completion length limit of generation requests."""
-    top_logprobs: Annotated[int, Strict(), Field(ge=0)] = 5
-    """Alternatives per generated token (0: none)."""
-    scoring: Scoring = "echo"
-    """How prompts are scored for training (``echo`` or vLLM's ``prompt_logprobs``)."""
-    temperature: Float = 0.0
-    """Sampling temperature (0: greedy)."""
-    timeout: Annotated[float, Strict(), Field(gt=0.0)] = 60.0
-    """Seconds per attempt."""
-    concurrency: Positive = 4
-    """Requests in flight at most."""
-    rpm: Float | None = None
-    """Request starts per minute at most (``null``: no limit)."""
-    retry: RetrySettings = RetrySettings()
-    """The backoff policy."""
-    price_per_1k_prompt: NonNegative = 0.0
-    """USD per 1000 prompt tokens."""
-    price_per_1k_completion: NonNegative = 0.0
-    """USD per 1000 completion tokens."""
-    budget: NonNegative | None = None
-    """Cap in USD on the spend of ``budget_name`` (``null``: no cap)."""
-    budget_name: Str = "default"
-    """The ledger budget this teacher charges."""
+    base_url: Name = Field(description="The API root, e.g. ``http://127.0.0.1:8000/v1``.")
+    model: Name = Field(description="The model name sent in every request.")
+    api: Api = Field(
+        default="completions", description="The generation API (scoring uses completions)."
+    )
+    max_tokens: Positive = Field(
+        default=256, description="Completion length limit of generation requests."
+    )
+    top_logprobs: Annotated[int, Strict(), Field(ge=0)] = Field(
+        default=5, description="Alternatives per generated token (0: none)."
+    )
+    scoring: Scoring = Field(
+        default="echo",
+        description="How prompts are scored for training (``echo`` or vLLM's ``prompt_logprobs``).",
+    )
+    temperature: Float = Field(default=0.0, description="Sampling temperature (0: greedy).")
+    timeout: Annotated[float, Strict(), Field(gt=0.0)] = Field(
+        default=60.0, description="Seconds per attempt."
+    )
+    concurrency: Positive = Field(default=4, description="Requests in flight at most.")
+    rpm: Float | None = Field(
+        default=None, description="Request starts per minute at most (``null``: no limit)."
+    )
+    retry: RetrySettings = Field(default=RetrySettings(), description="The backoff policy.")
+    price_per_1k_prompt: NonNegative = Field(default=0.0, description="USD per 1000 prompt tokens.")
+    price_per_1k_completion: NonNegative = Field(
+        default=0.0, description="USD per 1000 completion tokens."
+    )
+    budget: NonNegative | None = Field(
+        default=None, description="Cap in USD on the spend of ``budget_name`` (``null``: no cap)."
+    )
+    budget_name: Str = Field(
+        default="default", description="The ledger budget this teacher charges."
+    )
 
     @property
     def endpoint(self) -> HTTPTeacherConfig:
@@ -104,16 +108,17 @@ class EndpointSettings(ConfigModel):
 class GenerateConfig(EndpointSettings):
     """Everything ``kd-train generate`` needs, validated; holds no secret."""
 
-    prompts: Path
-    """JSONL of ``{id, prompt}`` rows."""
-    out: Path
-    """Output JSONL of KD records (appended; resumable)."""
-    api_key_env: Str | None = None
-    """The name of the environment variable holding the API key."""
-    store: Str | None = None
-    """Store URL (default: ``kd-store.sqlite`` next to ``out``)."""
-    tokenizer: Path | None = None
-    """Directory of the teacher's tokenizer: store top-k as token ids."""
+    prompts: Path = Field(description="JSONL of ``{id, prompt}`` rows.")
+    out: Path = Field(description="Output JSONL of KD records (appended; resumable).")
+    api_key_env: Str | None = Field(
+        default=None, description="The name of the environment variable holding the API key."
+    )
+    store: Str | None = Field(
+        default=None, description="Store URL (default: ``kd-store.sqlite`` next to ``out``)."
+    )
+    tokenizer: Path | None = Field(
+        default=None, description="Directory of the teacher's tokenizer: store top-k as token ids."
+    )
 
     @property
     def teacher(self) -> HTTPTeacherConfig:
@@ -160,7 +165,7 @@ def generate_config(data: dict[str, Any], source: str) -> GenerateConfig:
     """Validate ``data`` (merged file + flags) into a :class:`GenerateConfig`.
 
     Raises:
-        kd_train.typed_config.ConfigError: a key is unknown, missing or invalid; one line
+        kd_train.typed_config.InvalidConfigError: a key is unknown, missing or invalid; one line
             per problem, naming ``source`` and the key path.
     """
-    return validate(GenerateConfig, data, ConfigError, source)
+    return validate(GenerateConfig, data, InvalidConfigError, source)

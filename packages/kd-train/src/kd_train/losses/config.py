@@ -44,14 +44,14 @@ Fraction = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 class WarmupSchedule(ConfigModel):
     """A scheduled weight as written in a config; read as a :class:`LinearWarmup`."""
 
-    start: NonNegative = 0.0
-    """Weight before ``start_step``."""
-    end: NonNegative = 1.0
-    """Weight after the warmup."""
-    warmup_steps: Annotated[int, Strict(), Field(ge=0)] = 0
-    """Steps from ``start`` to ``end`` (0: a jump at ``start_step``)."""
-    start_step: Annotated[int, Strict(), Field(ge=0)] = 0
-    """Global step where the warmup begins."""
+    start: NonNegative = Field(default=0.0, description="Weight before ``start_step``.")
+    end: NonNegative = Field(default=1.0, description="Weight after the warmup.")
+    warmup_steps: Annotated[int, Strict(), Field(ge=0)] = Field(
+        default=0, description="Steps from ``start`` to ``end`` (0: a jump at ``start_step``)."
+    )
+    start_step: Annotated[int, Strict(), Field(ge=0)] = Field(
+        default=0, description="Global step where the warmup begins."
+    )
 
 
 class _AsLinearWarmup:
@@ -86,10 +86,12 @@ class HiddenConfig(ConfigModel):
     ``kind`` is ``"mse"`` or ``"cosine"`` (:class:`~kd_train.losses.hidden.HiddenStateLoss`).
     """
 
-    layer_map: Annotated[tuple[tuple[Int, Int], ...], Field(min_length=1)]
-    """``[student_layer, teacher_layer]`` pairs, e.g. ``[[2, 4]]``."""
-    kind: Annotated[str, OneOf(HIDDEN_KINDS)] = "mse"
-    """The distance between projected student and teacher states."""
+    layer_map: Annotated[tuple[tuple[Int, Int], ...], Field(min_length=1)] = Field(
+        description="``[student_layer, teacher_layer]`` pairs, e.g. ``[[2, 4]]``."
+    )
+    kind: Annotated[str, OneOf(HIDDEN_KINDS)] = Field(
+        default="mse", description="The distance between projected student and teacher states."
+    )
 
 
 class LossConfig(ConfigModel):

@@ -58,7 +58,7 @@ from kd_train.trainer.train_config import (
     StudentConfig,
     TrainConfig,
 )
-from kd_train.typed_config import ConfigError, ConfigModel, PathStr, validate
+from kd_train.typed_config import ConfigModel, InvalidConfigError, PathStr, validate
 
 __all__ = [
     "HTTP_ENDPOINT_KEYS",
@@ -81,7 +81,7 @@ __all__ = [
 ]
 
 
-class RunConfigError(ConfigError):
+class RunConfigError(InvalidConfigError):
     """A run config is malformed; the message names the key path and what is allowed."""
 
 
@@ -92,22 +92,22 @@ class RunConfig(ConfigModel):
     (``teacher.kind: none``) optimises ``ce``.
     """
 
-    student: StudentConfig
-    """The student model."""
-    data: DataConfig
-    """The KD datasets."""
-    train: TrainConfig
-    """The loop."""
-    output_dir: PathStr
-    """The run directory (checkpoints, metrics, the final student)."""
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    """The teacher's source."""
-    loss: LossConfig = Field(default_factory=LossConfig)
-    """The loss terms and their weights (:class:`~kd_train.losses.config.LossConfig`)."""
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    """AdamW and its schedule."""
-    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
-    """How ``torchrun`` processes share the student."""
+    student: StudentConfig = Field(description="The student model.")
+    data: DataConfig = Field(description="The KD datasets.")
+    train: TrainConfig = Field(description="The loop.")
+    output_dir: PathStr = Field(
+        description="The run directory (checkpoints, metrics, the final student)."
+    )
+    teacher: TeacherConfig = Field(default=TeacherConfig(), description="The teacher's source.")
+    loss: LossConfig = Field(
+        default_factory=LossConfig,
+        description="The loss terms and their weights (a LossConfig).",
+    )
+    optim: OptimConfig = Field(default=OptimConfig(), description="AdamW and its schedule.")
+    distributed: DistributedConfig = Field(
+        default=DistributedConfig(),
+        description="How ``torchrun`` processes share the student.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -131,14 +131,14 @@ class RunConfig(ConfigModel):
         if self.teacher.kind != "cached":
             return self
         if self.data.eval is not None and self.teacher.eval_path is None:
-            raise ConfigError(
+            raise InvalidConfigError(
                 "data.eval: a separate file, but teacher.path is a cache of data.train only: "
                 "build a cache of data.eval with 'kd-train cache-logits --data EVAL_FILE' "
                 "(same teacher) and give it as teacher.eval_path, or drop data.eval to hold "
                 "out data.eval_fraction of data.train"
             )
         if self.data.eval is None and self.teacher.eval_path is not None:
-            raise ConfigError(
+            raise InvalidConfigError(
                 "teacher.eval_path: set but data.eval is not: the held-out records come from "
                 "data.train and are in teacher.path; remove teacher.eval_path or set data.eval"
             )
@@ -149,18 +149,18 @@ class RunConfig(ConfigModel):
         """Refuse, before anything runs, a loss the teacher kind cannot feed."""
         active, kind = self.loss.active_terms(), self.teacher.kind
         if kind == "none" and uses_per_token("kd", active, self.loss.span_loss):
-            raise ConfigError(
+            raise InvalidConfigError(
                 "loss.weights: has a KD term but teacher.kind is 'none': choose a teacher "
                 "(hf, cached, records or http) or train on CE alone (loss.weights: {ce: 1.0})"
             )
         if "hidden" in active and kind != "hf":
-            raise ConfigError(
+            raise InvalidConfigError(
                 "loss.hidden: hidden-state matching needs the teacher's per-layer hidden "
                 f"states, which only a local model computes; teacher.kind {kind!r} gives only "
                 "next-token log-probs. Use teacher.kind 'hf', or remove loss.hidden and its weight"
             )
         if "hidden" in active and self.distributed.strategy == "fsdp":
-            raise ConfigError(
+            raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "
                 "projections are not sharded); use strategy 'ddp' or drop loss.hidden"
             )

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, Strict, model_validator
 
-from kd_train.typed_config import ConfigError, ConfigModel, Int, OneOf, PathStr, Str
+from kd_train.typed_config import ConfigModel, Int, InvalidConfigError, OneOf, PathStr, Str
 
 #: The values ``train.precision`` accepts.
 PRECISIONS = ("fp32", "bf16")
@@ -35,23 +35,31 @@ class StudentConfig(ConfigModel):
     ``model_type``); GQA students set ``num_key_value_heads < num_attention_heads``.
     """
 
-    path: PathStr | None = None
-    """A saved ``transformers`` model directory."""
-    config: dict[Str, Any] | None = None
-    """A ``transformers`` config (with ``model_type``) to build an untrained student from."""
-    tokenizer: PathStr | None = None
-    """The tokenizer directory (required with ``config``)."""
+    path: PathStr | None = Field(
+        default=None, description="A saved ``transformers`` model directory."
+    )
+    config: dict[Str, Any] | None = Field(
+        default=None,
+        description="A transformers config (with model_type) to build an untrained student from.",
+    )
+    tokenizer: PathStr | None = Field(
+        default=None, description="The tokenizer directory (required with ``config``)."
+    )
 
     @model_validator(mode="after")
     def _path_or_config(self) -> StudentConfig:
         """Exactly one of ``path`` and ``config``; a config needs a model type and a tokenizer."""
         if (self.path is None) == (self.config is None):
-            raise ConfigError("student: give exactly one of 'path' (a saved model) or 'config'")
+            raise InvalidConfigError(
+                "student: give exactly one of 'path' (a saved model) or 'config'"
+            )
         if self.config is not None:
             if "model_type" not in self.config:
-                raise ConfigError("student.config.model_type: required (e.g. 'llama', 'qwen2')")
+                raise InvalidConfigError(
+                    "student.config.model_type: required (e.g. 'llama', 'qwen2')"
+                )
             if self.tokenizer is None:
-                raise ConfigError("student.tokenizer: required with student.config")
+                raise InvalidConfigError("student.tokenizer: required with student.config")
         return self
 
 
@@ -61,31 +69,33 @@ class DataConfig(ConfigModel):
     Without ``eval``, the last ``eval_fraction`` of the train file is held out.
     """
 
-    train: PathStr
-    """The training records."""
-    eval: PathStr | None = None
-    """A held-out file; without it the last ``eval_fraction`` of ``train`` is held out."""
-    eval_fraction: Annotated[float, Strict(), Field(ge=0.0, le=0.9)] = 0.1
-    """Share of ``train`` held out for evaluation when there is no ``eval`` file."""
-    max_length: Annotated[int, Strict(), Field(ge=2)] = 256
-    """Tokens per example at most."""
+    train: PathStr = Field(description="The training records.")
+    eval: PathStr | None = Field(
+        default=None,
+        description="A held-out file; without it the last eval_fraction of train is held out.",
+    )
+    eval_fraction: Annotated[float, Strict(), Field(ge=0.0, le=0.9)] = Field(
+        default=0.1,
+        description="Share of ``train`` held out for evaluation when there is no ``eval`` file.",
+    )
+    max_length: Annotated[int, Strict(), Field(ge=2)] = Field(
+        default=256, description="Tokens per example at most."
+    )
 
 
 class OptimConfig(ConfigModel):
     """AdamW and its schedule: linear warmup then cosine decay to ``min_lr_ratio * lr``."""
 
-    lr: NonNegative = 3e-4
-    """Peak learning rate."""
-    weight_decay: NonNegative = 0.0
-    """AdamW weight decay."""
-    betas: tuple[Beta, Beta] = (0.9, 0.999)
-    """AdamW betas, two numbers in ``[0, 1)``."""
-    eps: NonNegative = 1e-8
-    """AdamW epsilon."""
-    warmup_steps: NonNegativeInt = 0
-    """Steps of linear warmup."""
-    min_lr_ratio: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 0.1
-    """The cosine decay ends at ``min_lr_ratio * lr``."""
+    lr: NonNegative = Field(default=3e-4, description="Peak learning rate.")
+    weight_decay: NonNegative = Field(default=0.0, description="AdamW weight decay.")
+    betas: tuple[Beta, Beta] = Field(
+        default=(0.9, 0.999), description="AdamW betas, two numbers in ``[0, 1)``."
+    )
+    eps: NonNegative = Field(default=1e-8, description="AdamW epsilon.")
+    warmup_steps: NonNegativeInt = Field(default=0, description="Steps of linear warmup.")
+    min_lr_ratio: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = Field(
+        default=0.1, description="The cosine decay ends at ``min_lr_ratio * lr``."
+    )
 
 
 class TrainConfig(ConfigModel):
@@ -95,28 +105,34 @@ class TrainConfig(ConfigModel):
     are often fastest with 1); ``None`` keeps PyTorch's default.
     """
 
-    max_steps: Positive
-    """Optimiser steps of the run."""
-    seed: Int = 0
-    """Seed of the student's init, the data order and dropout."""
-    batch_size: Positive = 8
-    """Examples per process and micro-batch."""
-    grad_accum: Positive = 1
-    """Micro-batches per optimiser step."""
-    clip_norm: NonNegative | None = 1.0
-    """Gradient-norm clip (``null``: no clipping; the norm is still logged)."""
-    precision: Annotated[str, OneOf(PRECISIONS)] = "fp32"
-    """``fp32``, or ``bf16`` autocast."""
-    eval_every: NonNegativeInt = 0
-    """Steps between evaluations (0: never)."""
-    early_stopping_patience: NonNegativeInt = 0
-    """Evaluations without a better eval loss before stopping (0: never stop)."""
-    checkpoint_every: NonNegativeInt = 0
-    """Steps between checkpoints (0: only at the end)."""
-    keep_checkpoints: Positive = 2
-    """Checkpoints kept on disk."""
-    threads: Positive | None = None
-    """``torch.set_num_threads`` for the run (``null``: PyTorch's default)."""
+    max_steps: Positive = Field(description="Optimiser steps of the run.")
+    seed: Int = Field(
+        default=0, description="Seed of the student's init, the data order and dropout."
+    )
+    batch_size: Positive = Field(default=8, description="Examples per process and micro-batch.")
+    grad_accum: Positive = Field(default=1, description="Micro-batches per optimiser step.")
+    clip_norm: NonNegative | None = Field(
+        default=1.0,
+        description="Gradient-norm clip (``null``: no clipping; the norm is still logged).",
+    )
+    precision: Annotated[str, OneOf(PRECISIONS)] = Field(
+        default="fp32", description="``fp32``, or ``bf16`` autocast."
+    )
+    eval_every: NonNegativeInt = Field(
+        default=0, description="Steps between evaluations (0: never)."
+    )
+    early_stopping_patience: NonNegativeInt = Field(
+        default=0,
+        description="Evaluations without a better eval loss before stopping (0: never stop).",
+    )
+    checkpoint_every: NonNegativeInt = Field(
+        default=0, description="Steps between checkpoints (0: only at the end)."
+    )
+    keep_checkpoints: Positive = Field(default=2, description="Checkpoints kept on disk.")
+    threads: Positive | None = Field(
+        default=None,
+        description="``torch.set_num_threads`` for the run (``null``: PyTorch's default).",
+    )
 
 
 class DistributedConfig(ConfigModel):
@@ -128,5 +144,6 @@ class DistributedConfig(ConfigModel):
     model are still full (gathered on rank 0).
     """
 
-    strategy: Annotated[str, OneOf(STRATEGIES)] = "ddp"
-    """``ddp`` or ``fsdp`` (FSDP2)."""
+    strategy: Annotated[str, OneOf(STRATEGIES)] = Field(
+        default="ddp", description="``ddp`` or ``fsdp`` (FSDP2)."
+    )
