@@ -3,7 +3,7 @@
 A tiny student is distilled from a tiny teacher with a checkpoint every step, so the run
 spends much of its time writing them. The run is killed with SIGKILL ``kills`` times,
 each time while the checkpoint of a random step is being written (its
-``checkpoints/.tmp-step-*`` directory exists; steps drawn without replacement), and
+``checkpoints/.step-*.tmp`` directory exists; steps drawn without replacement), and
 ``kd-train resume`` is started after each kill; the last resume runs to the end.
 Verified after every kill: the latest checkpoint passes
 :func:`kd_train.trainer.checkpoint.verify_checkpoint` (every SHA-256 matches) and is the
@@ -69,7 +69,7 @@ def in_checkpoint_write(run_dir: Path, step: int) -> bool:
     """Whether the checkpoint of ``step`` is being written (its hidden temp dir exists)."""
     root = run_dir / "checkpoints"
     return root.is_dir() and any(
-        p.name.startswith(f".tmp-step-{step:08d}-") for p in root.iterdir()
+        p.name.startswith(f".step-{step:08d}.") and p.name.endswith(".tmp") for p in root.iterdir()
     )
 
 
