@@ -8,8 +8,14 @@ import pytest
 from kd_train.atomic import atomic_dir, atomic_open, atomic_path, atomic_write_text
 
 
-class Boom(Exception):
+class BoomError(Exception):
     pass
+
+
+def write_then_fail(write, *args):
+    """Run one write, then fail as an exporter or a checkpoint writer may halfway."""
+    write(*args)
+    raise BoomError
 
 
 def write_tree(root, files):
@@ -28,7 +34,8 @@ def leftovers(parent, name):
 def test_new_directory_appears_whole_and_no_temporary_is_left(tmp_path):
     target = tmp_path / "out" / "student"
     with atomic_dir(target) as tmp:
-        assert tmp.is_dir() and not target.exists()
+        assert tmp.is_dir()
+        assert not target.exists()
         write_tree(tmp, {"a.json": "1", "b.bin": "2"})
     assert tree(target) == {"a.json": "1", "b.bin": "2"}
     assert leftovers(target.parent, "student") == []
@@ -48,17 +55,15 @@ def test_a_block_that_raises_midway_leaves_the_old_directory_and_no_temporary(tm
     target = tmp_path / "student"
     target.mkdir()
     write_tree(target, {"a.json": "old"})
-    with pytest.raises(Boom), atomic_dir(target) as tmp:
-        write_tree(tmp, {"a.json": "new", "b.bin": "half"})
-        raise Boom
+    with pytest.raises(BoomError), atomic_dir(target) as tmp:
+        write_then_fail(write_tree, tmp, {"a.json": "new", "b.bin": "half"})
     assert tree(target) == {"a.json": "old"}
     assert leftovers(tmp_path, "student") == []
 
 
 def test_a_block_that_raises_before_any_target_exists_leaves_nothing(tmp_path):
-    with pytest.raises(Boom), atomic_dir(tmp_path / "student") as tmp:
-        write_tree(tmp, {"a.json": "new"})
-        raise Boom
+    with pytest.raises(BoomError), atomic_dir(tmp_path / "student") as tmp:
+        write_then_fail(write_tree, tmp, {"a.json": "new"})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -103,14 +108,16 @@ def test_a_process_killed_while_writing_leaves_the_old_directory(tmp_path):
     assert proc.returncode == 3
     assert tree(target) == {"a.json": "old"}
     (scratch,) = leftovers(tmp_path, "student")  # hidden, never the target's name
-    assert scratch.startswith(".student.") and scratch.endswith(".tmp")
+    assert scratch.startswith(".student.")
+    assert scratch.endswith(".tmp")
 
 
 def test_a_file_artifact_replaces_the_old_file(tmp_path):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"old")
     with atomic_path(target) as tmp:
-        assert tmp.name == "model.onnx" and not tmp.exists()
+        assert tmp.name == "model.onnx"
+        assert not tmp.exists()
         tmp.write_bytes(b"new")
     assert target.read_bytes() == b"new"
     assert leftovers(tmp_path, "model.onnx") == []
@@ -140,9 +147,8 @@ def test_a_directory_artifact_replaces_the_old_directory(tmp_path):
 def test_an_artifact_whose_export_raises_leaves_the_old_file(tmp_path):
     target = tmp_path / "model.pt"
     target.write_bytes(b"old")
-    with pytest.raises(Boom), atomic_path(target) as tmp:
-        tmp.write_bytes(b"half")
-        raise Boom
+    with pytest.raises(BoomError), atomic_path(target) as tmp:
+        write_then_fail(tmp.write_bytes, b"half")
     assert target.read_bytes() == b"old"
     assert leftovers(tmp_path, "model.pt") == []
 
@@ -150,8 +156,7 @@ def test_an_artifact_whose_export_raises_leaves_the_old_file(tmp_path):
 def test_a_file_write_that_raises_leaves_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "run.json"
     atomic_write_text(target, "old")
-    with pytest.raises(Boom), atomic_open(target) as handle:
-        handle.write("half")
-        raise Boom
+    with pytest.raises(BoomError), atomic_open(target) as handle:
+        write_then_fail(handle.write, "half")
     assert target.read_text() == "old"
     assert leftovers(tmp_path, "run.json") == []
