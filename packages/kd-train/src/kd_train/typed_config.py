@@ -11,7 +11,7 @@ dotted key path and, for a choice or an unknown key, the allowed values::
 Cross-field rules are ``model_validator`` methods that raise :class:`InvalidConfigError` with a
 message that names its own key paths; such a message is passed through as it is.
 
->>> from kd_train.typed_config import ConfigModel, Float, validate
+>>> from kd_train.typed_config import ConfigModel, Float, InvalidConfigError, validate
 >>> class Demo(ConfigModel):
 ...     lr: Float = 0.1
 >>> validate(Demo, {"lr": float("nan")}, InvalidConfigError, "demo.yaml")
@@ -23,10 +23,13 @@ kd_train.typed_config.InvalidConfigError: demo.yaml: lr: must be a finite number
 from __future__ import annotations
 
 import functools
+import inspect
+import operator
 import re
+import types
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -75,6 +78,7 @@ class OneOf:
 
     >>> from typing import Annotated
     >>> from pydantic import TypeAdapter
+    >>> from kd_train.typed_config import OneOf
     >>> TypeAdapter(Annotated[str, OneOf(("ddp", "fsdp"))]).validate_python("fsdp")
     'fsdp'
     """
@@ -93,6 +97,16 @@ class ConfigModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Show plain types in the signature (no validation metadata) to readers and docs."""
+        super().__pydantic_init_subclass__(**kwargs)
+        signature = inspect.signature(cls)
+        params = [
+            p.replace(annotation=plain_type(p.annotation)) for p in signature.parameters.values()
+        ]
+        cls.__signature__ = signature.replace(parameters=params)
+
     @model_validator(mode="before")
     @classmethod
     def _null_means_default(cls, data: Any) -> Any:
@@ -105,6 +119,25 @@ class ConfigModel(BaseModel):
             for key, value in data.items()
             if value is not None or key not in fields or _nullable(fields[key].annotation)
         }
+
+
+def plain_type(annotation: Any) -> Any:
+    """``annotation`` without its ``Annotated`` metadata, at every depth.
+
+    >>> from typing import Annotated
+    >>> from kd_train.typed_config import Int, plain_type
+    >>> plain_type(dict[str, Int | None])
+    dict[str, int | None]
+    """
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return plain_type(args[0])
+    if not args:
+        return annotation
+    inner = tuple(plain_type(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return functools.reduce(operator.or_, inner)
+    return origin[inner]
 
 
 def _nullable(annotation: Any) -> bool:
@@ -156,6 +189,7 @@ def error_lines(
 def key_path(loc: list[int | str]) -> str:
     """The dotted key path of a pydantic location (list indices as ``[i]``).
 
+    >>> from kd_train.typed_config import key_path
     >>> key_path(["loss", "hidden", "layer_map", 0])
     'loss.hidden.layer_map[0]'
     """

@@ -127,7 +127,7 @@ class GenerateConfig(EndpointSettings):
 
     @property
     def store_url(self) -> str:
-        """The store's database URL: ``store``, or ``kd-store.sqlite`` next to ``out``."""
+        """Database URL of the store (``store``, or ``kd-store.sqlite`` next to ``out``)."""
         return self.store or sqlite_url(self.out.parent / "kd-store.sqlite")
 
     def public(self) -> dict[str, Any]:

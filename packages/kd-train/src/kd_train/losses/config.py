@@ -42,7 +42,12 @@ Fraction = Annotated[float, Strict(), Field(ge=0.0, le=1.0)]
 
 
 class WarmupSchedule(ConfigModel):
-    """A scheduled weight as written in a config; read as a :class:`LinearWarmup`."""
+    """A scheduled weight as written in a config.
+
+    Read as a :class:`~kd_train.losses.schedule.LinearWarmup`:
+
+    ``{start, end, warmup_steps, start_step}``.
+    """
 
     start: NonNegative = Field(default=0.0, description="Weight before ``start_step``.")
     end: NonNegative = Field(default=1.0, description="Weight after the warmup.")
@@ -72,7 +77,7 @@ def _weight_kind(value: Any) -> str:
     return f"{TAG}schedule" if isinstance(value, Mapping | LinearWarmup) else f"{TAG}constant"
 
 
-#: A term's weight: a constant >= 0 or a ``{start, end, warmup_steps, start_step}`` table.
+# A term's weight, a constant >= 0 or a {start, end, warmup_steps, start_step} table.
 WeightValue = Annotated[
     Annotated[float, Strict(), Field(ge=0.0), Tag(f"{TAG}constant")]
     | Annotated[LinearWarmup, _AsLinearWarmup(), Tag(f"{TAG}schedule")],

@@ -48,7 +48,7 @@ class HTTPSettings(EndpointSettings):
 
 
 class TeacherConfig(ConfigModel):
-    """Where the teacher's distribution comes from; ``kind`` is one of :data:`TEACHER_KINDS`.
+    """Where the teacher's distribution comes from; ``kind`` is one of ``TEACHER_KINDS``.
 
     ``hf``: a saved ``transformers`` model at ``path``, run in the loop (dense, or top-k
     with ``topk``). ``cached``: ``path`` is a ``kd-train cache-logits`` cache of
