@@ -57,12 +57,13 @@ Float = Annotated[float, Strict()]
 Str = Annotated[str, Strict()]
 
 
-def _path_text(value: Any) -> Any:
+def path_text(value: Any) -> Any:
+    """A :class:`~pathlib.PurePath` as its string; any other value as it is."""
     return str(value) if isinstance(value, PurePath) else value
 
 
 #: A file or directory path, kept as a string (a :class:`~pathlib.Path` is accepted too).
-PathStr = Annotated[str, BeforeValidator(_path_text), Strict()]
+PathStr = Annotated[str, BeforeValidator(path_text), Strict()]
 
 
 class InvalidConfigError(KDTrainError, ValueError):

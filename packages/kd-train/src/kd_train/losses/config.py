@@ -102,23 +102,24 @@ class HiddenConfig(ConfigModel):
 class LossConfig(ConfigModel):
     """Everything the combined loss needs, as plain typed data.
 
-    Attributes:
-        divergence: one of :data:`~kd_train.losses.divergences.DIVERGENCES`.
-        beta: JSD mixture weight in ``[0, 1]`` (0: forward KL, 1: reverse KL).
-        skew: skew-KL mixture weight in ``[0, 1]``.
-        temperature: softening of both distributions for KD terms (> 0).
-        t2_scale: multiply KD terms by ``temperature ** 2`` (default ``True``, as in
-            Hinton et al.; it changes nothing at temperature 1).
-        weights: term name (:data:`~kd_train.losses.terms.TERM_NAMES`) to a constant
-            weight or a :class:`~kd_train.losses.schedule.LinearWarmup`. Terms not listed
-            are not computed.
-        tail: top-k tail policy, ``"bucket"`` or ``"renormalize"``.
-        vocab_policy: ``"error"`` or ``"truncate"``.
-        chunk_size: positions per chunk on the chunked path.
-        ignore_index: label value of positions that do not count.
-        span_loss: per-token loss of the ``span_*`` terms, ``"ce"`` or ``"kd"``.
-        code_pref_margin: margin of the code-mode preference term (>= 0).
-        hidden: hidden-state matching, or ``None``; needs a ``"hidden"`` weight.
+    Keys (each one a field):
+
+    * ``divergence``: one of :data:`~kd_train.losses.divergences.DIVERGENCES`.
+    * ``beta``: JSD mixture weight in ``[0, 1]`` (0: forward KL, 1: reverse KL).
+    * ``skew``: skew-KL mixture weight in ``[0, 1]``.
+    * ``temperature``: softening of both distributions for KD terms (> 0).
+    * ``t2_scale``: multiply KD terms by ``temperature ** 2`` (default ``True``, as in
+      Hinton et al.; it changes nothing at temperature 1).
+    * ``weights``: term name (:data:`~kd_train.losses.terms.TERM_NAMES`) to a constant
+      weight or a :class:`~kd_train.losses.schedule.LinearWarmup`. Terms not listed
+      are not computed.
+    * ``tail``: top-k tail policy, ``"bucket"`` or ``"renormalize"``.
+    * ``vocab_policy``: ``"error"`` or ``"truncate"``.
+    * ``chunk_size``: positions per chunk on the chunked path.
+    * ``ignore_index``: label value of positions that do not count.
+    * ``span_loss``: per-token loss of the ``span_*`` terms, ``"ce"`` or ``"kd"``.
+    * ``code_pref_margin``: margin of the code-mode preference term (>= 0).
+    * ``hidden``: hidden-state matching, or ``None``; needs a ``"hidden"`` weight.
     """
 
     divergence: Annotated[str, OneOf(DIVERGENCES)] = "forward_kl"
