@@ -97,6 +97,15 @@ def tool_venv(
     return venv / BIN
 
 
+def use_semgrep(session: nox.Session, run: Callable[..., Any]) -> None:
+    """semgrep in its own virtualenv (ci/constraints-semgrep.txt), exported as $KD_SEMGREP.
+
+    The security gate runs it, and so do the gate's own tests (qa/tests plant findings).
+    """
+    semgrep = tool_venv(session, run, "semgrep", "constraints-semgrep.txt", "semgrep")
+    session.env["KD_SEMGREP"] = str(semgrep / "semgrep")
+
+
 @nox.session(default=False)
 def dev(session: nox.Session) -> None:
     """The shared virtualenv .nox/dev: the packages (editable) and the `dev` group."""
@@ -122,7 +131,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(venv_backend="none", requires=["dev"])
 def tests(session: nox.Session) -> None:
     """Every fast test (not `slow`), in parallel: unit, doctests, integration, QA tools."""
-    in_dev(session)(
+    run = in_dev(session)
+    use_semgrep(session, run)
+    run(
         "pytest",
         *[f"packages/{p}/tests" for p in PACKAGES],
         *SOURCES,
@@ -179,8 +190,7 @@ def mutation(session: nox.Session) -> None:
 def security(session: nox.Session) -> None:
     """Gate: bandit + semgrep (rules in qa/security/semgrep) against the accepted findings."""
     install(session, "security")
-    semgrep = tool_venv(session, session.run, "semgrep", "constraints-semgrep.txt", "semgrep")
-    session.env["KD_SEMGREP"] = str(semgrep / "semgrep")
+    use_semgrep(session, session.run)
     gate(session.run, "security", "qa.security", "run")
 
 
