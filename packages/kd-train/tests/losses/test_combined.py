@@ -381,6 +381,43 @@ def test_hidden_term_is_added_with_its_weight() -> None:
     assert loss.hidden.projections[0].weight.grad is not None
 
 
+def test_labels_that_are_not_two_dimensional_raise() -> None:
+    with pytest.raises(ValueError, match=r"labels must be \[B, T\], got shape \(14,\)"):
+        DistillationLoss(LossConfig(weights={"ce": 1.0}))(
+            batch()["labels"].reshape(-1), student_logits=torch.randn(B * T, V)
+        )
+
+
+@pytest.mark.parametrize("teacher_layers", [None, ()])
+def test_hidden_term_without_layers_on_both_sides_raises(teacher_layers) -> None:
+    data = batch(3)
+    cfg = LossConfig.from_dict(
+        {"weights": {"ce": 1.0, "hidden": 0.5}, "hidden": {"layer_map": [[1, 2]], "kind": "mse"}}
+    )
+    loss = DistillationLoss(cfg, student_dim=H, teacher_dim=4).double()
+    teacher = (
+        None
+        if teacher_layers is None
+        else TeacherOutput(logits=data["teacher"], layers=teacher_layers, aligned="view")
+    )
+    with pytest.raises(ValueError, match=r"the 'hidden' term needs student_layers"):
+        loss(
+            data["labels"],
+            student_logits=data["hidden"] @ data["weight"].T,
+            student_layers=[torch.randn(B, T, H, dtype=torch.float64) for _ in range(2)],
+            teacher=teacher,
+        )
+
+
+def test_a_teacher_output_not_in_the_next_token_view_raises() -> None:
+    data = batch(4)
+    teacher = TeacherOutput(logits=data["teacher"], aligned="logits")
+    with pytest.raises(ValueError, match=r"aligned to 'logits'; pass teacher.next_token\(\)"):
+        DistillationLoss(LossConfig())(
+            data["labels"], student_logits=data["hidden"] @ data["weight"].T, teacher=teacher
+        )
+
+
 def test_no_grad_chunked_call_computes_values_only() -> None:
     data = batch(13)
     h = data["hidden"].clone().requires_grad_(True)
