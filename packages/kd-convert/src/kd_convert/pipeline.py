@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd_train.atomic import atomic_write_text
-from tqdm import tqdm
+from kd_train.cliutil import progress_bar
 
 from kd_convert.contract import PARITY_FILE, Contract, build_contract, write_contract
 from kd_convert.errors import ExportConfigError
@@ -61,7 +61,7 @@ def export_model(
     out = Path(out_dir)
     module = format_module(spec.format)
     seconds: dict[str, float] = {}
-    with tqdm(total=len(STAGES), desc=f"export {spec.format}", disable=not progress) as bar:
+    with progress_bar(total=len(STAGES), desc=f"export {spec.format}", enabled=progress) as bar:
 
         @contextmanager
         def stage(name: str) -> Iterator[None]:

@@ -8,16 +8,28 @@ code) as its default. Adding a subcommand is adding a module; nothing else chang
 Errors derived from :class:`~kd_train.errors.KDTrainError` are printed as one line on
 standard error and the process exits with status 2; there is no traceback for an input
 problem.
+
+A command module imports only what its parser needs at the top (argparse, the standard
+library, light kd modules); torch, transformers and the modules that import them are
+imported inside the function that runs the command, so that ``--help`` and a usage error
+answer at once. ``tests/test_cli_startup.py`` keeps it so.
+
+Progress bars are made by :func:`progress_bar`: a tqdm bar on a terminal, periodic plain
+lines when standard error is a file or a pipe (a log), nothing when disabled. A command
+with a ``--no-progress`` option also switches transformers' own bars ("Loading weights")
+off, or to plain lines when standard error is not a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import pkgutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
+from typing import IO, Any
 
 from kd_train.errors import KDTrainError
 
@@ -25,6 +37,14 @@ from kd_train.errors import KDTrainError
 EXIT_INPUT_ERROR = 2
 
 CommandFunc = Callable[[argparse.Namespace], int]
+
+#: Seconds between two plain progress lines when standard error is not a terminal.
+LINE_INTERVAL_S = 10.0
+
+#: One plain progress line: ``distill:  40% 4/10 [00:02<00:03, 1.9step/s, loss=2.1]``.
+LINE_FORMAT = (
+    "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+)
 
 
 def build_parser(
@@ -73,7 +93,141 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     args = parser.parse_args(argv)
     func: CommandFunc = args.func
     try:
-        return func(args)
+        with _library_progress(args):
+            return func(args)
     except KDTrainError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+
+
+def is_terminal(stream: IO[str] | None = None) -> bool:
+    """Whether ``stream`` (default: standard error) is an interactive terminal.
+
+    >>> import io
+    >>> is_terminal(io.StringIO())
+    False
+    """
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty is not None and isatty())
+
+
+def progress_bar(
+    iterable: Iterable[Any] | None = None,
+    *,
+    enabled: bool = True,
+    file: IO[str] | None = None,
+    **options: Any,
+) -> Any:
+    """A tqdm progress bar fit for where it is shown.
+
+    On a terminal it is an ordinary tqdm bar. When ``file`` (default: standard error) is
+    not a terminal, it prints one plain line when it starts, then at most one every
+    :data:`LINE_INTERVAL_S` seconds, and a last line when it closes: a log gets a few
+    readable lines instead of thousands of carriage-return redraws. ``enabled=False``
+    prints nothing.
+
+    Args:
+        iterable: what to iterate over, as for ``tqdm(iterable)``.
+        enabled: ``False`` for a silent bar (``--no-progress``).
+        file: where the bar is written (default: standard error).
+        **options: tqdm's other options (``total``, ``desc``, ``unit``, ``initial``, ...).
+
+    Returns:
+        A tqdm instance (iterate over it, or call ``update`` and ``close``).
+
+    >>> import io
+    >>> out = io.StringIO()
+    >>> with progress_bar(total=3, desc="demo", file=out) as bar:
+    ...     bar.update(3)
+    >>> lines = out.getvalue().splitlines()
+    >>> [line.split(" [")[0] for line in lines]
+    ['demo:   0% 0/3', 'demo: 100% 3/3']
+    >>> chr(13) in out.getvalue()  # no carriage return
+    False
+    """
+    from tqdm import tqdm
+
+    stream = sys.stderr if file is None else file
+    if not enabled or is_terminal(stream):
+        return tqdm(iterable, disable=not enabled, file=stream, **options)
+    options.setdefault("mininterval", LINE_INTERVAL_S)
+    options.setdefault("bar_format", LINE_FORMAT)
+    return _line_bar_class()(iterable, file=stream, **options)
+
+
+def _line_bar_class() -> type[Any]:
+    from tqdm import tqdm
+
+    class LineBar(tqdm):
+        """tqdm that prints whole lines (no carriage returns, no clearing)."""
+
+        def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+            if msg == "":  # tqdm clears the bar this way; a line stays where it is
+                return False
+            self.fp.write(f"{self if msg is None else msg}\n")
+            self.fp.flush()
+            return True
+
+        def clear(self, nolock: bool = False) -> None:
+            return None
+
+        def close(self) -> None:
+            if not self.disable and self.n != getattr(self, "_last_shown", None):
+                self.display()  # the final figure, once
+            self.leave = False
+            super().close()
+
+        # A new postfix or description shows in the next periodic line, not in a line of its own.
+        def set_postfix(
+            self, ordered_dict: Any = None, refresh: bool = True, **kwargs: Any
+        ) -> None:
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+            super().set_postfix_str(s, refresh=False)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            super().set_description(desc, refresh=False)
+
+        def refresh(self, nolock: bool = False, lock_args: Any = None) -> None:
+            self._last_shown = self.n
+            super().refresh(nolock=nolock, lock_args=lock_args)
+
+    return LineBar
+
+
+@contextlib.contextmanager
+def _library_progress(args: argparse.Namespace) -> Iterator[None]:
+    """Make transformers' bars follow ``--no-progress`` and the terminal, for one command.
+
+    Only commands with a ``--no-progress`` option load models, so only they pay for
+    importing transformers here.
+    """
+    if not hasattr(args, "no_progress"):
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if args.no_progress:
+        hf_logging.disable_progress_bar()
+        previous = hf_logging.set_tqdm_hook(None)
+    else:
+        previous = hf_logging.set_tqdm_hook(_hooked_bar)
+    try:
+        yield
+    finally:
+        hf_logging.set_tqdm_hook(previous)
+        if was_enabled and not hf_logging.is_progress_bar_enabled():
+            hf_logging.enable_progress_bar()
+
+
+def _hooked_bar(factory: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Route transformers' bars through :func:`progress_bar` (plain lines in a log)."""
+    from tqdm import tqdm
+
+    real_bar = isinstance(factory, type) and issubclass(factory, tqdm)
+    if not real_bar or len(args) > 1 or kwargs.get("disable") or is_terminal(kwargs.get("file")):
+        return factory(*args, **kwargs)
+    return progress_bar(*args, **kwargs)

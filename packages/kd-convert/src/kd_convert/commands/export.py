@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from kd_convert.errors import ExportConfigError
-from kd_convert.pipeline import ExportResult, export_model
 from kd_convert.spec import FORMATS, TOY_LENGTHS, ExportSpec
+
+if TYPE_CHECKING:
+    from kd_convert.pipeline import ExportResult
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +39,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, print the summary table; exit 1 if parity failed, 0 otherwise."""
+    from kd_convert.pipeline import export_model
+
     spec = ExportSpec(
         args.fmt,
         seq_lengths=parse_lengths(args.lengths),

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_convert.contract import verify
-
 
 def register(subparsers: Any) -> None:
     """Add the ``verify`` subcommand."""
@@ -20,10 +18,15 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print one line when the export holds its contract; a mismatch exits 2 (ContractError)."""
+    from kd_convert.contract import verify
+
     contract = verify(args.out_dir)
     lengths = ",".join(map(str, contract.seq_lengths))
+    cache = (
+        f", generation with a KV cache of {contract.cache['max_length']}" if contract.cache else ""
+    )
     print(
         f"{args.out_dir}: {contract.format} export matches its contract "
-        f"({len(contract.files)} files, lengths {lengths})"
+        f"({len(contract.files)} files, lengths {lengths}{cache})"
     )
     return 0

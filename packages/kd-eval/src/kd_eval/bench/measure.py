@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from kd_train.cliutil import progress_bar
 
 from kd_eval.bench.runners import Runner, open_runner
 from kd_eval.errors import BenchError
@@ -160,7 +160,7 @@ def bench_runner(
             time_request(runner, ids, settings.new_tokens)
         latencies, ttfts = [], []
         label = f"S={seq_len} B={batch}"
-        for _ in tqdm(range(settings.repeats), desc=label, disable=not progress, leave=False):
+        for _ in progress_bar(range(settings.repeats), desc=label, enabled=progress, leave=False):
             lat, ttft = time_request(runner, ids, settings.new_tokens)
             latencies.append(lat)
             ttfts.append(ttft)

@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kd_eval.report.document import new_report, write_report
-
 
 def add_output(parser: argparse.ArgumentParser) -> None:
     """Add ``--out`` (report JSON) and ``--name`` options."""
@@ -23,6 +21,8 @@ def add_output(parser: argparse.ArgumentParser) -> None:
 
 def finish(args: argparse.Namespace, default_name: str, **sections: Any) -> dict[str, Any]:
     """Build the report of ``sections``, write it to ``--out`` if given, and return it."""
+    from kd_eval.report.document import new_report, write_report
+
     report = new_report(args.name or default_name, **sections)
     if args.out is not None:
         write_report(args.out, report)

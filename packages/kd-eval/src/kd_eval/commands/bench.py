@@ -15,7 +15,6 @@ from typing import Any
 from kd_train.atomic import atomic_write_text
 
 from kd_eval.bench.baseline import compare_to_baseline, load_baseline
-from kd_eval.bench.measure import BenchSettings, bench_model
 from kd_eval.bench.targets import check_targets, load_targets
 from kd_eval.commands._common import add_output, finish
 from kd_eval.stats.percentiles import MIN_SAMPLES_FOR_P99
@@ -62,6 +61,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark, print the table and verdicts, write report and baseline; exit 1 on failure."""
+    from kd_eval.bench.measure import BenchSettings, bench_model
+
     targets = load_targets(args.targets) if args.targets is not None else None
     baseline = load_baseline(args.baseline) if args.baseline is not None else None
     settings = BenchSettings(

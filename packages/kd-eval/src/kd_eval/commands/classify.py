@@ -8,10 +8,6 @@ from typing import Any
 
 from kd_eval.commands._common import add_output, finish
 from kd_eval.errors import ConfigError
-from kd_eval.loading.data import read_eval_set
-from kd_eval.loading.models import load_model
-from kd_eval.tasks.labels import LABEL_SETS
-from kd_eval.tasks.run import run_classification
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +41,8 @@ def resolve_labels(spec: str) -> list[str]:
     Raises:
         ConfigError: neither a known set nor a readable file.
     """
+    from kd_eval.tasks.labels import LABEL_SETS
+
     if spec in LABEL_SETS:
         return list(LABEL_SETS[spec])
     path = Path(spec)
@@ -58,6 +56,10 @@ def resolve_labels(spec: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Classify every record, print the metrics, write the report."""
+    from kd_eval.loading.data import read_eval_set
+    from kd_eval.loading.models import load_model
+    from kd_eval.tasks.run import run_classification
+
     labels = resolve_labels(args.labels)
     records = read_eval_set(args.data)
     section = run_classification(

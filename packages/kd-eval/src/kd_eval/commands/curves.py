@@ -10,8 +10,6 @@ from kd_train.atomic import atomic_write_bytes
 
 from kd_eval.commands._common import add_output, finish
 from kd_eval.curves import QUALITIES, curves_section
-from kd_eval.report.document import read_report
-from kd_eval.report.plots import curve_png
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +26,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the reports, compute the fronts, write the PNGs and the report."""
+    from kd_eval.report.document import read_report
+    from kd_eval.report.plots import curve_png
+
     section = curves_section([read_report(p) for p in args.reports], args.quality)
     for cost, names in section["fronts"].items():
         print(f"Pareto front on {cost}: {', '.join(names)}")

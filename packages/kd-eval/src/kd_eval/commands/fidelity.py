@@ -7,9 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from kd_eval.commands._common import add_output, finish, fmt_estimate
-from kd_eval.fidelity.run import evaluate_fidelity
-from kd_eval.loading.data import read_eval_set
-from kd_eval.loading.models import load_model
 from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
 
@@ -31,6 +28,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the aggregates with their intervals, write the report."""
+    from kd_eval.fidelity.run import evaluate_fidelity
+    from kd_eval.loading.data import read_eval_set
+    from kd_eval.loading.models import load_model
+
     records = read_eval_set(args.data)
     teacher = load_model(args.teacher)
     student = load_model(args.student)

@@ -6,9 +6,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_eval.report.document import merge_reports, read_report, write_report
-from kd_eval.report.html import write_html
-
 
 def register(subparsers: Any) -> None:
     """Add the ``report`` subcommand."""
@@ -23,6 +20,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Merge, validate, write ``report.json`` and ``report.html`` atomically."""
+    from kd_eval.report.document import merge_reports, read_report, write_report
+    from kd_eval.report.html import write_html
+
     report = merge_reports([read_report(p) for p in args.inputs], args.name)
     json_path = write_report(args.out_dir / "report.json", report)
     html_path = write_html(args.out_dir / "report.html", report)

@@ -7,10 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from kd_eval.commands._common import add_output, finish
-from kd_eval.loading.data import read_eval_set
-from kd_eval.loading.models import load_model
-from kd_eval.tasks.fixtures import load_fixtures
-from kd_eval.tasks.run import run_toolcalls
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +24,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate and score a call per record, print the rates, write the report."""
+    from kd_eval.loading.data import read_eval_set
+    from kd_eval.loading.models import load_model
+    from kd_eval.tasks.fixtures import load_fixtures
+    from kd_eval.tasks.run import run_toolcalls
+
     fixtures = load_fixtures(args.fixtures) if args.fixtures is not None else None
     records = read_eval_set(args.data)
     section = run_toolcalls(

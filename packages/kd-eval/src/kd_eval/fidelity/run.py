@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from kd_train.cliutil import progress_bar
 from kd_train.data.schema import KDRecord
-from tqdm import tqdm
 
 from kd_eval.errors import EvalDataError
 from kd_eval.fidelity.metrics import token_metrics
@@ -108,7 +108,7 @@ def evaluate_fidelity(
     if not records:
         raise EvalDataError("the eval set is empty; fidelity needs at least one record")
     rows: list[dict[str, Any]] = []
-    for record in tqdm(records, desc="fidelity", unit="ex", disable=not progress):
+    for record in progress_bar(records, desc="fidelity", unit="ex", enabled=progress):
         ids, n_prompt = encode_example(student.tokenizer, record)
         targets = torch.tensor(ids[n_prompt:])
         m = token_metrics(

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from kd_train.cliutil import progress_bar
 from kd_train.data.schema import KDRecord
-from tqdm import tqdm
 
 from kd_eval.errors import EvalDataError
 from kd_eval.loading.models import LoadedModel
@@ -54,7 +54,7 @@ def run_classification(
             )
         references.append(ref)
     predictions = []
-    for record in tqdm(records, desc="classify", unit="ex", disable=not progress):
+    for record in progress_bar(records, desc="classify", unit="ex", enabled=progress):
         if mode == "likelihood":
             # Score each label as this record's completion is written: same leading space.
             completion = record.completion
@@ -111,11 +111,11 @@ def run_toolcalls(
         references.append(ref)
     rows = []
     scores = []
-    for record, ref in tqdm(
+    for record, ref in progress_bar(
         list(zip(records, references, strict=True)),
         desc="toolcalls",
         unit="ex",
-        disable=not progress,
+        enabled=progress,
     ):
         output = generate_text(loaded.model, loaded.tokenizer, record.prompt, max_new_tokens)
         score = score_tool_call(output, ref, fixtures)

@@ -25,32 +25,21 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm import tqdm
-
-from kd_train.data.jsonl import read_records
-from kd_train.data.schema import KDRecord
-from kd_train.data.tokenization import IGNORE_INDEX, TokenizeConfig, encode_record
+from kd_train.cliutil import progress_bar
 from kd_train.errors import KDTrainError
-from kd_train.teachers.base import TeacherOutput
-from kd_train.teachers.cached import (
-    MANIFEST,
-    PARTIAL_MANIFEST,
-    CacheConfig,
-    CacheError,
-    CorruptShardError,
-    Manifest,
-    RecordEntry,
-    ids_dtype_for,
-    sequence_sha256,
-    topk_with_tail,
-    verify_shard,
-    write_shard,
-)
-from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerprint
-from kd_train.teachers.hf import DTYPES, HFTeacher
+
+if TYPE_CHECKING:
+    from kd_train.data.schema import KDRecord
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.teachers.base import TeacherOutput
+    from kd_train.teachers.cached import CacheConfig, Manifest
+    from kd_train.teachers.hf import HFTeacher
+
+#: The names ``--dtype`` accepts: the keys of :data:`kd_train.teachers.hf.DTYPES` (spelled
+#: out so that ``--help`` does not import torch; a test keeps the two equal).
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
 
 
 def register(subparsers: Any) -> None:
@@ -71,7 +60,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-bos", action="store_true", help="do not prepend the bos token")
     parser.add_argument("--no-eos", action="store_true", help="do not append the eos token")
     parser.add_argument("--batch-size", type=int, default=8, help="records per forward pass")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default="float32")
     parser.add_argument("--device", default="cpu", help="e.g. cpu or cuda:0")
     parser.add_argument("--gguf-file", default=None, help="GGUF file name inside --teacher")
     parser.add_argument(
@@ -79,11 +68,17 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="run model code shipped with the teacher (only if you trust it)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build (or finish) the cache and print a JSON summary."""
+    from kd_train.data.jsonl import read_records
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.teachers.fingerprint import dataset_fingerprint
+    from kd_train.teachers.hf import HFTeacher
+
     for name, least in (("k", 1), ("shard_size", 1), ("batch_size", 1), ("max_length", 2)):
         value = getattr(args, name)
         if value < least:
@@ -109,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
             max_length=args.max_length, add_bos=not args.no_bos, add_eos=not args.no_eos
         ),
         batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
     summary = {
         "out": str(args.out),
@@ -130,6 +126,8 @@ def encode_for_cache(
     label position ``h`` (the sequence length minus one when nothing is labelled). Any
     ``teacher_topk`` in the record is ignored: the cache replaces it.
     """
+    from kd_train.data.tokenization import IGNORE_INDEX, encode_record
+
     example = encode_record(replace(record, teacher_topk=None), tokenizer, config)
     tokens = example.input_ids.tolist()
     labelled = (example.labels != IGNORE_INDEX).nonzero()
@@ -170,6 +168,16 @@ def build_cache(
         CacheError: ``out`` holds a cache made with other settings.
         KDTrainError: ``k`` is out of range or there are no records.
     """
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.teachers.cached import (
+        MANIFEST,
+        PARTIAL_MANIFEST,
+        CacheConfig,
+        Manifest,
+        ids_dtype_for,
+    )
+    from kd_train.teachers.fingerprint import tokenizer_fingerprint
+
     if teacher.tokenizer is None:
         raise KDTrainError("the teacher has no tokenizer; load it with HFTeacher.from_pretrained")
     if not 1 <= k <= teacher.vocab_size:
@@ -199,7 +207,7 @@ def build_cache(
     records = list(records)
     if not records:
         raise KDTrainError("the dataset has no records; nothing to cache")
-    bar = tqdm(total=len(records), disable=not progress, unit="rec", desc="cache-logits")
+    bar = progress_bar(total=len(records), enabled=progress, unit="rec", desc="cache-logits")
     with bar:
         bar.update(min(len(manifest.shards) * shard_size, len(records)))
         for shard in itertools.islice(_chunks(records, shard_size), len(manifest.shards), None):
@@ -218,6 +226,8 @@ def _chunks(items: list[KDRecord], size: int) -> Iterator[list[KDRecord]]:
 
 
 def _require_same_config(path: Path, found: CacheConfig, wanted: CacheConfig) -> None:
+    from kd_train.teachers.cached import CacheError
+
     diffs = [
         f"{key}: {value!r} there, {asdict(wanted)[key]!r} now"
         for key, value in asdict(found).items()
@@ -232,6 +242,8 @@ def _require_same_config(path: Path, found: CacheConfig, wanted: CacheConfig) ->
 
 def _resumable_progress(root: Path, config: CacheConfig) -> Manifest:
     """The partial manifest's valid prefix of shards, or an empty manifest."""
+    from kd_train.teachers.cached import PARTIAL_MANIFEST, CorruptShardError, Manifest, verify_shard
+
     path = root / PARTIAL_MANIFEST
     if not path.is_file():
         return Manifest(config)
@@ -257,6 +269,12 @@ def _write_one_shard(
     batch_size: int,
 ) -> None:
     """Compute one shard's rows, write it, and add it and its records to ``manifest``."""
+    import torch
+
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.teachers.base import TeacherOutput
+    from kd_train.teachers.cached import RecordEntry, sequence_sha256, write_shard
+
     config = manifest.config
     tokenize = TokenizeConfig(
         max_length=config.max_length, add_bos=config.add_bos, add_eos=config.add_eos
@@ -292,6 +310,10 @@ def _teacher_rows(
     teacher: HFTeacher, encoded: list[tuple[list[int], int]], k: int
 ) -> list[TeacherOutput]:
     """One right-padded forward pass; each record's rows ``[start, length-1)``."""
+    import torch
+
+    from kd_train.teachers.cached import topk_with_tail
+
     width = max(1, *(len(tokens) for tokens, _ in encoded))
     pad = teacher.tokenizer.pad_token_id or 0
     input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)

@@ -9,10 +9,10 @@ import argparse
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kd_train.trainer import RunConfig, load_config, train
-from kd_train.trainer.distributed import from_environ
+if TYPE_CHECKING:
+    from kd_train.trainer import RunConfig
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +30,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the config, train, print where the student was written."""
+    from kd_train.trainer import load_config
+
     config = load_config(args.config)
     if args.output_dir is not None:
         config = config.model_copy(update={"output_dir": str(args.output_dir.resolve())})
@@ -38,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
 def train_and_report(config: RunConfig, *, resume: bool, progress: bool) -> int:
     """Train (or resume) on this process's rank; rank 0 prints where the student went."""
+    from kd_train.trainer import train
+    from kd_train.trainer.distributed import from_environ
+
     ctx = from_environ(os.environ)
     result = train(config, ctx, resume=resume, progress=progress, environ=os.environ)
     if ctx.is_main:

@@ -11,14 +11,13 @@ import argparse
 import os
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kd_train.errors import KDTrainError
-from kd_train.generate.config import GenerateConfig, generate_config, load_config_file
-from kd_train.generate.output import read_prompts
-from kd_train.generate.run import GenerateSummary, generate_dataset
-from kd_train.store import nanos_to_usd, open_store, redact_url
-from kd_train.teachers.http import UNLIMITED_NANOS, HTTPTeacher
+
+if TYPE_CHECKING:
+    from kd_train.generate.config import GenerateConfig
+    from kd_train.generate.run import GenerateSummary
 
 #: Exit status when the run stopped because the next request would exceed the budget.
 EXIT_BUDGET = 3
@@ -66,6 +65,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``generate`` with the parsed arguments; print the summary; return the exit code."""
+    from kd_train.generate.output import read_prompts
+    from kd_train.generate.run import generate_dataset
+    from kd_train.store import open_store
+    from kd_train.teachers.http import HTTPTeacher
+
     config = _config(args)
     api_key = _api_key(config)
     tokenizer = _tokenizer(config)
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> GenerateConfig:
+    from kd_train.generate.config import generate_config, load_config_file
+
     data: dict[str, Any] = load_config_file(args.config) if args.config else {}
     for key, _kind, _text in _FLAGS.values():
         value = getattr(args, key)
@@ -137,6 +143,9 @@ def _tokenizer(config: GenerateConfig) -> Any | None:
 
 
 def _print_summary(summary: GenerateSummary, config: GenerateConfig, budget: Any) -> None:
+    from kd_train.store import nanos_to_usd, redact_url
+    from kd_train.teachers.http import UNLIMITED_NANOS
+
     cap = (
         "none" if budget.cap_nanos >= UNLIMITED_NANOS else f"${nanos_to_usd(budget.cap_nanos):.6f}"
     )

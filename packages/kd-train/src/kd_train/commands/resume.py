@@ -13,9 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kd_train.commands.distill import train_and_report
 from kd_train.errors import KDTrainError
-from kd_train.trainer import parse_config
 
 
 def register(subparsers: Any) -> None:
@@ -28,6 +26,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load ``RUN_DIR/config.json`` and continue training from the latest checkpoint."""
+    from kd_train.commands.distill import train_and_report
+    from kd_train.trainer import parse_config
+
     config_file = args.run_dir / "config.json"
     try:
         data = json.loads(config_file.read_text(encoding="utf-8"))

@@ -15,8 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kd_train.data.quarantine import MODES, default_quarantine_path, validate_file
 from kd_train.errors import KDTrainError
+
+#: The values of ``--mode``: :data:`kd_train.data.quarantine.MODES` (spelled out so that
+#: ``--help`` does not import torch; a test keeps the two equal).
+MODE_NAMES = ("strict", "quarantine")
 
 
 def _positive_int(text: str) -> int:
@@ -39,7 +42,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("file", type=Path, metavar="FILE", help="the JSONL dataset to check")
     parser.add_argument(
         "--mode",
-        choices=MODES,
+        choices=MODE_NAMES,
         default="strict",
         help="strict: stop at the first invalid row (exit 2); quarantine: set bad rows aside",
     )
@@ -61,6 +64,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate ``args.file``; print the summary; return 0 (errors raise in strict mode)."""
+    from kd_train.data.quarantine import default_quarantine_path, validate_file
+
     path: Path = args.file
     if not path.is_file():
         raise KDTrainError(f"{path}: no such file; give the path of a JSONL dataset")

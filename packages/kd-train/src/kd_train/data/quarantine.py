@@ -43,9 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from tqdm import tqdm
-
 from kd_train.atomic import atomic_open
+from kd_train.cliutil import progress_bar
 from kd_train.data.errors import DataValidationError
 from kd_train.data.jsonl import IdRegistry, iter_lines
 from kd_train.data.schema import KDRecord
@@ -220,11 +219,11 @@ def iter_valid_records(
         (
             atomic_open(quarantine_path, "wb") if quarantine_path is not None else _discard()
         ) as rejects,
-        tqdm(
+        progress_bar(
             total=os.path.getsize(path),
             unit="B",
             unit_scale=True,
-            disable=None if progress else True,
+            enabled=progress,
             desc=name,
         ) as bar,
     ):

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from kd_train.cliutil import progress_bar
 from kd_train.data.schema import KDRecord, TeacherTopK
 from kd_train.generate.output import Prompt, RecordAppender, recover_output
 from kd_train.store import BudgetExhaustedError, BudgetOverrunError, nanos_to_usd
@@ -83,8 +82,9 @@ def generate_dataset(
     summary = GenerateSummary(prompts=len(prompts), already_written=len(prompts) - len(todo))
     vocab = dict(tokenizer.get_vocab()) if tokenizer is not None else None
     window = 2 * teacher.config.concurrency
-    bar = tqdm(total=len(prompts), initial=summary.already_written, disable=not progress)
-    bar.set_description("generate")
+    bar = progress_bar(
+        total=len(prompts), initial=summary.already_written, enabled=progress, desc="generate"
+    )
     unconfirmed_before = teacher.counters.unconfirmed_nanos
     pending: dict[Future[Response], Prompt] = {}
     queue = iter(todo)

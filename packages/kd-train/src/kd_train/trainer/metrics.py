@@ -29,9 +29,9 @@ from types import TracebackType
 from typing import IO, Any
 
 import torch
-from tqdm import tqdm
 
 from kd_train.atomic import atomic_write_text
+from kd_train.cliutil import progress_bar as make_bar
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
@@ -106,10 +106,10 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def progress_bar(total: int, initial: int, enabled: bool) -> Any:
     """A tqdm bar over optimiser steps (ETA included), on standard error."""
-    return tqdm(
+    return make_bar(
         total=total,
         initial=initial,
-        disable=not enabled,
+        enabled=enabled,
         desc="distill",
         unit="step",
         dynamic_ncols=True,
