@@ -23,6 +23,7 @@ from kd_convert.fingerprint import hash_tree
 from kd_convert.formats import format_module
 from kd_convert.formats.base import IOSignature, Shape, TensorSig
 from kd_convert.spec import ExportSpec
+from kd_convert.stateful import STEP_INPUTS, CacheLayout, past_names, present_names
 
 CONTRACT_FILE = "contract.json"
 PARITY_FILE = "parity.json"
@@ -33,8 +34,23 @@ TOOLS = ("kd-convert", "kd-train", "torch", "transformers", "onnx", "onnxscript"
 
 
 @dataclass(frozen=True)
+class GraphContract:
+    """One graph of a generation export: its artifact and its I/O."""
+
+    artifact: str
+    inputs: list[TensorSig]
+    outputs: list[TensorSig]
+
+
+@dataclass(frozen=True)
 class Contract:
-    """The promise of one export directory (see the module docstring for each field)."""
+    """The promise of one export directory (see the module docstring for each field).
+
+    A generation export (``task == "generation"``) lists its prefill and decode graphs in
+    ``graphs`` (``artifact``, ``inputs`` and ``outputs`` repeat the prefill graph), the KV
+    cache layout in ``cache`` (:class:`~kd_convert.stateful.CacheLayout`) and the
+    ``bos``/``eos``/``pad`` ids its generate loop uses in ``special_tokens``.
+    """
 
     format: str
     artifact: str
@@ -50,6 +66,10 @@ class Contract:
     quantize: str | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    task: str = "sequence"
+    graphs: dict[str, GraphContract] = field(default_factory=dict)
+    cache: dict[str, Any] | None = None
+    special_tokens: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """Return the contract as indented, key-sorted JSON."""
@@ -90,6 +110,78 @@ def build_contract(
     )
 
 
+def generation_graphs(
+    spec: ExportSpec, layout: CacheLayout, vocab_size: int
+) -> dict[str, GraphContract]:
+    """Return the prefill and decode graphs a generation export of ``spec`` must have.
+
+    ``None`` marks the dynamic prompt and cache axes. ``torch.export`` names the decode
+    graph's flat cache inputs ``past_key_values_0``, ``past_key_values_1``, ... (the order of
+    :func:`~kd_convert.stateful.past_names`); ONNX uses optimum's names.
+
+    >>> from kd_convert.contract import generation_graphs
+    >>> from kd_convert.spec import ExportSpec
+    >>> from kd_convert.stateful import CacheLayout
+    >>> layout = CacheLayout(1, 2, 8, "float32", 64)
+    >>> graphs = generation_graphs(ExportSpec("onnx", (8,), task="generation"), layout, 50)
+    >>> [t.name for t in graphs["decode"].inputs]  # doctest: +NORMALIZE_WHITESPACE
+    ['input_ids', 'attention_mask', 'position_ids', 'past_key_values.0.key',
+     'past_key_values.0.value']
+    >>> graphs["decode"].outputs[1].shapes
+    [[1, 2, None, 8]]
+    """
+    batch, dtype = spec.batch_size, layout.dtype
+    cache_shape: list[Shape] = [[batch, layout.kv_heads, None, layout.head_dim]]
+    presents = [TensorSig(name, dtype, cache_shape) for name in present_names(layout.layers)]
+    pasts = past_names(layout.layers)
+    if spec.format == "exported":
+        pasts = [f"past_key_values_{k}" for k in range(len(pasts))]
+
+    def graph(name: str, query: int | None, cache: list[str]) -> GraphContract:
+        inputs = [TensorSig(n, "int32", [[batch, query]]) for n in STEP_INPUTS]
+        inputs[1] = TensorSig("attention_mask", "int32", [[batch, None]])
+        inputs += [TensorSig(n, dtype, cache_shape) for n in cache]
+        logits = TensorSig("logits", "float32", [[batch, query, vocab_size]])
+        suffix = Path(format_module(spec.format).ARTIFACT).suffix
+        return GraphContract(f"{name}{suffix}", inputs, [logits, *presents])
+
+    return {"prefill": graph("prefill", None, []), "decode": graph("decode", 1, pasts)}
+
+
+def build_generation_contract(
+    out_dir: Path,
+    spec: ExportSpec,
+    layout: CacheLayout,
+    vocab_size: int,
+    sources: tuple[dict[str, str], str | None],
+    special_tokens: dict[str, Any],
+    opset: int | None = None,
+) -> Contract:
+    """Hash the prefill and decode artifacts under ``out_dir`` and return their contract.
+
+    ``sources`` is ``(source weights SHA-256, tokenizer fingerprint)``.
+    """
+    graphs = generation_graphs(spec, layout, vocab_size)
+    prefill = graphs["prefill"]
+    return Contract(
+        format=spec.format,
+        artifact=prefill.artifact,
+        inputs=prefill.inputs,
+        outputs=prefill.outputs,
+        seq_lengths=list(spec.seq_lengths),
+        batch_size=spec.batch_size,
+        files=hash_tree(out_dir, exclude=(CONTRACT_FILE, PARITY_FILE)),
+        source_sha256=sources[0],
+        tokenizer_fingerprint=sources[1],
+        tools=tool_versions(),
+        opset=opset,
+        task="generation",
+        graphs=graphs,
+        cache=layout.to_json(),
+        special_tokens=special_tokens,
+    )
+
+
 def tool_versions() -> dict[str, str]:
     """Return installed versions of :data:`TOOLS` and of Python."""
     return {"python": platform.python_version(), **installed_versions(TOOLS)}
@@ -113,6 +205,14 @@ def read_contract(out_dir: str | Path) -> Contract:
         data = json.loads(path.read_text(encoding="utf-8"))
         data["inputs"] = [TensorSig(**t) for t in data["inputs"]]
         data["outputs"] = [TensorSig(**t) for t in data["outputs"]]
+        data["graphs"] = {
+            name: GraphContract(
+                graph["artifact"],
+                [TensorSig(**t) for t in graph["inputs"]],
+                [TensorSig(**t) for t in graph["outputs"]],
+            )
+            for name, graph in data.get("graphs", {}).items()
+        }
         return Contract(**data)
     except FileNotFoundError as exc:
         raise ContractError(
@@ -132,7 +232,12 @@ def verify(out_dir: str | Path) -> Contract:
     contract = read_contract(base)
     problems = file_problems(base, contract)
     if not problems:  # structure is only worth reading from files that hash right
-        problems = structure_problems(contract, describe(base, contract))
+        for graph in _graphs(contract):
+            found = describe(base, contract, graph.artifact)
+            problems += [
+                f"{graph.artifact}: {problem}" if contract.graphs else problem
+                for problem in structure_problems(contract, found, graph)
+            ]
     if problems:
         raise ContractError(
             f"{base} does not match its contract: " + "; ".join(problems) + "; re-export it"
@@ -140,17 +245,20 @@ def verify(out_dir: str | Path) -> Contract:
     return contract
 
 
-def describe(out_dir: Path, contract: Contract) -> IOSignature:
-    """Read the I/O signature back from the contract's artifact."""
+def describe(out_dir: Path, contract: Contract, artifact: str | None = None) -> IOSignature:
+    """Read the I/O signature back from ``artifact`` (default: the contract's artifact)."""
+    path = out_dir / (artifact or contract.artifact)
     try:
-        signature: IOSignature = format_module(contract.format).describe(
-            out_dir / contract.artifact
-        )
+        signature: IOSignature = format_module(contract.format).describe(path)
     except Exception as exc:  # each runtime fails on a corrupt file in its own way
-        raise ContractError(
-            f"{out_dir / contract.artifact} cannot be read as {contract.format}: {exc}"
-        ) from exc
+        raise ContractError(f"{path} cannot be read as {contract.format}: {exc}") from exc
     return signature
+
+
+def _graphs(contract: Contract) -> list[GraphContract]:
+    if contract.graphs:
+        return list(contract.graphs.values())
+    return [GraphContract(contract.artifact, contract.inputs, contract.outputs)]
 
 
 def file_problems(out_dir: Path, contract: Contract) -> list[str]:
@@ -166,10 +274,15 @@ def file_problems(out_dir: Path, contract: Contract) -> list[str]:
     return problems
 
 
-def structure_problems(contract: Contract, found: IOSignature) -> list[str]:
-    """Compare the I/O read from the artifact with the contract's."""
-    problems = _compare_tensors("input", contract.inputs, found.inputs)
-    problems += _compare_tensors("output", contract.outputs, found.outputs)
+def structure_problems(
+    contract: Contract, found: IOSignature, graph: GraphContract | None = None
+) -> list[str]:
+    """Compare the I/O read from an artifact with the contract's (or with one ``graph``'s)."""
+    inputs, outputs = (
+        (graph.inputs, graph.outputs) if graph else (contract.inputs, contract.outputs)
+    )
+    problems = _compare_tensors("input", inputs, found.inputs)
+    problems += _compare_tensors("output", outputs, found.outputs)
     problems += [
         f"input {t.name!r} is int64: device runtimes need int32"
         for t in found.inputs

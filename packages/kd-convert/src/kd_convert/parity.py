@@ -13,18 +13,26 @@ Two figures per case, over the real positions (rows of ``V`` logits)::
 
 Thresholds are per format (:data:`THRESHOLDS`): fp32 graphs must agree to float round-off;
 Core ML computes in fp16, hence a looser max-abs.
+
+A generation export adds *token-level* parity (:func:`check_token_parity`): greedy
+generation of :data:`PARITY_NEW_TOKENS` new ids from each of several seeded prompts, by
+``transformers`` ``generate(do_sample=False)`` and by the export's generate loop, with ``eos``
+ignored on both sides so every prompt runs the full length. The ids must be identical and the
+logits of every step within the format's threshold (compared up to the first differing id,
+after which the two sides no longer see the same input).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 from transformers import PreTrainedModel
 
 from kd_convert.formats.base import Runner
+from kd_convert.generate import Stepper, generate
 from kd_convert.spec import ExportSpec
 
 Status = Literal["passed", "failed", "needs macOS"]
@@ -101,12 +109,41 @@ class CaseResult:
     passed: bool
 
 
+#: New tokens per prompt of the token-level parity check.
+PARITY_NEW_TOKENS = 64
+#: Lengths of the seeded prompts of the token-level parity check.
+PARITY_PROMPT_LENGTHS = (3, 8, 17)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    """Token-level parity of one prompt: ids identical, and the worst step logits."""
+
+    prompt_length: int
+    new_tokens: int
+    identical: bool
+    first_mismatch: int | None
+    cosine: float
+    max_abs: float
+    passed: bool
+
+
+@dataclass(frozen=True)
+class TokenParity:
+    """Token-level parity of a generation export (see the module docstring)."""
+
+    new_tokens: int
+    prompts: list[PromptResult]
+    passed: bool
+
+
 @dataclass(frozen=True)
 class ParityReport:
     """Parity of one export: the status, the bounds applied and one result per case.
 
     ``status`` is ``"needs macOS"`` (never ``"passed"``) when the format's runtime is not
-    available here; ``results`` is then empty.
+    available here; ``results`` is then empty. A generation export's ``results`` are golden
+    cases of its prefill graph and ``tokens`` its token-level parity.
     """
 
     format: str
@@ -114,6 +151,7 @@ class ParityReport:
     threshold: Threshold
     results: list[CaseResult]
     note: str = ""
+    tokens: TokenParity | None = None
 
     def to_json(self) -> dict[str, object]:
         """Return a JSON-ready dict."""
@@ -162,3 +200,70 @@ def check_parity(
 def needs_macos(spec: ExportSpec, reason: str) -> ParityReport:
     """Return the report for an export whose runtime only exists on macOS."""
     return ParityReport(spec.format, "needs macOS", threshold_for(spec), [], note=reason)
+
+
+def parity_prompts(vocab_size: int, bos_token_id: int | None, seed: int = 0) -> list[list[int]]:
+    """Return the seeded prompts of the token-level check (``bos`` first when the model has one).
+
+    >>> from kd_convert.parity import parity_prompts
+    >>> [len(p) for p in parity_prompts(50, 1)]
+    [3, 8, 17]
+    """
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for length in PARITY_PROMPT_LENGTHS:
+        ids = rng.integers(4, vocab_size, size=length).tolist()
+        if bos_token_id is not None:
+            ids[0] = bos_token_id
+        prompts.append([int(i) for i in ids])
+    return prompts
+
+
+def reference_generation(
+    model: PreTrainedModel, prompt: list[int], new_tokens: int
+) -> tuple[list[int], list[np.ndarray]]:
+    """Greedy ``transformers`` generation without ``eos``: the new ids and each step's logits."""
+    ids = torch.tensor([prompt], dtype=torch.long)
+    with torch.no_grad():
+        out = cast(Any, model).generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    tokens = out.sequences[0, len(prompt) :].tolist()
+    return tokens, [step[0].float().numpy() for step in out.logits]
+
+
+def check_token_parity(
+    model: PreTrainedModel,
+    stepper: Stepper,
+    bounds: Threshold,
+    new_tokens: int = PARITY_NEW_TOKENS,
+    prompts: list[list[int]] | None = None,
+) -> TokenParity:
+    """Generate greedily from each prompt with ``transformers`` and ``stepper``; compare.
+
+    ``new_tokens`` is capped so that the longest prompt fits the stepper's cache.
+    """
+    chosen = prompts or parity_prompts(model.config.vocab_size, model.config.bos_token_id)
+    longest = max(max(len(p), stepper.min_prefill) for p in chosen)
+    count = max(1, min(new_tokens, stepper.max_length - longest))
+    results = []
+    for prompt in chosen:
+        want, want_logits = reference_generation(model, prompt, count)
+        got = generate(stepper, prompt, count, stop_at_eos=False, keep_logits=True)
+        mismatch = next(
+            (i for i, (a, b) in enumerate(zip(want, got.tokens, strict=False)) if a != b), None
+        )
+        upto = len(want) if mismatch is None else mismatch + 1
+        cosine, max_abs = compare(np.stack(want_logits[:upto]), np.stack(got.logits[:upto]))
+        identical = want == got.tokens
+        ok = identical and cosine >= bounds.cosine and max_abs <= bounds.max_abs
+        results.append(
+            PromptResult(len(prompt), len(want), identical, mismatch, cosine, max_abs, ok)
+        )
+    return TokenParity(count, results, all(r.passed for r in results))

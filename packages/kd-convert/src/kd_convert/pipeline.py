@@ -14,23 +14,44 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kd_train.atomic import atomic_write_text
 from kd_train.cliutil import progress_bar
 
-from kd_convert.contract import PARITY_FILE, Contract, build_contract, write_contract
+from kd_convert.contract import (
+    PARITY_FILE,
+    Contract,
+    build_contract,
+    build_generation_contract,
+    generation_graphs,
+    write_contract,
+)
 from kd_convert.errors import ExportConfigError
 from kd_convert.fingerprint import source_fingerprint, tokenizer_fingerprint
 from kd_convert.formats import format_module
 from kd_convert.formats.base import RuntimeUnavailableError
-from kd_convert.parity import ParityReport, check_parity, golden_cases, needs_macos
+from kd_convert.generate import load_stepper
+from kd_convert.parity import (
+    ParityReport,
+    Status,
+    check_parity,
+    check_token_parity,
+    golden_cases,
+    needs_macos,
+)
 from kd_convert.spec import ExportSpec
-from kd_convert.validate import validate
+from kd_convert.stateful import DecodeWrapper, PrefillWrapper, cache_layout
+from kd_convert.validate import validate, validate_generation
 from kd_convert.wrapper import ExportWrapper, load_student
+
+if TYPE_CHECKING:
+    import numpy as np
+    from transformers import PreTrainedModel
 
 STAGES = ("load", "validate", "convert", "contract", "parity")
 
@@ -51,7 +72,9 @@ def export_model(
 ) -> ExportResult:
     """Export the student saved in ``model_dir`` to ``out_dir`` as ``spec.format``.
 
-    Writes the artifact, ``contract.json`` and ``parity.json`` (all atomically).
+    Writes the artifact, ``contract.json`` and ``parity.json`` (all atomically). With
+    ``spec.task == "generation"`` the artifacts are a prefill and a decode graph
+    (:mod:`kd_convert.stateful`); ``ExportResult.artifact`` is then the prefill graph.
 
     Raises:
         kd_convert.errors.UnsupportedModelError: the wrapper cannot load or drive the model.
@@ -71,6 +94,8 @@ def export_model(
             seconds[name] = time.perf_counter() - start
             bar.update()
 
+        if spec.task == "generation":
+            return _export_generation(Path(model_dir), out, spec, stage, seconds)
         with stage("load"):
             model = load_student(model_dir)
             _check_lengths(spec, model.config.max_position_embeddings)
@@ -95,6 +120,72 @@ def export_model(
             parity = run_parity(model, artifact, spec, model.config.pad_token_id)
             atomic_write_text(out / PARITY_FILE, json.dumps(parity.to_json(), indent=2) + "\n")
     return ExportResult(out, artifact, contract, parity, seconds)
+
+
+def _export_generation(
+    model_dir: Path,
+    out: Path,
+    spec: ExportSpec,
+    stage: Callable[[str], AbstractContextManager[None]],
+    seconds: dict[str, float],
+) -> ExportResult:
+    """The generation branch of :func:`export_model`: prefill + decode graphs, one contract."""
+    module = format_module(spec.format)
+    with stage("load"):
+        model = load_student(model_dir)
+        max_positions = model.config.max_position_embeddings
+        _check_lengths(spec, max_positions)
+        max_length = spec.max_length or max_positions
+        if max_length > max_positions:
+            raise ExportConfigError(
+                f"max_length {max_length} exceeds the model's max_position_embeddings "
+                f"({max_positions}): choose --max-length <= {max_positions}"
+            )
+        layout = cache_layout(model, max_length)
+        wrappers = PrefillWrapper(model), DecodeWrapper(model)
+    with stage("validate"):
+        programs = validate_generation(*wrappers, spec, layout)
+    graphs = generation_graphs(spec, layout, model.config.vocab_size)
+    with stage("convert"):
+        for name, wrapper, program in zip(graphs, wrappers, programs, strict=True):
+            graph = graphs[name]
+            names = [t.name or "" for t in graph.inputs], [t.name or "" for t in graph.outputs]
+            module.export(wrapper, program, spec, out / graph.artifact, names=names)
+    with stage("contract"):
+        prefill_path = out / graphs["prefill"].artifact
+        opset = module.describe(prefill_path).opset if spec.format == "onnx" else None
+        config = model.generation_config
+        special = {
+            "bos_token_id": config.bos_token_id,
+            "eos_token_id": config.eos_token_id,
+            "pad_token_id": config.pad_token_id,
+        }
+        sources = source_fingerprint(model_dir), tokenizer_fingerprint(model_dir)
+        contract = build_generation_contract(
+            out, spec, layout, model.config.vocab_size, sources, special, opset=opset
+        )
+        write_contract(out, contract)
+    with stage("parity"):
+        parity = generation_parity(model, out, contract, spec)
+        atomic_write_text(out / PARITY_FILE, json.dumps(parity.to_json(), indent=2) + "\n")
+    return ExportResult(out, prefill_path, contract, parity, seconds)
+
+
+def generation_parity(
+    model: PreTrainedModel, out_dir: Path, contract: Contract, spec: ExportSpec
+) -> ParityReport:
+    """Golden vectors through the prefill graph, then token-level parity of the generate loop."""
+    stepper = load_stepper(out_dir, contract)
+    pad_id = model.config.pad_token_id or 0
+
+    def prefill_logits(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return stepper.run_prefill(input_ids, attention_mask)[0]
+
+    golden = golden_cases(spec, model.config.vocab_size, pad_id)
+    report = check_parity(model, prefill_logits, spec, golden)
+    tokens = check_token_parity(model, stepper, report.threshold)
+    status: Status = "passed" if report.status == "passed" and tokens.passed else "failed"
+    return ParityReport(spec.format, status, report.threshold, report.results, tokens=tokens)
 
 
 def run_parity(model: object, artifact: Path, spec: ExportSpec, pad_id: int | None) -> ParityReport:

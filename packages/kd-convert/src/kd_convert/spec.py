@@ -23,6 +23,11 @@ Format = Literal["torchscript", "exported", "onnx", "coreml"]
 FORMATS: tuple[Format, ...] = get_args(Format)
 
 Quantize = Literal["int8"]
+Task = Literal["sequence", "generation"]
+#: What an export is for: one whole-sequence graph, or prefill + decode graphs with a KV cache.
+TASKS: tuple[Task, ...] = get_args(Task)
+#: Formats with a generation (prefill + decode) export.
+GENERATION_FORMATS: tuple[Format, ...] = ("exported", "onnx")
 #: Default enumerated sequence lengths for toy students.
 TOY_LENGTHS = (64, 128, 256)
 #: ONNX opset used when none is given (torch.onnx dynamo exporter).
@@ -40,6 +45,10 @@ class ExportSpec:
         batch_size: fixed batch dimension of every input.
         quantize: ``"int8"`` for int8 linear weight quantization (Core ML only) or ``None``.
         opset: ONNX opset version (ONNX only).
+        task: ``"sequence"`` (one whole-sequence graph) or ``"generation"`` (a prefill graph
+            and a decode graph with a KV cache; ONNX and ``exported`` only).
+        max_length: positions the generation cache may hold (prompt + new tokens); ``None``
+            takes the model's ``max_position_embeddings`` (generation only).
     """
 
     format: Format
@@ -47,6 +56,8 @@ class ExportSpec:
     batch_size: int = 1
     quantize: Quantize | None = None
     opset: int = DEFAULT_OPSET
+    task: Task = "sequence"
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -70,6 +81,25 @@ class ExportSpec:
         if self.opset < 18:
             raise ExportConfigError(
                 f"opset {self.opset} is too old for torch.onnx dynamo export: use 18 or newer"
+            )
+        self._check_task()
+
+    def _check_task(self) -> None:
+        if self.task not in TASKS:
+            raise ExportConfigError(
+                f"unknown export task {self.task!r}: choose one of {', '.join(TASKS)}"
+            )
+        if self.task == "sequence" and self.max_length is not None:
+            raise ExportConfigError("max_length applies to --for generation exports only")
+        if self.task == "generation" and self.format not in GENERATION_FORMATS:
+            raise ExportConfigError(
+                f"--for generation supports {', '.join(GENERATION_FORMATS)}, not "
+                f"{self.format!r} (see docs/guides/export.md, Known limits)"
+            )
+        if self.max_length is not None and self.max_length <= self.seq_lengths[-1]:
+            raise ExportConfigError(
+                f"max_length {self.max_length} must exceed the longest prefill length "
+                f"{self.seq_lengths[-1]} (room for at least one new token)"
             )
 
     def input_shapes(self) -> list[list[int]]:

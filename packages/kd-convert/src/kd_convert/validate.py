@@ -38,6 +38,7 @@ from torch.export import Dim, ExportedProgram
 
 from kd_convert.errors import ValidationError
 from kd_convert.spec import ExportSpec
+from kd_convert.stateful import STEP_INPUTS, CacheLayout
 from kd_convert.wrapper import INPUT_NAMES
 
 #: How many problems one error message lists before "and N more".
@@ -65,9 +66,14 @@ def dynamic_shapes(spec: ExportSpec) -> dict[str, dict[int, Dim]] | None:
 
 
 def capture(
-    module: nn.Module, spec: ExportSpec, inputs: tuple[torch.Tensor, ...] | None = None
+    module: nn.Module,
+    spec: ExportSpec,
+    inputs: tuple[torch.Tensor, ...] | None = None,
+    dynamic: Any = None,
 ) -> ExportedProgram:
     """Record ``module`` with ``torch.export`` for ``spec``; control flow fails here.
+
+    ``dynamic`` overrides the dynamic shapes (default: :func:`dynamic_shapes` of ``spec``).
 
     Raises:
         ValidationError: the forward branches on tensor values or on the sequence length.
@@ -75,7 +81,8 @@ def capture(
     args = example_inputs(spec) if inputs is None else inputs
     try:
         with torch.no_grad():
-            return torch.export.export(module, args, dynamic_shapes=dynamic_shapes(spec))
+            shapes = dynamic_shapes(spec) if dynamic is None else dynamic
+            return torch.export.export(module, args, dynamic_shapes=shapes)
     except Exception as exc:  # torch raises several unrelated types for the same problem
         text = str(exc)
         if not any(marker in text for marker in _GUARD_ERRORS):
@@ -95,7 +102,15 @@ def validate(module: nn.Module, spec: ExportSpec) -> ExportedProgram:
     Raises:
         ValidationError: listing every problem found, each naming the op and source line.
     """
-    program = capture(module, spec)
+    return check_program(capture(module, spec), type(module).__name__, spec)
+
+
+def check_program(program: ExportedProgram, name: str, spec: ExportSpec) -> ExportedProgram:
+    """Run the int32 and supported-op checks on a captured ``program`` of module ``name``.
+
+    Raises:
+        ValidationError: listing every problem found, each naming the op and source line.
+    """
     if spec.format == "coreml":  # ct.convert sees the core-ATen graph: check (and pass) that
         program = program.run_decompositions({})
     found = [*int32_problems(program), *unsupported_op_problems(program, spec)]
@@ -104,10 +119,37 @@ def validate(module: nn.Module, spec: ExportSpec) -> ExportedProgram:
         shown = problems[:MAX_LISTED]
         more = len(problems) - len(shown)
         listed = "; ".join(shown) + (f"; and {more} more" if more else "")
-        raise ValidationError(
-            f"export of {type(module).__name__} for {spec.format} rejected: {listed}"
-        )
+        raise ValidationError(f"export of {name} for {spec.format} rejected: {listed}")
     return program
+
+
+def validate_generation(
+    prefill: nn.Module, decode: nn.Module, spec: ExportSpec, layout: CacheLayout
+) -> tuple[ExportedProgram, ExportedProgram]:
+    """Capture and check the prefill and decode wrappers; return their programs.
+
+    The prefill prompt axis is ``Dim("seq", min=2, max=layout.max_length)``; the decode
+    graph's cache axis (and its attention mask, one longer) is dynamic.
+
+    Raises:
+        ValidationError: as :func:`validate`, for either graph.
+    """
+    n, batch = spec.seq_lengths[0], spec.batch_size
+    ids, mask = example_inputs(spec, n)
+    positions = torch.arange(n, dtype=torch.int32).repeat(batch, 1)
+    seq = Dim("seq", min=2, max=layout.max_length)
+    program = capture(prefill, spec, (ids, mask, positions), [{1: seq}] * len(STEP_INPUTS))
+    shape = (batch, layout.kv_heads, n, layout.head_dim)
+    past = tuple(torch.zeros(shape) for _ in range(2 * layout.layers))
+    step = (ids[:, :1], torch.ones(batch, n + 1, dtype=torch.int32), positions[:, -1:] + 1)
+    cache = Dim.DYNAMIC
+    step_program = capture(
+        decode, spec, (*step, *past), ({}, {1: cache}, {}, tuple({2: cache} for _ in past))
+    )
+    return (
+        check_program(program, type(prefill).__name__, spec),
+        check_program(step_program, type(decode).__name__, spec),
+    )
 
 
 def int32_problems(program: ExportedProgram) -> list[str]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kd_convert.errors import ExportConfigError
-from kd_convert.spec import FORMATS, TOY_LENGTHS, ExportSpec
+from kd_convert.spec import FORMATS, TASKS, TOY_LENGTHS, ExportSpec
 
 if TYPE_CHECKING:
     from kd_convert.pipeline import ExportResult
@@ -33,6 +33,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--quantize", choices=["int8"], default=None, help="Core ML only")
     parser.add_argument("--opset", type=int, default=18, help="ONNX only")
+    parser.add_argument(
+        "--for",
+        choices=TASKS,
+        default="sequence",
+        dest="task",
+        help="sequence: one whole-sequence graph (default); generation: prefill + decode graphs "
+        "with a KV cache (onnx, exported)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="generation only: positions the KV cache may hold, prompt + new tokens "
+        "(default: the model's max_position_embeddings)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
 
@@ -47,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         quantize=args.quantize,
         opset=args.opset,
+        task=args.task,
+        max_length=args.max_length,
     )
     result = export_model(args.model_dir, args.out_dir, spec, progress=not args.no_progress)
     print(summary_table(result))
@@ -83,7 +100,16 @@ def summary_table(result: ExportResult, width: int = 100) -> str:
             f"{case.max_abs:.3g}",
             "passed" if case.passed else "FAILED",
         )
-    if not parity.results:
+    tokens = parity.tokens.prompts if parity.tokens else []
+    for prompt in tokens:  # generation exports: greedy ids against transformers
+        table.add_row(
+            f"prompt {prompt.prompt_length}",
+            f"{prompt.new_tokens} new",
+            f"{prompt.cosine:.6f}",
+            f"{prompt.max_abs:.3g}",
+            "same ids" if prompt.passed else "FAILED",
+        )
+    if not parity.results and not tokens:
         table.add_row("all", "-", "-", "-", parity.status)
     size = sum(p.stat().st_size for p in result.out_dir.rglob("*") if p.is_file())
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())

@@ -6,6 +6,7 @@ contract still lists the enumerated lengths, the only ones parity proves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,17 @@ from kd_convert.spec import ExportSpec
 ARTIFACT = "model.pt2"
 
 
-def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
-    """Save ``program`` (already captured and validated) to ``path``."""
+def export(
+    wrapper: nn.Module,
+    program: ExportedProgram,
+    spec: ExportSpec,
+    path: Path,
+    names: tuple[list[str], list[str]] | None = None,
+) -> None:
+    """Save ``program`` (already captured and validated) to ``path``.
+
+    ``names`` is accepted for symmetry with ONNX: the program keeps its argument names.
+    """
     with atomic_path(path) as tmp:
         torch.export.save(program, tmp)
 
@@ -45,6 +55,18 @@ def load_runner(path: Path) -> Runner:
         with torch.no_grad():
             out = module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))
         return np.asarray(out.numpy())
+
+    return run
+
+
+def load_graph(path: Path) -> Callable[..., list[np.ndarray]]:
+    """Return ``graph(*arrays) -> outputs`` over ``ExportedProgram.module()``."""
+    module = torch.export.load(path).module()
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return [t.numpy() for t in out]
 
     return run
 

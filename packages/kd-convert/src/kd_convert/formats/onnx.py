@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +21,24 @@ from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
 ARTIFACT = "model.onnx"
 
 
-def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
-    """Translate ``program`` to ONNX at ``spec.opset`` and save it to ``path``."""
+def export(
+    wrapper: nn.Module,
+    program: ExportedProgram,
+    spec: ExportSpec,
+    path: Path,
+    names: tuple[list[str], list[str]] | None = None,
+) -> None:
+    """Translate ``program`` to ONNX at ``spec.opset`` and save it to ``path``.
+
+    ``names`` are the ``(input, output)`` names (default: those of the whole-sequence graph).
+    """
+    inputs, outputs = names or (list(INPUT_NAMES), list(OUTPUT_NAMES))
     try:
         onnx_program = torch.onnx.export(
             program,
             dynamo=True,
-            input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            input_names=inputs,
+            output_names=outputs,
             opset_version=spec.opset,
             verbose=False,
         )
@@ -57,6 +68,17 @@ def load_runner(path: Path) -> Runner:
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         return np.asarray(session.run(list(OUTPUT_NAMES), feeds)[0])
+
+    return run
+
+
+def load_graph(path: Path) -> Callable[..., list[np.ndarray]]:
+    """Return ``graph(*arrays) -> outputs`` over an onnxruntime CPU session (inputs in order)."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [value.name for value in session.get_inputs()]
+
+    def run(*arrays: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(None, dict(zip(names, arrays, strict=True))))
 
     return run
 

@@ -1,0 +1,117 @@
+"""Generation exports (prefill + decode with a KV cache): parity, contract, verify, generate."""
+
+import json
+import warnings
+
+import pytest
+from kd_convert.contract import read_contract, verify
+from kd_convert.errors import ContractError, ExportConfigError, ValidationError
+from kd_convert.generate import generate, load_stepper, reference_stepper
+from kd_convert.pipeline import export_model
+from kd_convert.spec import ExportSpec
+from kd_convert.stateful import past_names, present_names
+from kd_convert.wrapper import load_student
+
+FORMATS = ["onnx", "exported"]
+MAX_LENGTH = 96
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("kd-convert-exports")]
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_llama_dir, tmp_path_factory):
+    done = {}
+
+    def export(fmt):
+        if fmt not in done:
+            spec = ExportSpec(fmt, (8, 16), task="generation", max_length=MAX_LENGTH)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = tmp_path_factory.mktemp(f"generation-{fmt}")
+                done[fmt] = export_model(tiny_llama_dir, out, spec)
+        return done[fmt]
+
+    return export
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_greedy_ids_match_transformers_for_64_tokens_from_every_prompt(exports, fmt):
+    parity = exports(fmt).parity
+    assert parity.status == "passed"
+    assert parity.tokens.new_tokens == 64
+    assert len(parity.tokens.prompts) == 3
+    assert all(p.identical and p.first_mismatch is None for p in parity.tokens.prompts)
+    assert all(r.passed for r in parity.results)  # golden vectors through the prefill graph
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_parity_json_records_the_token_check_and_its_tolerance(exports, fmt):
+    stored = json.loads((exports(fmt).out_dir / "parity.json").read_text())
+    assert stored["tokens"]["new_tokens"] == 64
+    assert stored["threshold"]["max_abs"] in (1e-3, 1e-4)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_contract_records_the_cache_layout_and_both_graphs(exports, fmt, tiny_llama_dir):
+    contract = verify(exports(fmt).out_dir)
+    assert contract.task == "generation"
+    assert set(contract.graphs) == {"prefill", "decode"}
+    assert contract.cache == {
+        "layers": 2, "kv_heads": 2, "head_dim": 8, "dtype": "float32",
+        "max_length": MAX_LENGTH, "bytes_per_token": 256,
+    }  # fmt: skip
+    assert contract.special_tokens == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}
+
+
+def test_onnx_uses_optimums_names_and_cache_shape(exports):
+    from kd_convert.formats import onnx
+
+    out = exports("onnx").out_dir
+    decode = onnx.describe(out / "decode.onnx")
+    names = ["input_ids", "attention_mask", "position_ids", *past_names(2)]
+    assert [t.name for t in decode.inputs] == names
+    assert [t.name for t in decode.outputs] == ["logits", *present_names(2)]
+    assert decode.inputs[3].shapes == [[1, 2, None, 8]]  # kv heads, not attention heads
+    assert all(t.dtype == "int32" for t in decode.inputs[:3])
+
+
+def test_verify_names_the_tampered_graph(exports, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exports("onnx").out_dir, copy)
+    (copy / "decode.onnx").write_bytes(b"tampered")
+    with pytest.raises(ContractError, match=r"decode\.onnx has SHA-256"):
+        verify(copy)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sampling_from_an_export_draws_the_references_ids(exports, fmt, tiny_llama_dir):
+    stepper = load_stepper(exports(fmt).out_dir)
+    reference = reference_stepper(load_student(tiny_llama_dir), MAX_LENGTH)
+    kwargs = {"do_sample": True, "top_p": 0.9, "temperature": 0.8, "seed": 3}
+    assert (
+        generate(stepper, [1, 9, 10], 24, **kwargs).tokens
+        == generate(reference, [1, 9, 10], 24, **kwargs).tokens
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_export_refuses_inputs_beyond_its_cache(exports, fmt):
+    stepper = load_stepper(exports(fmt).out_dir)
+    with pytest.raises(ValidationError, match=f"maximum length {MAX_LENGTH}"):
+        generate(stepper, list(range(4, 40)), 64)
+
+
+def test_a_sequence_export_is_no_generation_export(export_once):
+    with pytest.raises(ContractError, match="--for generation"):
+        load_stepper(export_once("onnx").out_dir)
+
+
+def test_reading_an_old_contract_gives_a_sequence_export(export_once):
+    assert read_contract(export_once("onnx").out_dir).task == "sequence"
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "coreml"])
+def test_generation_exports_of_other_formats_are_refused(fmt):
+    with pytest.raises(ExportConfigError, match="--for generation supports exported, onnx"):
+        ExportSpec(fmt, task="generation")
