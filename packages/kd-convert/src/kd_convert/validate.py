@@ -27,12 +27,16 @@ kd_convert.errors.ValidationError: export of Widen for onnx rejected: ...
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import sys
 from collections.abc import Iterable
+from types import ModuleType
 from typing import Any
 
 import torch
+from kd_train.cliutil import drop_log_messages
 from torch import nn
 from torch.export import Dim, ExportedProgram
 
@@ -40,6 +44,15 @@ from kd_convert.errors import ValidationError
 from kd_convert.spec import ExportSpec
 from kd_convert.stateful import STEP_INPUTS, CacheLayout
 from kd_convert.wrapper import INPUT_NAMES
+
+#: torch.onnx's line for each torchvision op its registry skips; kd exports no vision op.
+TORCHVISION_NOTICE = r"torchvision is not installed\. Skipping torchvision::\w+"
+#: coremltools' import-time notice when torch is newer than the versions it lists.
+COREML_TORCH_NOTICE = r"Torch version \S+ has not been tested with coremltools\. .*"
+#: Its import-time notices off macOS, where the native runtime (libcoremlpython) is absent.
+COREML_RUNTIME_NOTICE = (
+    r"Failed to load _ML\w+Proxy: No module named 'coremltools\.libcoremlpython'"
+)
 
 #: How many problems one error message lists before "and N more".
 MAX_LISTED = 6
@@ -207,7 +220,26 @@ def _unique_ops(program: ExportedProgram) -> Iterable[torch.fx.Node]:
             yield node
 
 
+def import_coremltools() -> ModuleType:
+    """Import coremltools without its import-time notices; its other messages still show.
+
+    The notices dropped are :data:`COREML_TORCH_NOTICE` and, off macOS,
+    :data:`COREML_RUNTIME_NOTICE`.
+
+    Raises:
+        ImportError: coremltools is not installed (the ``coreml`` extra).
+    """
+    with contextlib.ExitStack() as quiet:
+        quiet.enter_context(drop_log_messages("coremltools", COREML_TORCH_NOTICE))
+        if sys.platform != "darwin":
+            quiet.enter_context(drop_log_messages("coremltools", COREML_RUNTIME_NOTICE))
+        import coremltools
+
+    return coremltools
+
+
 def _coreml_supports(target: object) -> bool:
+    import_coremltools()
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
     from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
 
@@ -237,7 +269,8 @@ def _decompositions() -> Any:
 def _onnx_registry(opset: int) -> Any:
     from torch.onnx._internal.exporter._registration import ONNXRegistry
 
-    return ONNXRegistry.from_torchlib(opset)
+    with drop_log_messages("torch.onnx._internal.exporter._registration", TORCHVISION_NOTICE):
+        return ONNXRegistry.from_torchlib(opset)
 
 
 def _is_bookkeeping(target: torch._ops.OpOverload) -> bool:

@@ -18,6 +18,9 @@ Progress bars are made by :func:`progress_bar`: a tqdm bar on a terminal, period
 lines when standard error is a file or a pipe (a log), nothing when disabled. A command
 with a ``--no-progress`` option also switches transformers' own bars ("Loading weights")
 off, or to plain lines when standard error is not a terminal.
+
+Known noise from a library is dropped where kd calls that library, with
+:func:`drop_log_messages`: one logger, one exact message pattern, only for that call.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import pkgutil
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import ModuleType
@@ -195,6 +200,43 @@ def _line_bar_class() -> type[Any]:
             super().refresh(nolock=nolock, lock_args=lock_args)
 
     return LineBar
+
+
+@contextlib.contextmanager
+def drop_log_messages(logger: str, pattern: str) -> Iterator[None]:
+    r"""Drop the records of ``logger`` whose whole message matches ``pattern``, inside the block.
+
+    Only records logged by that very logger are looked at (not its children's); every other
+    message, ours included, still reaches the handlers.
+
+    Args:
+        logger: the library logger's name, e.g. ``"coremltools"``.
+        pattern: a regular expression the whole formatted message must match.
+
+    >>> import logging
+    >>> records = []
+    >>> class Keep(logging.Handler):
+    ...     def emit(self, record):
+    ...         records.append(record.getMessage())
+    >>> log = logging.getLogger("demo.noisy")
+    >>> log.addHandler(Keep())
+    >>> with drop_log_messages("demo.noisy", r"torchvision is not installed\. Skipping \S+"):
+    ...     log.warning("torchvision is not installed. Skipping %s", "torchvision::nms")
+    ...     log.warning("something else")
+    >>> records
+    ['something else']
+    """
+    regex = re.compile(pattern)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return regex.fullmatch(record.getMessage()) is None
+
+    target = logging.getLogger(logger)
+    target.addFilter(keep)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ def test_cosine_is_zero_for_aligned_states() -> None:
         loss.projections[0].weight.copy_(torch.eye(2))
     h = [torch.randn(1, 3, 2)]
     value = loss(h, [h[0] * 3.0], torch.ones(1, 3, dtype=torch.bool), torch.tensor(3.0))
-    assert abs(float(value)) < 1e-6
+    assert abs(value.detach().item()) < 1e-6
 
 
 def test_missing_layer_raises_naming_the_side() -> None:

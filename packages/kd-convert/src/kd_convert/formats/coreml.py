@@ -31,6 +31,7 @@ from kd_convert.formats.base import (
     TensorSig,
 )
 from kd_convert.spec import ExportSpec
+from kd_convert.validate import import_coremltools
 from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
 
 ARTIFACT = "model.mlpackage"
@@ -120,6 +121,7 @@ def _sig(feature: Any) -> TensorSig:
 
 def _coremltools() -> Any:
     try:
+        import_coremltools()
         import coremltools
         import coremltools.optimize  # registers ct.optimize.coreml
     except ImportError as exc:  # pragma: no cover - the [coreml] extra is not installed

@@ -10,12 +10,14 @@ import onnx
 import onnxruntime
 import torch
 from kd_train.atomic import atomic_path
+from kd_train.cliutil import drop_log_messages
 from torch import nn
 from torch.export import ExportedProgram
 
 from kd_convert.errors import ConversionError
 from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
 from kd_convert.spec import ExportSpec
+from kd_convert.validate import TORCHVISION_NOTICE
 from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
 
 ARTIFACT = "model.onnx"
@@ -34,14 +36,15 @@ def export(
     """
     inputs, outputs = names or (list(INPUT_NAMES), list(OUTPUT_NAMES))
     try:
-        onnx_program = torch.onnx.export(
-            program,
-            dynamo=True,
-            input_names=inputs,
-            output_names=outputs,
-            opset_version=spec.opset,
-            verbose=False,
-        )
+        with drop_log_messages("torch.onnx._internal.exporter._registration", TORCHVISION_NOTICE):
+            onnx_program = torch.onnx.export(
+                program,
+                dynamo=True,
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=spec.opset,
+                verbose=False,
+            )
     except Exception as exc:  # torch.onnx raises its own and torch's errors
         raise ConversionError(f"torch.onnx could not export the model: {exc}") from exc
     if onnx_program is None:  # pragma: no cover - only for legacy TorchScript-based export

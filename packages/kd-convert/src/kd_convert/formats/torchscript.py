@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from kd_train.atomic import atomic_path
+from kd_train.cliutil import drop_log_messages
 from torch import nn
 from torch.export import ExportedProgram
 
@@ -25,6 +26,9 @@ from kd_convert.validate import example_inputs
 ARTIFACT = "model.ts"
 #: Name of the extra file inside the archive that records traced input/output dtypes.
 IO_FILE = "kd_convert_io.json"
+#: transformers' notice when the trace reads ``loss_function`` of the base model, which has
+#: no loss (ours is computed by kd, never by that property).
+LOSS_TYPE_NOTICE = r"`loss_type=None` was set in the config but it is unrecognized\. .*"
 
 
 def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
@@ -32,7 +36,9 @@ def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path:
     inputs = example_inputs(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still supported
-        traced = torch.jit.trace(wrapper, inputs, check_trace=False)
+        # the trace reads every attribute, loss_function of the inner model included
+        with drop_log_messages("transformers.modeling_utils", LOSS_TYPE_NOTICE):
+            traced = torch.jit.trace(wrapper, inputs, check_trace=False)
     with torch.no_grad():
         output = traced(*inputs)
     io = {
