@@ -1,6 +1,7 @@
 """Atomic writes: a reader finds the old file or directory or the complete new one."""
 
 import os
+import stat
 import subprocess
 import sys
 
@@ -160,3 +161,42 @@ def test_a_file_write_that_raises_leaves_the_old_file_and_no_temporary(tmp_path)
         write_then_fail(handle.write, "half")
     assert target.read_text() == "old"
     assert leftovers(tmp_path, "run.json") == []
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def mode_of(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_an_atomic_file_gets_ordinary_permissions(tmp_path):
+    atomic_write_text(tmp_path / "report.html", "<html></html>")
+    assert mode_of(tmp_path / "report.html") == 0o644
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_an_atomic_file_follows_a_stricter_umask(tmp_path):
+    os.umask(0o077)
+    atomic_write_text(tmp_path / "secret.json", "{}")
+    assert mode_of(tmp_path / "secret.json") == 0o600
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_an_atomic_directory_and_its_files_get_ordinary_permissions(tmp_path):
+    with atomic_dir(tmp_path / "student") as tmp:
+        atomic_write_text(tmp / "config.json", "{}")
+    modes = (mode_of(tmp_path / "student"), mode_of(tmp_path / "student" / "config.json"))
+    assert modes == (0o755, 0o644)
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_an_atomic_artifact_gets_ordinary_permissions(tmp_path):
+    with atomic_path(tmp_path / "model.onnx") as tmp:
+        tmp.write_bytes(b"graph")
+    assert mode_of(tmp_path / "model.onnx") == 0o644

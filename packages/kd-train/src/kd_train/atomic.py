@@ -9,6 +9,10 @@ inside a hidden scratch directory next to the target (``.NAME.XXXXXXXX.tmp``); o
 every file in it is ``fsync``-ed and it is renamed over the target. If the block raises, the
 scratch directory is removed and the target is untouched. A process killed while writing
 leaves only the scratch directory, which the target's name never matches.
+
+What is written gets the permissions of an ordinary ``open``: files ``0o666`` and
+directories ``0o777``, less the process umask (``0o644`` and ``0o755`` under the usual
+``022``), not the owner-only ``0o600`` of a :func:`tempfile.mkstemp` file.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     binary = "b" in mode
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it owner-only (0o600)
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
             yield handle
             handle.flush()
@@ -51,6 +56,18 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             os.unlink(tmp)
         raise
     fsync_dir(target.parent)
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than two calls).
+
+    >>> from kd_train.atomic import current_umask
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
