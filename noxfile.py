@@ -49,6 +49,8 @@ def install(session: nox.Session, *groups: str, packages: bool = False) -> None:
     """pip install dependency groups of pyproject.toml (and the packages), with the pins."""
     session.env.update(OFFLINE_ENV)
     requirements = nox.project.dependency_groups(PYPROJECT, *groups)
+    what = " + ".join([*(["the three packages"] if packages else []), *groups])
+    session.log(f"installing {what} into {session.virtualenv.location} (pip skips what is there)")
     session.install("-c", CONSTRAINTS, *(EDITABLE if packages else ()), *requirements)
 
 
@@ -68,6 +70,19 @@ def in_dev(session: nox.Session) -> Callable[..., Any]:
         return session.run(str(venv / BIN / program), *args, **kwargs)
 
     return run
+
+
+#: The gates this nox invocation runs, in order (the noxfile is loaded once per invocation).
+GATES_RUN: list[str] = []
+
+
+def queue_verdict(session: nox.Session, name: str) -> None:
+    """Note that gate ``name`` runs now and queue `summary`, which runs once, after the last.
+
+    So `nox -s coverage mutation security` ends with one line per gate and one verdict.
+    """
+    GATES_RUN.append(name)
+    session.notify("summary")
 
 
 def gate(run: Callable[..., Any], name: str, *command: str) -> None:
@@ -125,6 +140,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(venv_backend="none", requires=["dev"])
 def typecheck(session: nox.Session) -> None:
     """mypy (strict) over the three packages and qa."""
+    session.log("mypy --strict over the three packages and qa (about a minute when cold)")
     in_dev(session)("mypy", *SOURCES, "qa")
 
 
@@ -169,6 +185,7 @@ def coverage(session: nox.Session) -> None:
     Reports in qa/reports/. `nox -s coverage -- --base origin/main` adds diff coverage and
     the floor ratchet.
     """
+    queue_verdict(session, "coverage")
     gate(in_dev(session), "coverage", "qa.coverage", "run", *session.posargs)
 
 
@@ -178,6 +195,7 @@ def mutation(session: nox.Session) -> None:
 
     `nox -s mutation -- --quick --base origin/main` mutates only the changed critical files.
     """
+    queue_verdict(session, "mutation")
     run = in_dev(session)
     mutatest = tool_venv(session, run, "mutatest", "constraints-mutatest.txt", "mutatest")
     session.env["KD_MUTATEST_PYTHON"] = str(mutatest / "python")
@@ -189,6 +207,7 @@ def mutation(session: nox.Session) -> None:
 @nox.session
 def security(session: nox.Session) -> None:
     """Gate: bandit + semgrep (rules in qa/security/semgrep) against the accepted findings."""
+    queue_verdict(session, "security")
     install(session, "security")
     use_semgrep(session, session.run)
     gate(session.run, "security", "qa.security", "run")
@@ -197,12 +216,15 @@ def security(session: nox.Session) -> None:
 @nox.session(venv_backend="none", requires=["dev"])
 def docs(session: nox.Session) -> None:
     """The Sphinx site built with -W -n into docs/_build, then every doctest of it."""
+    session.log("Sphinx: the html site, then every doctest (a few minutes)")
     in_dev(session)("python", "-m", "qa.docs", "build")
+    session.log(f"site: {ROOT / 'docs' / '_build' / 'html' / 'index.html'}")
 
 
 @nox.session(name="docs-gate", venv_backend="none", requires=["dev"], default=False)
 def docs_gate(session: nox.Session) -> None:
     """Gate: the site (-W -n, doctests), the README's commands, pages rendered by Chromium."""
+    queue_verdict(session, "docs")
     gate(in_dev(session), "docs", "qa.docs", "run")
 
 
@@ -292,8 +314,15 @@ def pipeline(session: nox.Session) -> None:
             *("--data", str(out / "8-ball" / "data" / "heldout.jsonl"), quiet),
             *("--out", str(ev / f"8-ball-classify-{when}.json"), "--name", f"8-ball-{when}"),
         )
-    merged = [str(ev / "toy-fidelity-after.json"), str(ev / "8-ball-classify-after.json")]
-    run("kd-eval", "report", *merged, "--out-dir", str(ev / "report"), "--name", "pipeline")
+    # the report pairs each evaluation's after run with its before run (every figure, both)
+    evals = ("toy-fidelity", "8-ball-classify")
+    after, before = ([str(ev / f"{e}-{when}.json") for e in evals] for when in ("after", "before"))
+    report = ev / "report"
+    run(
+        *("kd-eval", "report", *after, "--before", *before),
+        *("--out-dir", str(report), "--name", "pipeline"),
+    )
+    session.log(f"report: {report / 'report.html'} (each figure before and after)")
     for fmt in ("onnx", "torchscript"):
         run("kd-convert", "export", "--format", fmt, toy["student_dir"], str(ex / fmt), quiet)
         run("kd-convert", "verify", str(ex / fmt))
@@ -353,8 +382,12 @@ def qa(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", default=False)
 def summary(session: nox.Session) -> None:
-    """Print the gates' table from qa/reports/gate-*.json (python -m qa.summary; runs no gate)."""
-    session.run(sys.executable, "-m", "qa.summary", *session.posargs)
+    """Print the gates' table from qa/reports/gate-*.json (python -m qa.summary; runs no gate).
+
+    Run on its own: every gate. Queued by the gates of this invocation: those gates only,
+    then the verdict.
+    """
+    session.run(sys.executable, "-m", "qa.summary", *(session.posargs or GATES_RUN))
 
 
 @nox.session(

@@ -78,10 +78,31 @@ def table(rows: list[Summary]) -> str:
     return "\n".join([head, *body])
 
 
+def verdict(rows: list[Summary]) -> str:
+    """The line after the table: one overall pass or FAIL, naming the gates that failed.
+
+    >>> verdict([Summary("docs", "ok", "0 warnings", True), Summary("coverage", "", "", True)])
+    'verdict: pass (2 of 2 gates passed)'
+    >>> verdict([Summary("docs", "ok", "0 warnings", True), Summary("mutation", "", "", False)])
+    'verdict: FAIL (1 of 2 gates passed; failed: mutation)'
+    """
+    failed = [r.gate for r in rows if not r.passed]
+    counts = f"{len(rows) - len(failed)} of {len(rows)} gates passed"
+    return (
+        f"verdict: FAIL ({counts}; failed: {', '.join(failed)})"
+        if failed
+        else f"verdict: pass ({counts})"
+    )
+
+
 def main(argv: list[str], reports: Path = REPORTS) -> int:
-    """Print the table of the gates named in ``argv`` (default: all four); 1 if one failed."""
+    """Print the table of the gates named in ``argv`` (default: all four), then the verdict.
+
+    Returns 1 if a gate failed (or wrote no summary), 0 otherwise.
+    """
     found = rows(tuple(argv) or GATES, reports)
     print(table(found))
+    print(verdict(found))
     return 0 if all(r.passed for r in found) else 1
 
 

@@ -134,7 +134,7 @@ def run_target(
             cmd, cwd=copy, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            proc.wait(timeout=budget_s)
+            wait_with_progress(proc, log, budget_s, nlocations)
         except subprocess.TimeoutExpired as exc:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -147,6 +147,36 @@ def run_target(
         tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
         raise RuntimeError(f"mutatest exited {proc.returncode}; log {log}:\n{tail}")
     return parse(out.read_text(encoding="utf-8"))
+
+
+#: Seconds between two progress lines while mutatest works on one target.
+PROGRESS_EVERY_S = 60.0
+
+
+def wait_with_progress(
+    proc: subprocess.Popen[bytes], log: Path, budget_s: float, nlocations: int
+) -> None:
+    """Wait for ``proc``; every :data:`PROGRESS_EVERY_S` print how many mutants it tried.
+
+    Raises:
+        subprocess.TimeoutExpired: ``proc`` still runs after ``budget_s`` seconds.
+    """
+    start = time.monotonic()
+    while True:
+        left = budget_s - (time.monotonic() - start)
+        if left <= 0:
+            raise subprocess.TimeoutExpired(proc.args, budget_s)
+        try:
+            proc.wait(timeout=min(PROGRESS_EVERY_S, left))
+            return
+        except subprocess.TimeoutExpired:
+            text = log.read_text(encoding="utf-8", errors="replace")
+            tried = len(re.findall(r"Result: \w+ at ", text))
+            print(
+                f"    {(time.monotonic() - start) / 60:4.1f} min: {tried} of up to {nlocations} "
+                f"mutants tried ({partial_results(text)}); budget {budget_s / 60:.0f} min",
+                flush=True,
+            )
 
 
 def partial_results(log: str) -> str:
@@ -270,9 +300,14 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="kd-mutation-") as tmp:
         copy = Path(tmp)
         copy_tree(gates.ROOT, copy)
-        for mod in modules:
+        for number, mod in enumerate(modules, 1):
             full = (args.max_minutes or cfg.max_minutes) * 60
             budget = quick_deadline - time.monotonic() if args.quick else full
+            print(
+                f"[{number}/{len(modules)}] mutating {mod.name} (up to {mod.nlocations} "
+                f"locations, budget {budget / 60:.0f} min)",
+                flush=True,
+            )
             o = check_module(mod, cfg, copy, outdir, changed, max(budget, 1.0))
             print_outcome(o)
             outcomes.append(o)

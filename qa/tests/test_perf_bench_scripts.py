@@ -71,3 +71,18 @@ def test_export_gates_export_seconds_and_ab_ratios_not_absolute_latency(
         "export_seconds.onnx",
         "ratio.onnxruntime_over_torch.T64",
     ]
+
+
+def test_startup_fails_a_slow_cli_and_a_ratio_past_the_baseline() -> None:
+    startup = load_script("packages/kd-train/benchmarks/bench_startup.py")
+    max_seconds, tolerance = startup.settings()
+    figures = {
+        "python -c pass s": 0.02,
+        "kd-train help s": max_seconds + 0.1,
+        "kd-train help ratio": 30.0,
+        "kd-eval help s": 0.1,
+        "kd-eval help ratio": 5.0,
+    }
+    baseline = {"kd-train help ratio": 30.0 / (tolerance + 0.5), "kd-eval help ratio": 5.0}
+    failed = startup.check(figures, baseline)
+    assert [line.split(":")[0] for line in failed] == ["kd-train help s", "kd-train help ratio"]

@@ -12,13 +12,22 @@ def test_table_has_one_row_per_gate_and_a_missing_gate_fails(
     summary.write(summary.Summary("coverage", "42%", "40%", True), tmp_path)
     summary.write(summary.Summary("security", "1 new", "0 new", False), tmp_path)
     assert summary.main([], tmp_path) == 1
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
     assert [(r[0], r[-1]) for r in rows] == [
         ("coverage", "pass"),
         ("mutation", "FAIL"),
         ("security", "FAIL"),
         ("docs", "FAIL"),
     ]
+
+
+def test_the_table_ends_with_one_verdict_naming_the_failed_gates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary.write(summary.Summary("coverage", "42%", "40%", True), tmp_path)
+    summary.main(["coverage", "mutation", "security"], tmp_path)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "verdict: FAIL (1 of 3 gates passed; failed: mutation, security)"
 
 
 def test_table_passes_when_every_named_gate_passed(tmp_path: Path) -> None:

@@ -92,6 +92,59 @@ def merge_reports(reports: Sequence[dict[str, Any]], name: str | None = None) ->
     return new_report(name or (reports[0]["name"] if reports else "report"), **sections)
 
 
+def with_before(report: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """Return ``report`` carrying ``before``: the same evaluations of the untrained student.
+
+    ``before`` is a whole report (e.g. merged from the ``*-before.json`` results); the HTML
+    page then shows every headline figure before and after (:func:`headline_figures`).
+
+    >>> from kd_eval.report.document import new_report, validate, with_before
+    >>> after = new_report("after", targets=[])
+    >>> both = with_before(after, new_report("before", targets=[]))
+    >>> validate(both, "demo")
+    >>> both["before"]["name"]
+    'before'
+    """
+    if before is None:
+        return report
+    validate(before, "the before report")
+    return {**report, "before": before}
+
+
+def headline_figures(section: str, data: Any) -> dict[str, float | None]:
+    """The figures of one report section that a before/after comparison shows, by name.
+
+    Fidelity and drafter: every aggregate estimate's value; classification: accuracy,
+    macro-F1 and chance accuracy; tool calls: its rates; benchmark: p50 and p95 latency per
+    configuration. Other sections (targets, baselines, curves) have none.
+
+    >>> from kd_eval.report.document import headline_figures
+    >>> headline_figures("classification", {"accuracy": 0.5, "macro_f1": 0.4,
+    ...                                     "chance_accuracy": 0.05})
+    {'accuracy': 0.5, 'macro-F1': 0.4, 'chance accuracy': 0.05}
+    """
+    if data is None:
+        return {}
+    if section in ("fidelity", "drafter"):
+        return {name: est["value"] for name, est in data["aggregate"].items()}
+    if section == "classification":
+        return {
+            "accuracy": data["accuracy"],
+            "macro-F1": data["macro_f1"],
+            "chance accuracy": data["chance_accuracy"],
+        }
+    if section == "toolcalls":
+        keys = ("json_validity", "tool_name_accuracy", "args_f1_strict", "args_f1_lax")
+        return {key: data[key] for key in (*keys, "fixture_hit_rate")}
+    if section == "bench":
+        return {
+            f"S={c['seq_len']} B={c['batch_size']} {p} ms": c["latency_ms"][p]
+            for c in data["configs"]
+            for p in ("p50", "p95")
+        }
+    return {}
+
+
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     """Validate ``report`` and write it to ``path`` atomically as indented JSON."""
     validate(report, str(path))

@@ -15,6 +15,7 @@ from typing import Any
 
 from kd_train.atomic import atomic_write_text
 
+from kd_eval.report.document import SECTIONS, headline_figures
 from kd_eval.report.plots import confusion_matrix_png, curve_png, distribution_png
 
 #: How many per-example rows a section shows (the JSON has them all).
@@ -217,12 +218,37 @@ _RENDER: dict[str, Callable[[Any], str]] = {
 }
 
 
+def _before_after(report: dict[str, Any]) -> str:
+    """One row per headline figure: before, after and the change (after - before)."""
+    before = report["before"]
+    rows = []
+    for section in SECTIONS:
+        old = headline_figures(section, before.get(section))
+        new = headline_figures(section, report.get(section))
+        for figure in [*new, *(name for name in old if name not in new)]:
+            was, now = old.get(figure), new.get(figure)
+            change = (
+                now - was if isinstance(was, float | int) and isinstance(now, float | int) else ""
+            )
+            rows.append(
+                (section, figure, "-" if was is None else was, "-" if now is None else now, change)
+            )
+    return (
+        f"<h2>Before and after</h2><p>Before: <code>{_e(before['name'])}</code> (the same "
+        f"evaluations of the untrained student); after: <code>{_e(report['name'])}</code>. "
+        "The sections below show the after run in full.</p>"
+        + _table(["section", "figure", "before", "after", "change"], rows, left=2)
+    )
+
+
 def render_html(report: dict[str, Any]) -> str:
     """Return the HTML page of ``report`` (a validated report document)."""
     body = [
         f"<h1>kd-eval report: {_e(report['name'])}</h1>"
         f"<p>Written {_e(report['created'])} by kd-eval {_e(report['kd_eval_version'])}.</p>"
     ]
+    if report.get("before") is not None:
+        body.append(_before_after(report))
     for section, render in _RENDER.items():
         if report.get(section) is not None:
             body.append(render(report[section]))
