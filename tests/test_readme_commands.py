@@ -144,9 +144,13 @@ def test_a_plain_python_block_is_caught_and_doctest_blocks_are_not() -> None:
     ]
 
 
+#: The README's set-up line (a virtualenv for nox: PEP 668 refuses pip on Debian's Python).
+SETUP = "python3 -m venv .venv && . .venv/bin/activate"
+
+
 def exercised(cmd: Command) -> bool:
     """True when a test in this file runs the command (see the module docstring)."""
-    return cmd.text.startswith("nox ") or cmd.text == "pip install nox"
+    return cmd.text.startswith("nox ") or cmd.text in ("pip install nox", SETUP)
 
 
 def all_commands() -> list[Command]:
@@ -189,6 +193,19 @@ def test_pip_install_nox_is_what_ci_runs() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert re.search(r"pip install .*\bnox\b", ci)
     assert re.search(r"^nox -s ci$", ci, re.M)
+
+
+def test_the_setup_line_gives_a_pip_of_its_own(tmp_path: Path) -> None:
+    assert SETUP in {c.text for c in all_commands()}
+    proc = subprocess.run(
+        ["bash", "-c", f"{SETUP} && command -v pip"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.stdout.strip() == str(tmp_path / ".venv" / "bin" / "pip"), proc.stderr
 
 
 def test_a_new_unmarked_command_is_caught_and_a_marked_one_is_not() -> None:
