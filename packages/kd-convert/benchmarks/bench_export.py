@@ -23,6 +23,18 @@ beyond ``[perf.export] tolerance`` (else ``[perf] tolerance``) of ``qa/gates.tom
 export seconds, wall times of single runs rather than A/B ratios, use
 ``[perf.export] seconds_tolerance``. Absolute latencies are reported, not gated: they
 measure the machine as much as the code.
+
+Decode speed (``"decode"`` in the results; ``--skip-decode`` leaves it out): a 2-layer
+student (hidden 128; ``--quick``: 64) with room for 1,024 + 64 positions is exported
+``--for generation`` and as the whole-sequence graph, to ONNX (onnxruntime) and to
+``torch.export``. Per prompt length (64 / 256 / 1024; ``--quick``: 64 / 256) and runtime, with
+one thread: time to first token (the prefill) and decode tokens/s of 64 greedy tokens with
+the KV cache, against the whole-sequence export recomputing the prefix for every token
+(one warm-up, then the median of ``DECODE_ROUNDS`` runs each, interleaved). Gated:
+``ratio.cached_over_uncached.<runtime>.T<n>`` (seconds per new token with the cache over
+without; lower is better),
+against ``{mode: {"decode": {...}}}`` of the baseline. The scaling plot is
+``docs/_static/perf/export_decode.png``.
 """
 
 from __future__ import annotations
@@ -61,6 +73,12 @@ PLANS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
 #: eager calls, Python-bound, suffer most from it).
 ROUNDS = 100
 GATED = ("export_seconds.", "ratio.")
+#: Decode bench: prompt lengths per mode, new tokens, timed runs per arm.
+DECODE_LENGTHS = {"full": (64, 256, 1024), "quick": (64, 256)}
+DECODE_HIDDEN = {"full": 128, "quick": 64}
+NEW_TOKENS = 64
+DECODE_ROUNDS = 5
+DECODE_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode.png"
 
 
 def export_all(model_dir: Path, out: Path, lengths: tuple[int, ...], bar: Any) -> dict[str, Any]:
@@ -201,6 +219,162 @@ def print_table(
     return regressions
 
 
+def save_decode_student(path: Path, hidden: int, max_positions: int) -> Path:
+    """A random 2-layer GQA Llama whose context holds the longest prompt + new tokens."""
+    from kd_train.models import llama_config, save_random_llama, train_tokenizer
+
+    tokenizer = train_tokenizer(vocab_size=320)
+    config = llama_config(len(tokenizer), hidden_size=hidden, max_position_embeddings=max_positions)
+    return save_random_llama(path, config, tokenizer, seed=0)
+
+
+def uncached_generate(graph: Callable[..., Any], prompt: list[int], new_tokens: int) -> Any:
+    """Greedy generation through a whole-sequence graph: the prefix recomputed per token."""
+    import numpy as np
+
+    ids = list(prompt)
+    start = time.perf_counter()
+    first = 0.0
+    for step in range(new_tokens):
+        row = np.asarray([ids], dtype=np.int32)
+        logits = graph(row, np.ones_like(row))
+        ids.append(int(np.argmax(logits[0, -1])))
+        first = time.perf_counter() - start if step == 0 else first
+    return first, time.perf_counter() - start - first
+
+
+def decode_speed(work: Path, mode: str) -> dict[str, Any]:
+    """TTFT and decode tokens/s with and without the KV cache, per runtime and prompt length."""
+    import numpy as np
+    import torch
+    from kd_convert.formats import exported, onnx
+    from kd_convert.generate import generate, load_stepper
+    from kd_convert.pipeline import export_model
+    from kd_convert.spec import ExportSpec
+
+    lengths = DECODE_LENGTHS[mode]
+    longest = lengths[-1] + NEW_TOKENS
+    model_dir = save_decode_student(work / "decode-student", DECODE_HIDDEN[mode], longest)
+    runtimes = {"onnxruntime": ("onnx", onnx), "torch_export": ("exported", exported)}
+    figures: dict[str, Any] = {"hidden": DECODE_HIDDEN[mode], "new_tokens": NEW_TOKENS}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for runtime, (fmt, module) in runtimes.items():
+            spec = ExportSpec(fmt, (8, 16), task="generation", max_length=longest)
+            gen = export_model(model_dir, work / f"gen-{fmt}", spec)
+            seq = export_model(model_dir, work / f"seq-{fmt}", ExportSpec(fmt, (8, longest)))
+            stepper = load_stepper(gen.out_dir, threads=1)
+            whole = _one_thread_graph(module, seq.artifact)
+            figures["cache_bytes_per_token"] = (gen.contract.cache or {})["bytes_per_token"]
+            if fmt == "exported":  # fp32 weights + graph: the model's size on disk
+                figures["model_bytes"] = seq.artifact.stat().st_size
+            by_length: dict[str, Any] = {}
+            for n in lengths:
+                prompt = np.random.default_rng(n).integers(4, 300, n).tolist()
+                cached, uncached = [], []
+                generate(stepper, prompt, 2)  # warm-up: first call of each shape
+                uncached_generate(whole, prompt, 2)
+                for _ in range(DECODE_ROUNDS):
+                    out = generate(stepper, prompt, NEW_TOKENS, stop_at_eos=False)
+                    cached.append((out.first_token_seconds, out.decode_seconds))
+                    uncached.append(uncached_generate(whole, prompt, NEW_TOKENS))
+                by_length[str(n)] = _decode_figures(cached, uncached)
+            figures[runtime] = by_length
+    finally:
+        torch.set_num_threads(threads)
+    return figures
+
+
+def _one_thread_graph(module: Any, path: Path) -> Callable[..., Any]:
+    if module.__name__.endswith("onnx"):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    runner: Callable[..., Any] = module.load_runner(path)
+    return runner
+
+
+def _decode_figures(
+    cached: list[tuple[float, float]], uncached: list[tuple[float, float]]
+) -> dict[str, float]:
+    steps = NEW_TOKENS - 1
+    c_ttft, c_decode = (statistics.median(x) for x in zip(*cached, strict=True))
+    u_ttft, u_decode = (statistics.median(x) for x in zip(*uncached, strict=True))
+    return {
+        "ttft_ms.cached": c_ttft * 1e3,
+        "ttft_ms.uncached": u_ttft * 1e3,
+        "decode_tokens_per_s.cached": steps / c_decode,
+        "decode_tokens_per_s.uncached": steps / u_decode,
+        "speedup": u_decode / c_decode,
+    }
+
+
+def decode_flat(decode: dict[str, Any]) -> dict[str, float]:
+    """The decode figures under flat names; ``ratio.cached_over_uncached.*`` are gated.
+
+    >>> decode = {"hidden": 64, "onnxruntime": {"64": {"speedup": 4.0, "ttft_ms.cached": 1.0}}}
+    >>> decode_flat(decode)
+    {'onnxruntime.T64.speedup': 4.0, 'onnxruntime.T64.ttft_ms.cached': 1.0, \
+'ratio.cached_over_uncached.onnxruntime.T64': 0.25}
+    """
+    flat: dict[str, float] = {}
+    for runtime, by_length in decode.items():
+        if not isinstance(by_length, dict):
+            continue
+        for n, figures in by_length.items():
+            flat.update({f"{runtime}.T{n}.{k}": v for k, v in figures.items()})
+            flat[f"ratio.cached_over_uncached.{runtime}.T{n}"] = 1.0 / figures["speedup"]
+    return flat
+
+
+def plot_decode(decode: dict[str, Any], path: Path = DECODE_PLOT) -> None:
+    """Decode tokens/s against prompt length, with and without the cache, per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for runtime, by_length in decode.items():
+        if not isinstance(by_length, dict):
+            continue
+        lengths = sorted(by_length, key=int)
+        for arm, style in (("cached", "o-"), ("uncached", "s--")):
+            speeds = [by_length[n][f"decode_tokens_per_s.{arm}"] for n in lengths]
+            ax.plot([int(n) for n in lengths], speeds, style, label=f"{runtime}, {arm}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel(f"decode tokens/s ({NEW_TOKENS} new, 1 thread)")
+    ax.set_title(f"KV-cache decode vs whole-sequence recompute (hidden {decode['hidden']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_decode(decode: dict[str, Any], baseline: dict[str, float], tol: float) -> list[str]:
+    """Print the decode figures against the baseline; return the gated regressions."""
+    regressions = []
+    print(f"\ndecode (hidden {decode['hidden']}, {NEW_TOKENS} new tokens, 1 thread)")
+    for name, value in decode_flat(decode).items():
+        base = baseline.get(name)
+        ratio = value / base if base else float("nan")
+        bad = base is not None and name.startswith("ratio.") and ratio > tol
+        if bad:
+            regressions.append(f"decode: {name} {value:.3f} > {base:.3f} x {tol}")
+        shown = f"{base:10.3f}" if base is not None else f"{'-':>10}"
+        print(f"{name:52} {value:10.3f} {shown} {ratio:7.2f}{'  REGRESSION' if bad else ''}")
+    return regressions
+
+
 def tolerance() -> tuple[float, float]:
     """``(tolerance, seconds_tolerance)`` of ``[perf.export]`` (else ``[perf] tolerance``)."""
     perf = tomllib.loads(GATES.read_text(encoding="utf-8")).get("perf", {})
@@ -213,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="hidden 64, length 64 only")
     parser.add_argument("--update-baseline", action="store_true")
+    parser.add_argument("--skip-decode", action="store_true", help="no decode-speed section")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -247,17 +422,26 @@ def main(argv: list[str] | None = None) -> int:
                 **timed,
             }
         bar.close()
+        decode = None if args.skip_decode else decode_speed(work, mode)
     figures = flat_figures(sizes[str(reference)])
-    results = {"mode": mode, "figures": figures, "sizes": sizes}
+    results: dict[str, Any] = {"mode": mode, "figures": figures, "sizes": sizes}
+    if decode is not None:
+        results["decode"] = decode
+        plot_decode(decode)
     atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
     stored = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     (tol, seconds_tol), regressions = tolerance(), []
     for key, size in sizes.items():
         base = baseline_for(stored.get(mode, {}), int(key), reference)
         regressions += print_table(int(key), size, base, tol, seconds_tol)
+    if decode is not None:
+        regressions += print_decode(decode, stored.get(mode, {}).get("decode", {}), tol)
     if args.update_baseline:
         flat = {key: flat_figures(size) for key, size in sizes.items()}
+        old_decode = stored.get(mode, {}).get("decode")
         stored[mode] = {**figures, "sizes": flat}
+        if decode is not None or old_decode:
+            stored[mode]["decode"] = decode_flat(decode) if decode is not None else old_decode
         atomic_write_text(BASELINE, json.dumps(stored, indent=2, sort_keys=True) + "\n")
         print(f"baseline updated: {BASELINE.relative_to(ROOT)} [{mode}]")
         return 0

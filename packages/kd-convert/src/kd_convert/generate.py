@@ -211,8 +211,12 @@ def reference_stepper(model: PreTrainedModel, max_length: int) -> Stepper:
     )
 
 
-def load_stepper(out_dir: str | Path, contract: Contract | None = None) -> Stepper:
+def load_stepper(
+    out_dir: str | Path, contract: Contract | None = None, *, threads: int | None = None
+) -> Stepper:
     """Return the stepper of a generation export directory (read with its contract).
+
+    ``threads`` caps the runtime's threads where it has its own (onnxruntime).
 
     Raises:
         kd_convert.errors.ContractError: the directory holds no generation export.
@@ -230,8 +234,8 @@ def load_stepper(out_dir: str | Path, contract: Contract | None = None) -> Stepp
         raise ExportConfigError(f"format {found.format!r} has no generation runtime")
     tokens = found.special_tokens or {}
     return Stepper(
-        module.load_graph(base / found.graphs["prefill"].artifact),
-        module.load_graph(base / found.graphs["decode"].artifact),
+        module.load_graph(base / found.graphs["prefill"].artifact, threads),
+        module.load_graph(base / found.graphs["decode"].artifact, threads),
         int(found.cache["max_length"]),
         eos_token_id=eos_ids(tokens.get("eos_token_id")),
         pad_token_id=int(tokens.get("pad_token_id") or 0),

@@ -59,8 +59,12 @@ def load_runner(path: Path) -> Runner:
     return run
 
 
-def load_graph(path: Path) -> Callable[..., list[np.ndarray]]:
-    """Return ``graph(*arrays) -> outputs`` over ``ExportedProgram.module()``."""
+def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.ndarray]]:
+    """Return ``graph(*arrays) -> outputs`` over ``ExportedProgram.module()``.
+
+    ``threads`` is accepted for symmetry with ONNX: torch's threads are process-wide
+    (``torch.set_num_threads``).
+    """
     module = torch.export.load(path).module()
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:

@@ -75,9 +75,15 @@ def load_runner(path: Path) -> Runner:
     return run
 
 
-def load_graph(path: Path) -> Callable[..., list[np.ndarray]]:
-    """Return ``graph(*arrays) -> outputs`` over an onnxruntime CPU session (inputs in order)."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.ndarray]]:
+    """Return ``graph(*arrays) -> outputs`` over an onnxruntime CPU session (inputs in order).
+
+    ``threads`` sets onnxruntime's intra- and inter-op threads (default: its own choice).
+    """
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [value.name for value in session.get_inputs()]
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
