@@ -98,7 +98,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
     args = parser.parse_args(argv)
     func: CommandFunc = args.func
     try:
-        with _library_progress(args):
+        no_progress = getattr(args, "no_progress", None)
+        with library_progress(None if no_progress is None else not no_progress):
             return func(args)
     except KDTrainError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
@@ -240,19 +241,24 @@ def drop_log_messages(logger: str, pattern: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _library_progress(args: argparse.Namespace) -> Iterator[None]:
-    """Make transformers' bars follow ``--no-progress`` and the terminal, for one command.
+def library_progress(enabled: bool | None) -> Iterator[None]:
+    """Make transformers' bars ("Loading weights", ...) follow kd's, inside the block.
 
-    Only commands with a ``--no-progress`` option load models, so only they pay for
-    importing transformers here.
+    ``False`` (``--no-progress``) switches them off; ``True`` keeps them, as plain lines
+    when standard error is not a terminal (:func:`progress_bar`); ``None`` leaves them
+    alone. :func:`run` wraps each command with an option ``--no-progress`` in it: only
+    those load models, so only they pay for importing transformers here.
+
+    Args:
+        enabled: whether bars are shown, or ``None`` for a command without the option.
     """
-    if not hasattr(args, "no_progress"):
+    if enabled is None:
         yield
         return
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
-    if args.no_progress:
+    if not enabled:
         hf_logging.disable_progress_bar()
         previous = hf_logging.set_tqdm_hook(None)
     else:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import library_progress
 from kd_train.pipelines.common import write_summary
 
 PIPELINES = ("all", "toy", "8-ball", "smollm2")
@@ -48,7 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    figures = run(args.pipeline, args.out, steps=args.steps, progress=not args.no_progress)
+    with library_progress(not args.no_progress):
+        figures = run(args.pipeline, args.out, steps=args.steps, progress=not args.no_progress)
     figures = {**figures, "seconds": time.perf_counter() - start}
     args.out.mkdir(parents=True, exist_ok=True)
     write_summary(args.out / "summary.json", figures)
