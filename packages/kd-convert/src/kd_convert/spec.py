@@ -24,7 +24,7 @@ FORMATS: tuple[Format, ...] = get_args(Format)
 
 Quantize = Literal["int8"]
 Task = Literal["sequence", "generation"]
-#: What an export is for: one whole-sequence graph, or prefill + decode graphs with a KV cache.
+#: Export tasks, ``sequence`` (one whole-sequence graph) or ``generation`` (prefill + decode).
 TASKS: tuple[Task, ...] = get_args(Task)
 #: Formats with a generation (prefill + decode) export.
 GENERATION_FORMATS: tuple[Format, ...] = ("exported", "onnx")

@@ -146,7 +146,14 @@ class TensorCache:
         return key, value
 
 
-class _CachedDecoder(nn.Module):
+class CachedDecoder(nn.Module):
+    """The shared body of :class:`PrefillWrapper` and :class:`DecodeWrapper`.
+
+    :meth:`step` embeds the ids, builds the mask of :func:`cached_causal_mask` and the rotary
+    embedding of ``position_ids``, runs every decoder layer with a :class:`TensorCache` over
+    ``past`` and returns ``(logits, *present)``.
+    """
+
     def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         check_supported(model)
@@ -161,6 +168,7 @@ class _CachedDecoder(nn.Module):
         position_ids: torch.Tensor,
         past: list[torch.Tensor],
     ) -> tuple[torch.Tensor, ...]:
+        """Return ``(logits, *present)`` for ``S`` new tokens after the ``past`` cache."""
         hidden = self.decoder.embed_tokens(input_ids)
         mask = cached_causal_mask(attention_mask, input_ids.shape[1], hidden.dtype)
         rotary = self.decoder.rotary_emb(hidden, position_ids)
@@ -170,7 +178,7 @@ class _CachedDecoder(nn.Module):
         return (self.lm_head(self.decoder.norm(hidden)), *cache.present)
 
 
-class PrefillWrapper(_CachedDecoder):
+class PrefillWrapper(CachedDecoder):
     """``(input_ids, attention_mask, position_ids) -> (logits, *present)``: the prompt pass.
 
     Args:
@@ -195,7 +203,7 @@ class PrefillWrapper(_CachedDecoder):
         return self.step(input_ids, attention_mask, position_ids, [])
 
 
-class DecodeWrapper(_CachedDecoder):
+class DecodeWrapper(CachedDecoder):
     """``(input_ids, attention_mask, position_ids, *past_key_values) -> (logits, *present)``.
 
     One decode step. ``past_key_values`` is the flat list ``key_0, value_0, key_1, ...`` of
