@@ -30,6 +30,41 @@ def test_fidelity_prints_intervals_and_writes_a_report(
     assert read_report(out)["fidelity"]["n_examples"] == 2
 
 
+def test_drafter_prints_the_figures_and_writes_a_report(
+    tmp_path, write_set, tiny_teacher_dir, tiny_llama_dir, capsys
+):
+    out = tmp_path / "draft.json"
+    argv = ["drafter", "--teacher", str(tiny_teacher_dir), "--student", str(tiny_llama_dir),
+            "--data", str(write_set(_records())), "--max-new-tokens", "6", "--draft-tokens", "2",
+            "--resamples", "100", "--out", str(out), "--name", "d", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "2 prompts, up to 6 new tokens, drafts of 2; 95% bootstrap intervals" in printed
+    assert "greedy outputs identical to the teacher alone: 2/2" in printed
+    section = read_report(out)["drafter"]
+    assert section["n_examples"] == 2
+    assert set(section["aggregate"]) == {"acceptance_rate", "tokens_per_teacher_forward", "speedup"}
+
+
+def test_a_drafter_report_renders_in_html(tmp_path, write_set, tiny_teacher_dir, tiny_llama_dir):
+    out = tmp_path / "draft.json"
+    argv = ["drafter", "--teacher", str(tiny_teacher_dir), "--student", str(tiny_llama_dir),
+            "--data", str(write_set(_records()[:1])), "--max-new-tokens", "4",
+            "--resamples", "20", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["report", str(out), "--out-dir", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Drafter</h2>" in html
+    assert "acceptance_rate" in html
+
+
+def test_drafter_with_one_new_token_exits_2(write_set, tiny_teacher_dir, tiny_llama_dir, capsys):
+    argv = ["drafter", "--teacher", str(tiny_teacher_dir), "--student", str(tiny_llama_dir),
+            "--data", str(write_set(_records())), "--max-new-tokens", "1"]  # fmt: skip
+    assert main([*argv, "--no-progress"]) == 2
+    assert "max_new_tokens >= 2" in capsys.readouterr().err
+
+
 def test_classify_with_the_8ball_labels(tmp_path, write_set, eightball_records, tiny_llama_dir):
     out = tmp_path / "cls.json"
     data = write_set(eightball_records[:2])

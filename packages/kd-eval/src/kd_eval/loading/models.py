@@ -125,8 +125,8 @@ def check_same_vocabulary(teacher: LoadedModel, student: LoadedModel) -> None:
     if teacher.vocab_size != student.vocab_size:
         raise VocabularyMismatchError(
             f"teacher {teacher.path} has a vocabulary of {teacher.vocab_size} tokens but "
-            f"student {student.path} has {student.vocab_size}; fidelity compares the two "
-            "distributions token by token, so both must use the same tokenizer"
+            f"student {student.path} has {student.vocab_size}; fidelity and the drafter "
+            "compare the two models token by token, so both must use the same tokenizer"
         )
     t_vocab = teacher.tokenizer.get_vocab()
     s_vocab = student.tokenizer.get_vocab()

@@ -29,6 +29,7 @@ SECTIONS = (
     "targets",
     "baseline_comparison",
     "curves",
+    "drafter",
 )
 
 

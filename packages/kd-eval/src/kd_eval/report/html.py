@@ -89,6 +89,22 @@ def _fidelity(section: dict[str, Any]) -> str:
     )
 
 
+def _drafter(section: dict[str, Any]) -> str:
+    agg = section["aggregate"]
+    est = next(iter(agg.values()))
+    rows = [(name, e["value"], e["low"], e["high"]) for name, e in agg.items()]
+    settings = section["settings"]
+    return (
+        f"<h2>Drafter</h2><p>Teacher <code>{_e(section['teacher'])}</code> with student "
+        f"<code>{_e(section['student'])}</code> drafting {settings['draft_tokens']} tokens per "
+        f"round, greedy, up to {settings['max_new_tokens']} new tokens, on "
+        f"{section['n_examples']} prompts; outputs identical to the teacher alone: "
+        f"{section['n_identical']}/{section['n_examples']}. Intervals: {est['confidence']:.0%} "
+        f"percentile bootstrap over prompts, {est['resamples']} resamples, seed "
+        f"{est['seed']}.</p>" + _table(["figure", "value", "low", "high"], rows)
+    )
+
+
 def _classification(section: dict[str, Any]) -> str:
     labels = section["labels"]
     rows = [
@@ -215,6 +231,7 @@ _RENDER: dict[str, Callable[[Any], str]] = {
     "targets": _targets,
     "baseline_comparison": _baseline,
     "curves": _curves,
+    "drafter": _drafter,
 }
 
 

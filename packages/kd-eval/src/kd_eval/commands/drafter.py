@@ -1,0 +1,67 @@
+"""``kd-eval drafter``: the student as its teacher's speculative drafter (acceptance, speedup)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from kd_eval.commands._common import add_output, finish, fmt_estimate
+from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``drafter`` subcommand."""
+    parser = subparsers.add_parser(
+        "drafter",
+        help="acceptance rate, tokens per teacher forward and speedup of the student as drafter",
+    )
+    parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
+    parser.add_argument("--student", type=Path, required=True, help="student model directory")
+    parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="new tokens per prompt, greedy (32)"
+    )
+    parser.add_argument(
+        "--draft-tokens", type=int, default=5, help="tokens the student drafts per round (5)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per prompt; the fastest is kept (1)"
+    )
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    add_output(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate with and without the drafter, print the figures with intervals, write them."""
+    from kd_eval.drafter.run import evaluate_drafter
+    from kd_eval.loading.data import read_eval_set
+    from kd_eval.loading.models import load_model
+
+    records = read_eval_set(args.data)
+    result = evaluate_drafter(
+        load_model(args.teacher),
+        load_model(args.student),
+        records,
+        max_new_tokens=args.max_new_tokens,
+        draft_tokens=args.draft_tokens,
+        repeats=args.repeats,
+        resamples=args.resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+        progress=not args.no_progress,
+    )
+    est = next(iter(result.aggregate.values()))
+    print(
+        f"{len(records)} prompts, up to {args.max_new_tokens} new tokens, drafts of "
+        f"{args.draft_tokens}; {est.confidence:.0%} bootstrap intervals "
+        f"({est.resamples} resamples, seed {est.seed})"
+    )
+    for name, estimate in result.aggregate.items():
+        print(fmt_estimate(name, estimate.to_dict()))
+    print(f"greedy outputs identical to the teacher alone: {result.n_identical}/{len(records)}")
+    finish(args, Path(args.student).name, drafter=result.to_dict())
+    return 0

@@ -1,0 +1,1 @@
+"""The student as a speculative drafter for its teacher (transformers assisted generation)."""
