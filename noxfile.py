@@ -285,6 +285,7 @@ def pipeline(session: nox.Session) -> None:
     Every stage is a real command line and a failing one fails the session:
     `python -m kd_train.pipelines all` (toy and 8-ball students, held-out splits), then
     `kd-eval fidelity` (toy student against its teacher, untrained and distilled),
+    `kd-eval drafter` (the same toy students as their teacher's speculative drafter),
     `kd-eval classify` (8-ball student on its held-out split, untrained and distilled),
     `kd-eval report` (JSON + HTML), `kd-convert export` (onnx, torchscript) and `verify`.
     tests/e2e/test_pipeline.py runs the same stages.
@@ -308,6 +309,11 @@ def pipeline(session: nox.Session) -> None:
             *("--data", str(out / "toy" / "data" / "heldout.jsonl"), quiet),
             *("--out", str(ev / f"toy-fidelity-{when}.json"), "--name", f"toy-{when}"),
         )
+        run(
+            *("kd-eval", "drafter", "--teacher", toy["teacher_dir"], "--student", student),
+            *("--data", str(out / "toy" / "data" / "heldout.jsonl"), "--max-new-tokens", "48"),
+            *("--out", str(ev / f"toy-drafter-{when}.json"), "--name", f"toy-{when}", quiet),
+        )
     for when, student in (("before", init["8-ball"]), ("after", ball["student_dir"])):
         run(
             *("kd-eval", "classify", student, "--labels", "8ball"),
@@ -315,7 +321,7 @@ def pipeline(session: nox.Session) -> None:
             *("--out", str(ev / f"8-ball-classify-{when}.json"), "--name", f"8-ball-{when}"),
         )
     # the report pairs each evaluation's after run with its before run (every figure, both)
-    evals = ("toy-fidelity", "8-ball-classify")
+    evals = ("toy-fidelity", "toy-drafter", "8-ball-classify")
     after, before = ([str(ev / f"{e}-{when}.json") for e in evals] for when in ("after", "before"))
     report = ev / "report"
     run(
@@ -333,6 +339,10 @@ def pipeline(session: nox.Session) -> None:
     ]
     kl, top1 = ([f[key]["value"] for f in fid] for key in ("forward_kl", "top1_agreement"))
     cls = [read(ev / f"8-ball-classify-{w}.json")["classification"] for w in ("before", "after")]
+    draft = [
+        read(ev / f"toy-drafter-{w}.json")["drafter"]["aggregate"] for w in ("before", "after")
+    ]
+    acc = ["{value:.3f} [{low:.3f}, {high:.3f}]".format(**d["acceptance_rate"]) for d in draft]
     rows = [
         ("distil toy", toy["student_dir"], kd.format(**toy)),
         ("distil 8-ball", ball["student_dir"], kd.format(**ball)),
@@ -347,6 +357,12 @@ def pipeline(session: nox.Session) -> None:
             str(ev / "8-ball-classify-after.json"),
             f"accuracy {cls[0]['accuracy']:.3f} -> {cls[1]['accuracy']:.3f} "
             f"(chance {cls[1]['chance_accuracy']:.3f}, {cls[1]['n']} held out)",
+        ),
+        (
+            "drafter toy",
+            str(ev / "toy-drafter-after.json"),
+            f"acceptance {acc[0]} -> {acc[1]}, speedup "
+            f"{draft[0]['speedup']['value']:.2f}x -> {draft[1]['speedup']['value']:.2f}x",
         ),
         ("report", str(ev / "report" / "report.html"), "report.json + report.html"),
     ]

@@ -1,7 +1,8 @@
 """The main job, stage by stage, through the same command lines `nox -s pipeline` runs.
 
 Stages: ``python -m kd_train.pipelines all``; ``kd-eval fidelity`` of the toy student against
-its teacher (untrained and distilled); ``kd-eval classify`` of the 8-ball student (run in
+its teacher (untrained and distilled); ``kd-eval drafter`` of the same students as the toy
+teacher's speculative drafter; ``kd-eval classify`` of the 8-ball student (run in
 conftest.py, its figures checked in test_eightball.py); ``kd-eval report`` over the distilled
 results; ``kd-convert export`` to ONNX and TorchScript followed by ``kd-convert verify``.
 Each test checks one stage's artefacts and figures."""
@@ -33,6 +34,22 @@ def fidelity(distilled: Distilled) -> dict[str, dict[str, Any]]:
         )
         aggregates[when] = read_json(out)["fidelity"]["aggregate"]
     return aggregates
+
+
+@pytest.fixture(scope="module")
+def drafter(distilled: Distilled) -> dict[str, dict[str, Any]]:
+    """``kd-eval drafter`` sections of the toy student as its teacher's drafter, by ``when``."""
+    toy = distilled.summary["toy"]
+    sections = {}
+    for when, student in zip(WHEN, (distilled.init_dir("toy"), toy["student_dir"]), strict=True):
+        out = distilled.out / "eval" / f"toy-drafter-{when}.json"
+        run_cli(
+            *("kd-eval", "drafter", "--teacher", toy["teacher_dir"], "--student", student),
+            *("--data", distilled.heldout("toy"), "--max-new-tokens", "48"),
+            *("--out", out, "--no-progress"),
+        )
+        sections[when] = read_json(out)["drafter"]
+    return sections
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +97,20 @@ def test_fidelity_kl_to_teacher_falls_tenfold_with_distillation(fidelity):
 def test_fidelity_top1_agreement_rises_with_distillation(fidelity):
     assert fidelity["before"]["top1_agreement"]["value"] < 0.2
     assert fidelity["after"]["top1_agreement"]["value"] >= 0.8
+
+
+def test_distillation_raises_the_drafters_acceptance_rate(drafter):
+    before = drafter["before"]["aggregate"]["acceptance_rate"]
+    after = drafter["after"]["aggregate"]["acceptance_rate"]
+    assert after["value"] > before["value"]
+    assert after["low"] > before["high"]  # the 95% intervals do not overlap
+    tokens = drafter["after"]["aggregate"]["tokens_per_teacher_forward"]
+    assert tokens["value"] > 1.0
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_drafting_leaves_the_teachers_greedy_output_unchanged(drafter, when):
+    assert drafter[when]["n_identical"] == drafter[when]["n_examples"]
 
 
 def test_report_merges_fidelity_and_classification_into_json_and_html(
