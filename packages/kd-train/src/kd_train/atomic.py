@@ -12,7 +12,7 @@ leaves only the scratch directory, which the target's name never matches.
 
 What is written gets the permissions of an ordinary ``open``: files ``0o666`` and
 directories ``0o777``, less the process umask (``0o644`` and ``0o755`` under the usual
-``022``), not the owner-only ``0o600`` of a :func:`tempfile.mkstemp` file.
+``022``), not the owner-only ``0o600`` of a ``tempfile.mkstemp`` file.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ CommandFunc = Callable[[argparse.Namespace], int]
 #: Seconds between two plain progress lines when standard error is not a terminal.
 LINE_INTERVAL_S = 10.0
 
-#: One plain progress line: ``distill:  40% 4/10 [00:02<00:03, 1.9step/s, loss=2.1]``.
+#: The format of a plain progress line, e.g. ``distill:  40% 4/10 [00:02<00:03, 1.9step/s]``.
 LINE_FORMAT = (
     "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 )
@@ -110,6 +110,7 @@ def is_terminal(stream: IO[str] | None = None) -> bool:
     """Whether ``stream`` (default: standard error) is an interactive terminal.
 
     >>> import io
+    >>> from kd_train.cliutil import is_terminal
     >>> is_terminal(io.StringIO())
     False
     """
@@ -143,6 +144,7 @@ def progress_bar(
         A tqdm instance (iterate over it, or call ``update`` and ``close``).
 
     >>> import io
+    >>> from kd_train.cliutil import progress_bar
     >>> out = io.StringIO()
     >>> with progress_bar(total=3, desc="demo", file=out) as bar:
     ...     bar.update(3)
@@ -215,6 +217,7 @@ def drop_log_messages(logger: str, pattern: str) -> Iterator[None]:
         pattern: a regular expression the whole formatted message must match.
 
     >>> import logging
+    >>> from kd_train.cliutil import drop_log_messages
     >>> records = []
     >>> class Keep(logging.Handler):
     ...     def emit(self, record):
