@@ -293,3 +293,40 @@ def test_fsdp_sharded_state_is_gathered_whole_and_scattered_back(
     assert sorted(full.optimizer) == sorted(expected_optim)
     assert all(torch.equal(full.optimizer[k], v) for k, v in expected_optim.items())
     assert full.param_groups[0]["lr"] == 1e-2
+
+
+def test_a_tied_name_in_the_metadata_never_overwrites_a_tensor_the_file_stores(tmp_path, trained):
+    from kd_train.trainer.checkpoint.state import load_weights
+    from safetensors.torch import save_file
+
+    model, _ = trained
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    assert not torch.equal(weights["lm_head.weight"], weights["model.embed_tokens.weight"])
+    path = tmp_path / "model.safetensors"
+    # Metadata that claims lm_head is tied to the embedding, in a file that stores both.
+    save_file(weights, str(path), metadata={"lm_head.weight": "model.embed_tokens.weight"})
+    other = AutoModelForCausalLM.from_config(model.config)
+    load_weights(path, other)
+    assert torch.equal(other.lm_head.weight, weights["lm_head.weight"])
+    assert torch.equal(other.model.embed_tokens.weight, weights["model.embed_tokens.weight"])
+
+
+def test_a_file_missing_tensors_names_the_first_three_and_a_dangling_alias_is_ignored(
+    tmp_path, trained
+):
+    from kd_train.trainer.checkpoint.state import load_weights
+    from safetensors.torch import save_file
+
+    model, _ = trained
+    weights = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    dropped = sorted(weights)[:4]
+    for name in dropped:
+        del weights[name]
+    path = tmp_path / "model.safetensors"
+    # An alias whose kept name the file does not hold: nothing to restore, no KeyError.
+    save_file(weights, str(path), metadata={dropped[0]: "no.such.tensor"})
+    with pytest.raises(CheckpointError, match=r"missing \[") as excinfo:
+        load_weights(path, AutoModelForCausalLM.from_config(model.config))
+    message = str(excinfo.value)
+    assert f"missing {dropped[:3]}," in message
+    assert dropped[3] not in message
