@@ -86,3 +86,18 @@ def test_optimum_names():
 def test_inputs_beyond_the_cache_are_refused_naming_the_limit():
     with pytest.raises(ValidationError, match="exceed the cache's maximum length 64"):
         check_cache_length(70, 64)
+
+
+def test_the_stateful_core_ml_wrapper_generates_the_references_ids(model):
+    from kd_convert.generate import Stepper, generate, reference_stepper
+    from kd_convert.stateful import StatefulWrapper
+
+    wrapper = StatefulWrapper(model, cache_layout(model, 64))
+
+    def run(*arrays):  # the buffers are the cache: nothing to pass between steps
+        with torch.no_grad():
+            return [wrapper(*(torch.from_numpy(a) for a in arrays[:3])).numpy(), None]
+
+    stateful = generate(Stepper(run, run, 64), [1, 5, 9], 24, stop_at_eos=False)
+    reference = generate(reference_stepper(model, 64), [1, 5, 9], 24, stop_at_eos=False)
+    assert stateful.tokens == reference.tokens

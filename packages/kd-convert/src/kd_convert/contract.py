@@ -115,7 +115,9 @@ def generation_graphs(
 ) -> dict[str, GraphContract]:
     """Return the prefill and decode graphs a generation export of ``spec`` must have.
 
-    ``None`` marks the dynamic prompt and cache axes. ``torch.export`` names the decode
+    ``None`` marks the dynamic prompt and cache axes. Core ML has one ``"stateful"`` graph
+    whose cache is in its states (:data:`~kd_convert.stateful.STATE_NAMES`). ``torch.export``
+    names the decode
     graph's flat cache inputs ``past_key_values_0``, ``past_key_values_1``, ... (the order of
     :func:`~kd_convert.stateful.past_names`); ONNX uses optimum's names.
 
@@ -131,6 +133,10 @@ def generation_graphs(
     [[1, 2, None, 8]]
     """
     batch, dtype = spec.batch_size, layout.dtype
+    if spec.format == "coreml":  # one graph; the cache lives in its states
+        steps = [TensorSig(n, "int32", [[batch, None]]) for n in STEP_INPUTS]
+        logits = TensorSig("logits", "float32", None)
+        return {"stateful": GraphContract("model.mlpackage", steps, [logits])}
     cache_shape: list[Shape] = [[batch, layout.kv_heads, None, layout.head_dim]]
     presents = [TensorSig(name, dtype, cache_shape) for name in present_names(layout.layers)]
     pasts = past_names(layout.layers)
@@ -162,7 +168,7 @@ def build_generation_contract(
     ``sources`` is ``(source weights SHA-256, tokenizer fingerprint)``.
     """
     graphs = generation_graphs(spec, layout, vocab_size)
-    prefill = graphs["prefill"]
+    prefill = next(iter(graphs.values()))  # the prefill graph, or Core ML's one graph
     return Contract(
         format=spec.format,
         artifact=prefill.artifact,
@@ -234,6 +240,7 @@ def verify(out_dir: str | Path) -> Contract:
     if not problems:  # structure is only worth reading from files that hash right
         for graph in _graphs(contract):
             found = describe(base, contract, graph.artifact)
+            problems += _state_problems(contract, found)
             problems += [
                 f"{graph.artifact}: {problem}" if contract.graphs else problem
                 for problem in structure_problems(contract, found, graph)
@@ -253,6 +260,17 @@ def describe(out_dir: Path, contract: Contract, artifact: str | None = None) -> 
     except Exception as exc:  # each runtime fails on a corrupt file in its own way
         raise ContractError(f"{path} cannot be read as {contract.format}: {exc}") from exc
     return signature
+
+
+def _state_problems(contract: Contract, found: IOSignature) -> list[str]:
+    """Compare the Core ML states of an artifact with the contract's cache states."""
+    promised = (contract.cache or {}).get("states")
+    if not promised:
+        return []
+    names = [t.name for t in found.states or []]
+    if names != promised:
+        return [f"states are {names}, the contract says {promised}"]
+    return []
 
 
 def _graphs(contract: Contract) -> list[GraphContract]:

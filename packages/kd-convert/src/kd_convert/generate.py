@@ -230,12 +230,17 @@ def load_stepper(
             "--for generation' to generate from it"
         )
     module = format_module(found.format)
-    if not hasattr(module, "load_graph"):
+    if not hasattr(module, "load_graph") and not hasattr(module, "load_stateful"):
         raise ExportConfigError(f"format {found.format!r} has no generation runtime")
     tokens = found.special_tokens or {}
+    if "stateful" in found.graphs:  # Core ML: one graph, the cache in its states
+        prefill, decode = module.load_stateful(base / found.graphs["stateful"].artifact)
+    else:
+        prefill = module.load_graph(base / found.graphs["prefill"].artifact, threads)
+        decode = module.load_graph(base / found.graphs["decode"].artifact, threads)
     return Stepper(
-        module.load_graph(base / found.graphs["prefill"].artifact, threads),
-        module.load_graph(base / found.graphs["decode"].artifact, threads),
+        prefill,
+        decode,
         int(found.cache["max_length"]),
         eos_token_id=eos_ids(tokens.get("eos_token_id")),
         pad_token_id=int(tokens.get("pad_token_id") or 0),

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +45,8 @@ from kd_convert.parity import (
     needs_macos,
 )
 from kd_convert.spec import ExportSpec
-from kd_convert.stateful import DecodeWrapper, PrefillWrapper, cache_layout
-from kd_convert.validate import validate, validate_generation
+from kd_convert.stateful import DecodeWrapper, PrefillWrapper, StatefulWrapper, cache_layout
+from kd_convert.validate import validate, validate_generation, validate_stateful
 from kd_convert.wrapper import ExportWrapper, load_student
 
 if TYPE_CHECKING:
@@ -142,17 +142,25 @@ def _export_generation(
                 f"({max_positions}): choose --max-length <= {max_positions}"
             )
         layout = cache_layout(model, max_length)
-        wrappers = PrefillWrapper(model), DecodeWrapper(model)
-    with stage("validate"):
-        programs = validate_generation(*wrappers, spec, layout)
+        if spec.format == "coreml":  # Core ML states are fp16
+            layout = replace(layout, dtype="float16")
     graphs = generation_graphs(spec, layout, model.config.vocab_size)
-    with stage("convert"):
-        for name, wrapper, program in zip(graphs, wrappers, programs, strict=True):
-            graph = graphs[name]
-            names = [t.name or "" for t in graph.inputs], [t.name or "" for t in graph.outputs]
-            module.export(wrapper, program, spec, out / graph.artifact, names=names)
+    if spec.format == "coreml":
+        with stage("validate"):
+            program = validate_stateful(StatefulWrapper(model, layout, spec.batch_size), spec)
+        with stage("convert"):
+            module.export_stateful(program, spec, layout, out / graphs["stateful"].artifact)
+    else:
+        wrappers = PrefillWrapper(model), DecodeWrapper(model)
+        with stage("validate"):
+            programs = validate_generation(*wrappers, spec, layout)
+        with stage("convert"):
+            for name, wrapper, program in zip(graphs, wrappers, programs, strict=True):
+                graph = graphs[name]
+                names = [t.name or "" for t in graph.inputs], [t.name or "" for t in graph.outputs]
+                module.export(wrapper, program, spec, out / graph.artifact, names=names)
     with stage("contract"):
-        prefill_path = out / graphs["prefill"].artifact
+        prefill_path = out / next(iter(graphs.values())).artifact
         opset = module.describe(prefill_path).opset if spec.format == "onnx" else None
         config = model.generation_config
         special = {
@@ -175,7 +183,10 @@ def generation_parity(
     model: PreTrainedModel, out_dir: Path, contract: Contract, spec: ExportSpec
 ) -> ParityReport:
     """Golden vectors through the prefill graph, then token-level parity of the generate loop."""
-    stepper = load_stepper(out_dir, contract)
+    try:
+        stepper = load_stepper(out_dir, contract)
+    except RuntimeUnavailableError as exc:
+        return needs_macos(spec, str(exc))
     pad_id = model.config.pad_token_id or 0
 
     def prefill_logits(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

@@ -27,7 +27,7 @@ Task = Literal["sequence", "generation"]
 #: Export tasks, ``sequence`` (one whole-sequence graph) or ``generation`` (prefill + decode).
 TASKS: tuple[Task, ...] = get_args(Task)
 #: Formats with a generation (prefill + decode) export.
-GENERATION_FORMATS: tuple[Format, ...] = ("exported", "onnx")
+GENERATION_FORMATS: tuple[Format, ...] = ("exported", "onnx", "coreml")
 #: Default enumerated sequence lengths for toy students.
 TOY_LENGTHS = (64, 128, 256)
 #: ONNX opset used when none is given (torch.onnx dynamo exporter).
@@ -46,7 +46,8 @@ class ExportSpec:
         quantize: ``"int8"`` for int8 linear weight quantization (Core ML only) or ``None``.
         opset: ONNX opset version (ONNX only).
         task: ``"sequence"`` (one whole-sequence graph) or ``"generation"`` (a prefill graph
-            and a decode graph with a KV cache; ONNX and ``exported`` only).
+            and a decode graph with a KV cache; for Core ML one stateful graph; not
+            TorchScript).
         max_length: positions the generation cache may hold (prompt + new tokens); ``None``
             takes the model's ``max_position_embeddings`` (generation only).
     """

@@ -35,6 +35,8 @@ from kd_convert.wrapper import MASK_VALUE, check_supported
 
 #: Inputs every generation graph starts with (then the past cache, decode only).
 STEP_INPUTS = ("input_ids", "attention_mask", "position_ids")
+#: Names of the state buffers of :class:`StatefulWrapper` (Core ML ``StateType`` names).
+STATE_NAMES = ("key_cache", "value_cache")
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,11 @@ class CacheLayout:
         return 2 * self.layers * self.kv_heads * self.head_dim * size
 
     def to_json(self) -> dict[str, object]:
-        """Return a JSON-ready dict (with ``bytes_per_token``)."""
-        return {**asdict(self), "bytes_per_token": self.bytes_per_token()}
+        """Return a JSON-ready dict (with ``bytes_per_token``; fp16 layouts name the states)."""
+        found: dict[str, object] = {**asdict(self), "bytes_per_token": self.bytes_per_token()}
+        if self.dtype == "float16":  # the Core ML stateful layout
+            found["states"] = list(STATE_NAMES)
+        return found
 
 
 def cache_layout(model: PreTrainedModel, max_length: int) -> CacheLayout:
@@ -219,6 +224,76 @@ class DecodeWrapper(CachedDecoder):
     ) -> tuple[torch.Tensor, ...]:
         """Return logits ``[B, 1, V]`` and the present tensors ``[B, H, P + 1, D]``."""
         return self.step(input_ids, attention_mask, position_ids, list(past_key_values))
+
+
+class BufferCache:
+    """A cache object that writes into preallocated ``[L, B, H, max_length, D]`` buffers.
+
+    The new keys/values of ``S`` tokens go to positions ``end - S .. end - 1`` (``end`` is the
+    attention mask's length), and attention reads positions ``0 .. end - 1``: both come from
+    shapes, not values, so Core ML converts the writes to state updates.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, end: int) -> None:
+        self.keys, self.values, self.end = keys, values, end
+
+    def update(
+        self,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        layer_idx: int,
+        *args: object,
+        **kwargs: object,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``key``/``value`` of layer ``layer_idx``; return the cache up to ``end``."""
+        start = self.end - key.shape[2]
+        self.keys[layer_idx, :, :, start : self.end] = key
+        self.values[layer_idx, :, :, start : self.end] = value
+        return (
+            self.keys[layer_idx, :, :, : self.end],
+            self.values[layer_idx, :, :, : self.end],
+        )
+
+
+class StatefulWrapper(nn.Module):
+    """``(input_ids, attention_mask, position_ids) -> logits`` with the cache in buffers.
+
+    The Core ML generation graph: ``key_cache`` / ``value_cache`` are buffers of shape
+    ``[L, B, H, max_length, D]`` that the forward updates in place (Core ML states). One graph
+    serves prefill (``S`` prompt tokens, mask of length ``S``) and decode (``S = 1``, mask of
+    length ``P + 1``); the caller keeps the mask, as with the other formats.
+
+    Args:
+        model: a causal LM the export wrapper can drive.
+        layout: the cache layout (its ``max_length`` sizes the buffers).
+        batch_size: the fixed batch dimension.
+    """
+
+    key_cache: torch.Tensor
+    value_cache: torch.Tensor
+
+    def __init__(self, model: PreTrainedModel, layout: CacheLayout, batch_size: int = 1) -> None:
+        super().__init__()
+        check_supported(model)
+        self.decoder = model.model
+        self.lm_head = model.lm_head
+        shape = (layout.layers, batch_size, layout.kv_heads, layout.max_length, layout.head_dim)
+        self.register_buffer("key_cache", torch.zeros(shape))
+        self.register_buffer("value_cache", torch.zeros(shape))
+        self.eval()
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Return logits ``[B, S, V]``; the cache buffers now also hold these ``S`` tokens."""
+        hidden = self.decoder.embed_tokens(input_ids)
+        mask = cached_causal_mask(attention_mask, input_ids.shape[1], hidden.dtype)
+        rotary = self.decoder.rotary_emb(hidden, position_ids)
+        cache = BufferCache(self.key_cache, self.value_cache, attention_mask.shape[1])
+        for layer in self.decoder.layers:
+            hidden = layer(hidden, attention_mask=mask, position_embeddings=rotary, cache=cache)
+        logits: torch.Tensor = self.lm_head(self.decoder.norm(hidden))
+        return logits
 
 
 def check_cache_length(length: int, max_length: int, what: str = "prompt + new tokens") -> None:

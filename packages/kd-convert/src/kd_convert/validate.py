@@ -136,6 +136,23 @@ def check_program(program: ExportedProgram, name: str, spec: ExportSpec) -> Expo
     return program
 
 
+def validate_stateful(module: nn.Module, spec: ExportSpec) -> ExportedProgram:
+    """Capture and check the Core ML generation graph (a ``StatefulWrapper``).
+
+    The new-token axis of ``input_ids``/``position_ids`` and the key axis of
+    ``attention_mask`` are dynamic; the cache buffers keep their fixed shape.
+
+    Raises:
+        ValidationError: as :func:`validate`.
+    """
+    n, batch = spec.seq_lengths[0], spec.batch_size
+    ids, mask = example_inputs(spec, n)
+    positions = torch.arange(n, dtype=torch.int32).repeat(batch, 1)
+    dynamic = ({1: Dim.DYNAMIC}, {1: Dim.DYNAMIC}, {1: Dim.DYNAMIC})
+    program = capture(module, spec, (ids, mask, positions), dynamic)
+    return check_program(program, type(module).__name__, spec)
+
+
 def validate_generation(
     prefill: nn.Module, decode: nn.Module, spec: ExportSpec, layout: CacheLayout
 ) -> tuple[ExportedProgram, ExportedProgram]:

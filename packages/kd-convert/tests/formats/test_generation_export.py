@@ -1,11 +1,13 @@
 """Generation exports (prefill + decode with a KV cache): parity, contract, verify, generate."""
 
 import json
+import sys
 import warnings
 
 import pytest
 from kd_convert.contract import read_contract, verify
 from kd_convert.errors import ContractError, ExportConfigError, ValidationError
+from kd_convert.formats.base import RuntimeUnavailableError
 from kd_convert.generate import generate, load_stepper, reference_stepper
 from kd_convert.pipeline import export_model
 from kd_convert.spec import ExportSpec
@@ -111,7 +113,35 @@ def test_reading_an_old_contract_gives_a_sequence_export(export_once):
     assert read_contract(export_once("onnx").out_dir).task == "sequence"
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "coreml"])
-def test_generation_exports_of_other_formats_are_refused(fmt):
-    with pytest.raises(ExportConfigError, match="--for generation supports exported, onnx"):
-        ExportSpec(fmt, task="generation")
+def test_a_torchscript_generation_export_is_refused():
+    with pytest.raises(ExportConfigError, match="--for generation supports exported, onnx, coreml"):
+        ExportSpec("torchscript", task="generation")
+
+
+def test_coreml_generation_is_one_stateful_package_with_an_fp16_gqa_cache(exports):
+    from kd_convert.formats import coreml
+
+    result = exports("coreml")
+    signature = coreml.describe(result.artifact)
+    assert [(t.name, t.dtype, t.shapes) for t in signature.inputs] == [
+        (name, "int32", [[1, None]]) for name in ("input_ids", "attention_mask", "position_ids")
+    ]
+    assert [(t.name, t.dtype, t.shapes) for t in signature.states] == [
+        (name, "float16", [[2, 1, 2, MAX_LENGTH, 8]]) for name in ("key_cache", "value_cache")
+    ]
+    contract = verify(result.out_dir)
+    assert list(contract.graphs) == ["stateful"]
+    assert contract.cache["dtype"] == "float16"
+    assert contract.cache["states"] == ["key_cache", "value_cache"]
+
+
+def test_coreml_generation_parity_runs_on_macos_and_needs_it_elsewhere(exports):
+    parity = exports("coreml").parity
+    if sys.platform == "darwin":  # the macOS CI job: real stateful prediction
+        assert parity.status == "passed"
+        assert all(p.identical for p in parity.tokens.prompts)
+    else:
+        assert parity.status == "needs macOS"
+        assert parity.tokens is None
+        with pytest.raises(RuntimeUnavailableError, match="needs macOS"):
+            load_stepper(exports("coreml").out_dir)

@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
         default="sequence",
         dest="task",
         help="sequence: one whole-sequence graph (default); generation: prefill + decode graphs "
-        "with a KV cache (onnx, exported)",
+        "with a KV cache (onnx, exported; coreml: one stateful package)",
     )
     parser.add_argument(
         "--max-length",

@@ -40,11 +40,16 @@ class TensorSig:
 
 @dataclass(frozen=True)
 class IOSignature:
-    """The inputs and outputs an artifact declares, plus format details (ONNX opset)."""
+    """The inputs and outputs an artifact declares, plus format details.
+
+    ``opset`` is the ONNX opset; ``states`` the Core ML state tensors (``None``: the format
+    has none).
+    """
 
     inputs: list[TensorSig]
     outputs: list[TensorSig]
     opset: int | None = None
+    states: list[TensorSig] | None = None
 
 
 def dtype_name(dtype: object) -> str:

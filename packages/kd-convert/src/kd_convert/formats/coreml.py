@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from kd_convert.formats.base import (
     TensorSig,
 )
 from kd_convert.spec import ExportSpec
+from kd_convert.stateful import STATE_NAMES, STEP_INPUTS, CacheLayout
 from kd_convert.validate import import_coremltools
 from kd_convert.wrapper import INPUT_NAMES, OUTPUT_NAMES
 
@@ -42,8 +44,47 @@ _ARRAY_TYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "flo
 
 def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path: Path) -> None:
     """Convert ``program`` to an ``.mlpackage`` at ``path`` (int8 weights if asked)."""
+    _save(convert(program, spec), spec, path)
+
+
+def export_stateful(
+    program: ExportedProgram, spec: ExportSpec, layout: CacheLayout, path: Path
+) -> None:
+    """Convert the generation graph to a stateful ``.mlpackage`` (fp16 ``StateType`` caches).
+
+    ``program`` is the decomposed capture of :class:`~kd_convert.stateful.StatefulWrapper`:
+    its in-place buffer writes become Core ML state updates.
+    """
     ct = _coremltools()
-    model = convert(program, spec)
+    batch = spec.batch_size
+    shape = (layout.layers, batch, layout.kv_heads, layout.max_length, layout.head_dim)
+
+    def flexible(name: str) -> Any:
+        length = ct.RangeDim(lower_bound=1, upper_bound=layout.max_length, default=1)
+        return ct.TensorType(name=name, shape=(batch, length), dtype=np.int32)
+
+    state = ct.TensorType(shape=shape, dtype=np.float16)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = ct.convert(
+                program,
+                inputs=[flexible(name) for name in STEP_INPUTS],
+                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in OUTPUT_NAMES],
+                states=[ct.StateType(wrapped_type=state, name=n) for n in STATE_NAMES],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16,
+                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            )
+    except Exception as exc:  # coremltools raises bare ValueError/NotImplementedError/...
+        raise ConversionError(
+            f"coremltools could not convert the stateful model: {type(exc).__name__}: {exc}"
+        ) from exc
+    _save(model, spec, path)
+
+
+def _save(model: Any, spec: ExportSpec, path: Path) -> None:
+    ct = _coremltools()
     if spec.quantize == "int8":
         config = ct.optimize.coreml.OptimizationConfig(
             global_config=ct.optimize.coreml.OpLinearQuantizerConfig(
@@ -85,9 +126,15 @@ def convert(program: ExportedProgram, spec: ExportSpec) -> Any:
 def describe(path: Path) -> IOSignature:
     """Read I/O names, dtypes and enumerated shapes from the package's model spec."""
     spec = _coremltools().utils.load_spec(str(path))
+    states = [
+        TensorSig(f.name, _ARRAY_TYPES.get(f.type.stateType.arrayType.dataType, "unknown"),
+                  [list(f.type.stateType.arrayType.shape)])
+        for f in spec.description.state
+    ]  # fmt: skip
     return IOSignature(
         [_sig(feature) for feature in spec.description.input],
         [_sig(feature) for feature in spec.description.output],
+        states=states or None,
     )
 
 
@@ -111,9 +158,43 @@ def load_runner(path: Path) -> Runner:
     return run  # pragma: no cover
 
 
+def load_stateful(path: Path) -> tuple[Callable[..., list[Any]], Callable[..., list[Any]]]:
+    """Return ``(prefill, decode)`` over a stateful package's ``predict`` (macOS only).
+
+    ``prefill`` makes a fresh state and returns ``[logits, state]``; ``decode`` takes that
+    state as its cache and returns it again: the generate loop passes it through unchanged.
+
+    Raises:
+        RuntimeUnavailableError: not on macOS, where Core ML prediction does not exist.
+    """
+    if sys.platform != "darwin":
+        raise RuntimeUnavailableError(
+            f"Core ML prediction needs macOS (this is {sys.platform}); {path} was checked "
+            "structurally only: run parity on a Mac"
+        )
+    model = _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
+
+    def step(state: Any, *arrays: np.ndarray) -> list[Any]:  # pragma: no cover - macOS only
+        feeds = dict(zip(STEP_INPUTS, arrays, strict=True))
+        out = model.predict(feeds, state=state)
+        return [np.asarray(out["logits"], dtype=np.float32), state]
+
+    def prefill(*arrays: np.ndarray) -> list[Any]:  # pragma: no cover - macOS only
+        return step(model.make_state(), *arrays)
+
+    def decode(*arrays: Any) -> list[Any]:  # pragma: no cover - macOS only
+        return step(arrays[3], *arrays[:3])
+
+    return prefill, decode  # pragma: no cover - macOS only
+
+
 def _sig(feature: Any) -> TensorSig:
     array = feature.type.multiArrayType
     dtype = _ARRAY_TYPES.get(array.dataType, f"coreml:{array.dataType}")
+    if array.HasField("shapeRange"):  # flexible (RangeDim) axes: None where not fixed
+        ranges = array.shapeRange.sizeRanges
+        flexible: Shape = [r.lowerBound if r.lowerBound == r.upperBound else None for r in ranges]
+        return TensorSig(feature.name, dtype, [flexible])
     enumerated: list[Shape] = [list(s.shape) for s in array.enumeratedShapes.shapes]
     fixed: list[Shape] = [list(array.shape)] if len(array.shape) else []
     return TensorSig(feature.name, dtype, enumerated or fixed or None)
