@@ -5,9 +5,11 @@ import json
 import pytest
 from kd_convert.cli import main
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("kd-convert-exports")]
+pytestmark = pytest.mark.xdist_group("kd-convert-exports")
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_generation_export_then_verify_through_the_cli(tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "gen"
     argv = ["export", "--format", "onnx", "--for", "generation", "--max-length", "96"]

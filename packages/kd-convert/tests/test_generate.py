@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 from kd_convert.errors import ExportConfigError, ValidationError
-from kd_convert.generate import choose, encode_prompt, generate, reference_stepper
+from kd_convert.generate import (
+    choose,
+    encode_prompt,
+    eos_ids,
+    generate,
+    load_stepper,
+    reference_stepper,
+)
 from kd_convert.parity import THRESHOLDS, check_token_parity, parity_prompts
 from kd_convert.wrapper import load_student
 from transformers import AutoTokenizer
@@ -88,3 +95,22 @@ def test_timings_are_reported(stepper):
     result = generate(stepper, [1, 9, 10], 8, stop_at_eos=False)
     assert result.first_token_seconds > 0
     assert result.decode_tokens_per_second() > 0
+
+
+def test_an_empty_prompt_is_refused(stepper):
+    with pytest.raises(ExportConfigError, match="non-empty prompt"):
+        generate(stepper, [], 4)
+
+
+def test_eos_ids_accept_an_id_a_list_or_none():
+    assert (eos_ids(2), eos_ids([2, 7]), eos_ids(None)) == ((2,), (2, 7), ())
+
+
+def test_a_contract_of_a_format_without_a_generation_runtime_is_refused(tmp_path):
+    from kd_convert.contract import Contract, write_contract
+
+    contract = Contract("torchscript", "model.ts", [], [], [8], 1, {}, {}, None, {},
+                        task="generation", cache={"max_length": 8})  # fmt: skip
+    write_contract(tmp_path, contract)
+    with pytest.raises(ExportConfigError, match="no generation runtime"):
+        load_stepper(tmp_path)

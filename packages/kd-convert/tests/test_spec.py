@@ -47,3 +47,21 @@ def test_length_outside_the_set_names_the_length_to_pad_to():
 def test_length_above_the_set_says_to_truncate():
     with pytest.raises(ValidationError, match="truncate the input to 128"):
         check_sequence_length(300, (64, 128))
+
+
+def test_generation_settings_are_checked_up_front():
+    with pytest.raises(ExportConfigError, match="unknown export task 'chat'"):
+        ExportSpec("onnx", task="chat")
+    with pytest.raises(ExportConfigError, match="--for generation exports only"):
+        ExportSpec("onnx", max_length=512)
+    with pytest.raises(ExportConfigError, match="must exceed the longest prefill length 256"):
+        ExportSpec("onnx", task="generation", max_length=256)
+
+
+def test_torch_export_names_its_flat_cache_inputs():
+    from kd_convert.contract import generation_graphs
+    from kd_convert.stateful import CacheLayout
+
+    spec = ExportSpec("exported", (8,), task="generation")
+    decode = generation_graphs(spec, CacheLayout(1, 2, 8, "float32", 64), 50)["decode"]
+    assert [t.name for t in decode.inputs][3:] == ["past_key_values_0", "past_key_values_1"]

@@ -70,7 +70,7 @@ def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
             out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
-        return [t.numpy() for t in out]
+        return [t.numpy() for t in ((out,) if isinstance(out, torch.Tensor) else out)]
 
     return run
 
