@@ -221,8 +221,13 @@ def test_a_checkpoint_of_another_shape_names_the_tensor(tmp_path, trained, tiny_
     model, optimizer = trained
     ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
     wider = AutoConfig.from_pretrained(tiny_llama_dir, intermediate_size=80)
-    with pytest.raises(CheckpointError, match=r"other shapes \[.*mlp.* \(64, 32\) != \(80, 32\)"):
+    with pytest.raises(
+        CheckpointError, match=r"other shapes \[.*mlp.* \(64, 32\) != \(80, 32\)"
+    ) as e:
         load_checkpoint(ckpt, AutoModelForCausalLM.from_config(wider))
+    # 2 layers x 3 MLP projections differ; the message names the first three, sorted.
+    assert str(e.value).count(" != ") == 3
+    assert "model.layers.0.mlp.down_proj.weight (32, 64) != (32, 80)" in str(e.value)
 
 
 def test_a_file_grown_past_its_manifest_size_is_reported_as_resized(tmp_path, trained):
