@@ -86,3 +86,22 @@ def test_startup_fails_a_slow_cli_and_a_ratio_past_the_baseline() -> None:
     baseline = {"kd-train help ratio": 30.0 / (tolerance + 0.5), "kd-eval help ratio": 5.0}
     failed = startup.check(figures, baseline)
     assert [line.split(":")[0] for line in failed] == ["kd-train help s", "kd-train help ratio"]
+
+
+def test_export_student_decode_widens_a_short_context_on_a_copy(
+    export: ModuleType, tmp_path: Path
+) -> None:
+    import json
+
+    student = tmp_path / "student"
+    student.mkdir()
+    (student / "config.json").write_text(json.dumps({"max_position_embeddings": 512}))
+    (student / "model.safetensors").write_bytes(b"weights")
+    assert export.widened_student(student, tmp_path / "wide", 512) == student
+    wide = export.widened_student(student, tmp_path / "wide", 1088)
+    assert json.loads((wide / "config.json").read_text())["max_position_embeddings"] == 1088
+    assert (wide / "model.safetensors").read_bytes() == b"weights"
+    assert json.loads((student / "config.json").read_text())["max_position_embeddings"] == 512
+    assert export.student_arg("toy=runs/s") == ("toy", Path("runs/s"))
+    with pytest.raises(export.argparse.ArgumentTypeError, match="NAME=DIR"):
+        export.student_arg("runs/s")

@@ -35,6 +35,18 @@ the KV cache, against the whole-sequence export recomputing the prefix for every
 without; lower is better),
 against ``{mode: {"decode": {...}}}`` of the baseline. The scaling plot is
 ``docs/_static/perf/export_decode.png``.
+
+A pipeline's student (``--student NAME=DIR``, repeatable; a directory written by
+``save_pretrained``, such as the distilled student of ``python -m kd_train.pipelines toy``)
+gets the same decode measurement instead of the tiny random student, and nothing else runs.
+A student whose ``max_position_embeddings`` is below the longest prompt + new tokens is
+measured on a copy with the limit raised (same weights; beyond its trained positions its
+outputs mean nothing, its timings are the same). Results go to
+``qa/perf/results/export_decode_students.json`` (``{"mode", "new_tokens", "students":
+{name: {model figures}}, "rows": [{"student", "runtime", "prompt", decode figures}]}``),
+the plot to ``docs/_static/perf/export_decode_students.png``; not gated (no baseline)::
+
+    python packages/kd-convert/benchmarks/bench_export.py --student toy=STUDENT_DIR
 """
 
 from __future__ import annotations
@@ -79,6 +91,8 @@ DECODE_HIDDEN = {"full": 128, "quick": 64}
 NEW_TOKENS = 64
 DECODE_ROUNDS = 5
 DECODE_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode.png"
+STUDENTS_RESULTS = ROOT / "qa" / "perf" / "results" / "export_decode_students.json"
+STUDENTS_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode_students.png"
 
 
 def export_all(model_dir: Path, out: Path, lengths: tuple[int, ...], bar: Any) -> dict[str, Any]:
@@ -245,6 +259,23 @@ def uncached_generate(graph: Callable[..., Any], prompt: list[int], new_tokens: 
 
 def decode_speed(work: Path, mode: str) -> dict[str, Any]:
     """TTFT and decode tokens/s with and without the KV cache, per runtime and prompt length."""
+    lengths = DECODE_LENGTHS[mode]
+    longest = lengths[-1] + NEW_TOKENS
+    model_dir = save_decode_student(work / "decode-student", DECODE_HIDDEN[mode], longest)
+    return {
+        "hidden": DECODE_HIDDEN[mode],
+        "new_tokens": NEW_TOKENS,
+        **measure_decode(model_dir, work, lengths),
+    }
+
+
+def measure_decode(model_dir: Path, work: Path, lengths: tuple[int, ...]) -> dict[str, Any]:
+    """Decode figures of the student in ``model_dir``, per runtime and prompt length.
+
+    Exports it ``--for generation`` (cache for the longest prompt + ``NEW_TOKENS``) and as the
+    whole-sequence graph into ``work``; one thread. Returns ``cache_bytes_per_token``,
+    ``model_bytes`` and ``{runtime: {length: figures}}``.
+    """
     import numpy as np
     import torch
     from kd_convert.formats import exported, onnx
@@ -252,11 +283,10 @@ def decode_speed(work: Path, mode: str) -> dict[str, Any]:
     from kd_convert.pipeline import export_model
     from kd_convert.spec import ExportSpec
 
-    lengths = DECODE_LENGTHS[mode]
     longest = lengths[-1] + NEW_TOKENS
-    model_dir = save_decode_student(work / "decode-student", DECODE_HIDDEN[mode], longest)
+    vocab = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))["vocab_size"]
     runtimes = {"onnxruntime": ("onnx", onnx), "torch_export": ("exported", exported)}
-    figures: dict[str, Any] = {"hidden": DECODE_HIDDEN[mode], "new_tokens": NEW_TOKENS}
+    figures: dict[str, Any] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -271,7 +301,7 @@ def decode_speed(work: Path, mode: str) -> dict[str, Any]:
                 figures["model_bytes"] = seq.artifact.stat().st_size
             by_length: dict[str, Any] = {}
             for n in lengths:
-                prompt = np.random.default_rng(n).integers(4, 300, n).tolist()
+                prompt = np.random.default_rng(n).integers(4, min(300, vocab), n).tolist()
                 cached, uncached = [], []
                 generate(stepper, prompt, 2)  # warm-up: first call of each shape
                 uncached_generate(whole, prompt, 2)
@@ -284,6 +314,84 @@ def decode_speed(work: Path, mode: str) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
     return figures
+
+
+def widened_student(model_dir: Path, dest: Path, positions: int) -> Path:
+    """``model_dir``, or a copy in ``dest`` whose ``max_position_embeddings`` holds ``positions``.
+
+    The copy has the same weights; the exports refuse a cache longer than that limit.
+    """
+    import shutil
+
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config["max_position_embeddings"] >= positions:
+        return model_dir
+    shutil.copytree(model_dir, dest)
+    config["max_position_embeddings"] = positions
+    (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return dest
+
+
+def student_decode(students: dict[str, Path], work: Path, mode: str) -> dict[str, Any]:
+    """The decode measurement on each named student directory (``--student``)."""
+    lengths = DECODE_LENGTHS[mode]
+    longest = lengths[-1] + NEW_TOKENS
+    results: dict[str, Any] = {"mode": mode, "new_tokens": NEW_TOKENS, "students": {}, "rows": []}
+    for name, model_dir in students.items():
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        measured_dir = widened_student(model_dir, work / f"{name}-widened", longest)
+        measured = measure_decode(measured_dir, work / name, lengths)
+        results["students"][name] = {
+            "directory": str(model_dir),
+            "hidden": config["hidden_size"],
+            "layers": config["num_hidden_layers"],
+            "vocab": config["vocab_size"],
+            "max_position_embeddings": config["max_position_embeddings"],
+            "model_bytes": measured["model_bytes"],
+            "cache_bytes_per_token": measured["cache_bytes_per_token"],
+        }
+        for runtime in ("onnxruntime", "torch_export"):
+            for n, row in measured[runtime].items():
+                results["rows"].append({"student": name, "runtime": runtime, "prompt": int(n)})
+                results["rows"][-1].update(row)
+    return results
+
+
+def plot_student_decode(results: dict[str, Any], path: Path = STUDENTS_PLOT) -> None:
+    """Cached over uncached decode speedup against prompt length, per student and runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in results["students"]:
+        for runtime, style in (("onnxruntime", "o-"), ("torch_export", "s--")):
+            rows = [r for r in results["rows"] if (r["student"], r["runtime"]) == (name, runtime)]
+            xs = [r["prompt"] for r in rows]
+            ax.plot(xs, [r["speedup"] for r in rows], style, label=f"{name}, {runtime}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("prompt length (tokens)")
+    ax.set_ylabel(f"decode speedup, cache / no cache ({NEW_TOKENS} new, 1 thread)")
+    ax.set_title("KV-cache decode speedup of the pipelines' students")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def student_arg(text: str) -> tuple[str, Path]:
+    """``NAME=DIR`` of ``--student``.
+
+    >>> student_arg("toy=/tmp/toy/student")
+    ('toy', PosixPath('/tmp/toy/student'))
+    """
+    name, sep, directory = text.partition("=")
+    if not sep or not name or not directory:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, Path(directory)
 
 
 def _one_thread_graph(module: Any, path: Path) -> Callable[..., Any]:
@@ -375,6 +483,22 @@ def print_decode(decode: dict[str, Any], baseline: dict[str, float], tol: float)
     return regressions
 
 
+def print_student_decode(results: dict[str, Any]) -> None:
+    """Print one line per student, runtime and prompt length."""
+    for name, model in results["students"].items():
+        print(f"\n{name}: {model}")
+    print(
+        f"{'student':10} {'runtime':13} {'prompt':>6} {'TTFT ms':>9} {'tok/s':>9} "
+        f"{'no cache':>9} {'speedup':>8}"
+    )
+    for r in results["rows"]:
+        print(
+            f"{r['student']:10} {r['runtime']:13} {r['prompt']:6} {r['ttft_ms.cached']:9.1f} "
+            f"{r['decode_tokens_per_s.cached']:9.0f} {r['decode_tokens_per_s.uncached']:9.1f} "
+            f"{r['speedup']:7.1f}x"
+        )
+
+
 def tolerance() -> tuple[float, float]:
     """``(tolerance, seconds_tolerance)`` of ``[perf.export]`` (else ``[perf] tolerance``)."""
     perf = tomllib.loads(GATES.read_text(encoding="utf-8")).get("perf", {})
@@ -388,6 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="hidden 64, length 64 only")
     parser.add_argument("--update-baseline", action="store_true")
     parser.add_argument("--skip-decode", action="store_true", help="no decode-speed section")
+    parser.add_argument(
+        "--student",
+        type=student_arg,
+        action="append",
+        metavar="NAME=DIR",
+        help="measure decode speed on this student directory only (repeatable; not gated)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -395,6 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     from kd_train.testing import save_tiny_llama
 
     mode = "quick" if args.quick else "full"
+    if args.student:
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            students = student_decode(dict(args.student), Path(tmp), mode)
+        atomic_write_text(STUDENTS_RESULTS, json.dumps(students, indent=2) + "\n")
+        plot_student_decode(students)
+        print_student_decode(students)
+        return 0
     hiddens, lengths, reference = PLANS[mode]
     sizes: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
