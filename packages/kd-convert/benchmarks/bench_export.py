@@ -44,7 +44,7 @@ measured on a copy with the limit raised (same weights; beyond its trained posit
 outputs mean nothing, its timings are the same). Results go to
 ``qa/perf/results/export_decode_students.json`` (``{"mode", "new_tokens", "students":
 {name: {model figures}}, "rows": [{"student", "runtime", "prompt", decode figures}]}``),
-the plot to ``docs/_static/perf/export_decode_students.png``; not gated (no baseline)::
+the plot to ``docs/_static/perf/export_decode_speedup.png``; not gated (no baseline)::
 
     python packages/kd-convert/benchmarks/bench_export.py --student toy=STUDENT_DIR
 """
@@ -92,7 +92,7 @@ NEW_TOKENS = 64
 DECODE_ROUNDS = 5
 DECODE_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode.png"
 STUDENTS_RESULTS = ROOT / "qa" / "perf" / "results" / "export_decode_students.json"
-STUDENTS_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode_students.png"
+STUDENTS_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode_speedup.png"
 
 
 def export_all(model_dir: Path, out: Path, lengths: tuple[int, ...], bar: Any) -> dict[str, Any]:
