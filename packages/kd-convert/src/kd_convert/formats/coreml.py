@@ -138,18 +138,23 @@ def describe(path: Path) -> IOSignature:
     )
 
 
+def _mlmodel(path: Path) -> Any:
+    """Load the package at ``path`` for prediction; refuse off macOS, naming the path."""
+    if sys.platform != "darwin":
+        raise RuntimeUnavailableError(
+            f"Core ML prediction needs macOS (this is {sys.platform}); {path} was checked "
+            "structurally only: run parity on a Mac"
+        )
+    return _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
+
+
 def load_runner(path: Path) -> Runner:
     """Return a runner over ``MLModel.predict`` (macOS only).
 
     Raises:
         RuntimeUnavailableError: not on macOS, where Core ML prediction does not exist.
     """
-    if sys.platform != "darwin":
-        raise RuntimeUnavailableError(
-            f"Core ML prediction needs macOS (this is {sys.platform}); {path} was checked "
-            "structurally only: run parity on a Mac"
-        )
-    model = _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
+    model = _mlmodel(path)
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:  # pragma: no cover
         out = model.predict({"input_ids": input_ids, "attention_mask": attention_mask})
@@ -167,12 +172,7 @@ def load_stateful(path: Path) -> tuple[Callable[..., list[Any]], Callable[..., l
     Raises:
         RuntimeUnavailableError: not on macOS, where Core ML prediction does not exist.
     """
-    if sys.platform != "darwin":
-        raise RuntimeUnavailableError(
-            f"Core ML prediction needs macOS (this is {sys.platform}); {path} was checked "
-            "structurally only: run parity on a Mac"
-        )
-    model = _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
+    model = _mlmodel(path)
 
     def step(state: Any, *arrays: np.ndarray) -> list[Any]:  # pragma: no cover - macOS only
         feeds = dict(zip(STEP_INPUTS, arrays, strict=True))

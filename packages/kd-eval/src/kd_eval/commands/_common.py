@@ -19,6 +19,15 @@ def add_output(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_bootstrap(parser: argparse.ArgumentParser) -> None:
+    """Add ``--resamples``, ``--seed`` and ``--confidence`` of the bootstrap intervals."""
+    from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+
+
 def finish(args: argparse.Namespace, default_name: str, **sections: Any) -> dict[str, Any]:
     """Build the report of ``sections``, write it to ``--out`` if given, and return it."""
     from kd_eval.report.document import new_report, write_report

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_eval.commands._common import add_output, finish, fmt_estimate
-from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+from kd_eval.commands._common import add_bootstrap, add_output, finish, fmt_estimate
 
 
 def register(subparsers: Any) -> None:
@@ -28,9 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--repeats", type=int, default=1, help="timed runs per prompt; the fastest is kept (1)"
     )
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    add_bootstrap(parser)
     add_output(parser)
     parser.set_defaults(func=run)
 

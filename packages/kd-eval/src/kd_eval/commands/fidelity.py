@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_eval.commands._common import add_output, finish, fmt_estimate
-from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
+from kd_eval.commands._common import add_bootstrap, add_output, finish, fmt_estimate
 
 
 def register(subparsers: Any) -> None:
@@ -19,9 +18,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--student", type=Path, required=True, help="student model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
     parser.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (5)")
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    add_bootstrap(parser)
     add_output(parser)
     parser.set_defaults(func=run)
 
