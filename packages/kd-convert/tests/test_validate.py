@@ -209,3 +209,28 @@ def test_coreml_op_check_judges_only_the_graph_ops():
     spec = ExportSpec("coreml", (8,))
     program = capture(Masked(), spec).run_decompositions({})
     assert unsupported_op_problems(program, spec) == []
+
+
+def test_a_graph_node_without_a_stack_trace_is_named_by_its_node():
+    from kd_convert.validate import _where
+
+    graph = torch.fx.Graph()
+    node = graph.placeholder("input_ids")
+    assert _where(node) == "graph node input_ids"
+
+
+def test_on_macos_the_core_ml_runtime_notice_is_not_dropped(monkeypatch):
+    import kd_convert.validate as validate
+
+    pytest.importorskip("coremltools")
+    dropped = []
+    real = validate.drop_log_messages
+
+    def record(logger, pattern):
+        dropped.append(pattern)
+        return real(logger, pattern)
+
+    monkeypatch.setattr(validate, "drop_log_messages", record)
+    monkeypatch.setattr(validate.sys, "platform", "darwin")
+    validate.import_coremltools()
+    assert dropped == [validate.COREML_TORCH_NOTICE]

@@ -67,3 +67,25 @@ def test_reading_a_file_that_is_not_a_report_is_explained(tmp_path):
 def test_unknown_sections_are_a_programming_error():
     with pytest.raises(ValueError, match="unknown report sections"):
         new_report("x", vibes={})
+
+
+def test_headline_figures_of_every_section_kind():
+    from kd_eval.report.document import headline_figures
+
+    assert headline_figures("classification", None) == {}
+    toolcalls = {
+        "json_validity": 1.0,
+        "tool_name_accuracy": 0.9,
+        "args_f1_strict": 0.5,
+        "args_f1_lax": 0.6,
+        "fixture_hit_rate": 0.8,
+        "n": 10,
+    }
+    assert headline_figures("toolcalls", toolcalls) == {
+        k: v for k, v in toolcalls.items() if k != "n"
+    }
+    bench = {"configs": [{"seq_len": 8, "batch_size": 2, "latency_ms": {"p50": 1.5, "p95": 2.5}}]}
+    assert headline_figures("bench", bench) == {"S=8 B=2 p50 ms": 1.5, "S=8 B=2 p95 ms": 2.5}
+    drafter = {"aggregate": {"acceptance_rate": {"value": 0.9, "low": 0.8, "high": 1.0}}}
+    assert headline_figures("drafter", drafter) == {"acceptance_rate": 0.9}
+    assert headline_figures("curves", {"points": []}) == {}
