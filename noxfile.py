@@ -400,10 +400,11 @@ def qa(session: nox.Session) -> None:
 def summary(session: nox.Session) -> None:
     """Print the gates' table from qa/reports/gate-*.json (python -m qa.summary; runs no gate).
 
-    Run on its own: every gate. Queued by the gates of this invocation: those gates only,
-    then the verdict.
+    Run on its own: every gate, or the gates named after `--`. Queued by the gates of this
+    invocation: those gates only, then the verdict (the gates' own arguments, such as
+    `nox -s mutation -- --module M`, reach every session and are not gate names here).
     """
-    session.run(sys.executable, "-m", "qa.summary", *(session.posargs or GATES_RUN))
+    session.run(sys.executable, "-m", "qa.summary", *(GATES_RUN or session.posargs))
 
 
 @nox.session(
