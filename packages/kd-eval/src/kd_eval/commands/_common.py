@@ -42,3 +42,18 @@ def finish(args: argparse.Namespace, default_name: str, **sections: Any) -> dict
 def fmt_estimate(name: str, est: dict[str, Any]) -> str:
     """One line: ``name value [low, high]``."""
     return f"{name:20s} {est['value']:.4f}  [{est['low']:.4f}, {est['high']:.4f}]"
+
+
+def print_aggregate(what: str, aggregate: dict[str, Any]) -> None:
+    """Print ``what``, the bootstrap settings of ``aggregate``, then one line per estimate.
+
+    ``aggregate`` maps names to :class:`~kd_eval.stats.bootstrap.Estimate` objects, all made
+    with the same resamples, seed and confidence.
+    """
+    est = next(iter(aggregate.values()))
+    print(
+        f"{what}; {est.confidence:.0%} bootstrap intervals "
+        f"({est.resamples} resamples, seed {est.seed})"
+    )
+    for name, estimate in aggregate.items():
+        print(fmt_estimate(name, estimate.to_dict()))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_eval.commands._common import add_bootstrap, add_output, finish, fmt_estimate
+from kd_eval.commands._common import add_bootstrap, add_output, finish, print_aggregate
 
 
 def register(subparsers: Any) -> None:
@@ -51,14 +51,11 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         progress=not args.no_progress,
     )
-    est = next(iter(result.aggregate.values()))
-    print(
-        f"{len(records)} prompts, up to {args.max_new_tokens} new tokens, drafts of "
-        f"{args.draft_tokens}; {est.confidence:.0%} bootstrap intervals "
-        f"({est.resamples} resamples, seed {est.seed})"
+    print_aggregate(
+        f"{len(records)} prompts, up to {args.max_new_tokens} new tokens, "
+        f"drafts of {args.draft_tokens}",
+        result.aggregate,
     )
-    for name, estimate in result.aggregate.items():
-        print(fmt_estimate(name, estimate.to_dict()))
     print(f"greedy outputs identical to the teacher alone: {result.n_identical}/{len(records)}")
     finish(args, Path(args.student).name, drafter=result.to_dict())
     return 0

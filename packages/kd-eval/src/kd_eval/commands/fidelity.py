@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kd_eval.commands._common import add_bootstrap, add_output, finish, fmt_estimate
+from kd_eval.commands._common import add_bootstrap, add_output, finish, print_aggregate
 
 
 def register(subparsers: Any) -> None:
@@ -42,12 +42,6 @@ def run(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         progress=not args.no_progress,
     )
-    est = next(iter(result.aggregate.values()))
-    print(
-        f"{len(records)} examples; {est.confidence:.0%} bootstrap intervals "
-        f"({est.resamples} resamples, seed {est.seed})"
-    )
-    for name, estimate in result.aggregate.items():
-        print(fmt_estimate(name, estimate.to_dict()))
+    print_aggregate(f"{len(records)} examples", result.aggregate)
     finish(args, Path(args.student).name, fidelity=result.to_dict())
     return 0
