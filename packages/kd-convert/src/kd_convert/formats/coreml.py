@@ -64,23 +64,33 @@ def export_stateful(
         return ct.TensorType(name=name, shape=(batch, length), dtype=np.int32)
 
     state = ct.TensorType(shape=shape, dtype=np.float16)
+    model = _convert(
+        "the stateful model",
+        program,
+        inputs=[flexible(name) for name in STEP_INPUTS],
+        states=[ct.StateType(wrapped_type=state, name=n) for n in STATE_NAMES],
+    )
+    _save(model, spec, path)
+
+
+def _convert(what: str, program: ExportedProgram, **options: Any) -> Any:
+    """``ct.convert`` to an fp16 ML program with float32 logits; its failure names ``what``."""
+    ct = _coremltools()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ct.convert(
+            warnings.simplefilter("ignore")  # "torch X has not been tested with coremltools"
+            return ct.convert(
                 program,
-                inputs=[flexible(name) for name in STEP_INPUTS],
                 outputs=[ct.TensorType(name=n, dtype=np.float32) for n in OUTPUT_NAMES],
-                states=[ct.StateType(wrapped_type=state, name=n) for n in STATE_NAMES],
                 convert_to="mlprogram",
                 compute_precision=ct.precision.FLOAT16,
                 minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                **options,
             )
     except Exception as exc:  # coremltools raises bare ValueError/NotImplementedError/...
         raise ConversionError(
-            f"coremltools could not convert the stateful model: {type(exc).__name__}: {exc}"
+            f"coremltools could not convert {what}: {type(exc).__name__}: {exc}"
         ) from exc
-    _save(model, spec, path)
 
 
 def _save(model: Any, spec: ExportSpec, path: Path) -> None:
@@ -106,21 +116,11 @@ def convert(program: ExportedProgram, spec: ExportSpec) -> Any:
             return tuple(shapes[0])
         return ct.EnumeratedShapes(shapes=shapes, default=shapes[0])
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "torch X has not been tested with coremltools"
-            return ct.convert(
-                program.run_decompositions({}),
-                inputs=[ct.TensorType(name=n, shape=shape(), dtype=np.int32) for n in INPUT_NAMES],
-                outputs=[ct.TensorType(name=n, dtype=np.float32) for n in OUTPUT_NAMES],
-                convert_to="mlprogram",
-                compute_precision=ct.precision.FLOAT16,
-                minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
-            )
-    except Exception as exc:  # coremltools raises bare ValueError/NotImplementedError/...
-        raise ConversionError(
-            f"coremltools could not convert the model: {type(exc).__name__}: {exc}"
-        ) from exc
+    return _convert(
+        "the model",
+        program.run_decompositions({}),
+        inputs=[ct.TensorType(name=n, shape=shape(), dtype=np.int32) for n in INPUT_NAMES],
+    )
 
 
 def describe(path: Path) -> IOSignature:
