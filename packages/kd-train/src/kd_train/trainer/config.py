@@ -11,7 +11,9 @@ A run config is plain data with seven sections (every key optional unless marked
                 warmup_steps: 0, min_lr_ratio: 0.1}
     train:     {seed, max_steps (required), batch_size, grad_accum, clip_norm,
                 precision: fp32 | bf16, eval_every, early_stopping_patience,
-                checkpoint_every, keep_checkpoints, threads}
+                checkpoint_every, keep_checkpoints, threads,
+                on_policy: {lmbda, temperature, top_p, top_k, max_new_tokens, seq_kd,
+                            log_samples}}
     distributed: {strategy: ddp | fsdp}
     output_dir: DIR (required)
 
@@ -54,6 +56,7 @@ from kd_train.trainer.train_config import (
     STRATEGIES,
     DataConfig,
     DistributedConfig,
+    OnPolicyConfig,
     OptimConfig,
     StudentConfig,
     TrainConfig,
@@ -64,11 +67,13 @@ __all__ = [
     "HTTP_ENDPOINT_KEYS",
     "PATH_KINDS",
     "PRECISIONS",
+    "SCORING_KINDS",
     "STRATEGIES",
     "TEACHER_KINDS",
     "DataConfig",
     "DistributedConfig",
     "HTTPSettings",
+    "OnPolicyConfig",
     "OptimConfig",
     "RunConfig",
     "RunConfigError",
@@ -79,6 +84,15 @@ __all__ = [
     "parse_config",
     "resolve_paths",
 ]
+
+
+#: The teacher kinds that can score text sampled during a run (``train.on_policy``).
+SCORING_KINDS = ("hf", "http")
+_CANNOT_SCORE = {
+    "cached": "a cache holds only the dataset's own token sequences",
+    "records": "the records hold top-k only for their own completions",
+    "none": "there is no teacher",
+}
 
 
 class RunConfigError(InvalidConfigError):
@@ -159,6 +173,21 @@ class RunConfig(ConfigModel):
                 f"states, which only a local model computes; teacher.kind {kind!r} gives only "
                 "next-token log-probs. Use teacher.kind 'hf', or remove loss.hidden and its weight"
             )
+        on_policy = self.train.on_policy
+        if on_policy is not None and (on_policy.lmbda > 0 or on_policy.seq_kd):
+            if kind not in SCORING_KINDS:
+                raise InvalidConfigError(
+                    f"train.on_policy: teacher.kind {kind!r} cannot score text sampled during "
+                    f"the run ({_CANNOT_SCORE.get(kind, '')}); use teacher.kind 'hf' or "
+                    "'http', or remove train.on_policy"
+                )
+            if on_policy.seq_kd and kind != "hf":
+                raise InvalidConfigError(
+                    f"train.on_policy.seq_kd: the teacher samples completions in the loop only "
+                    f"when it is a local model (teacher.kind 'hf'; it is {kind!r}). For an "
+                    "endpoint, make the teacher's completions once with 'kd-train generate' "
+                    "and train on that dataset, or set seq_kd: false"
+                )
         if "hidden" in active and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
@@ -150,6 +151,25 @@ def barrier(ctx: DistContext) -> None:
     """Wait for every rank (no-op when not distributed)."""
     if ctx.world_size > 1:
         dist.barrier()
+
+
+def gather_text(value: str, ctx: DistContext) -> list[str]:
+    """Every rank's ``value``, in rank order (``[value]`` when not distributed)."""
+    if ctx.world_size == 1:
+        return [value]
+    gathered: list[str | None] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return [str(v) for v in gathered]
+
+
+def copy_full_weights(source: torch.nn.Module, target: torch.nn.Module) -> None:
+    """Load ``source``'s whole weights into the unsharded ``target`` (a collective under FSDP).
+
+    Every rank gets the full tensors (FSDP shards all-gathered), so ``target`` can run
+    alone, e.g. to ``generate`` with a different number of forward passes on each rank.
+    """
+    full = get_model_state_dict(source, options=StateDictOptions(full_state_dict=True))
+    target.load_state_dict(full)
 
 
 def replica_digests(model: torch.nn.Module, ctx: DistContext) -> list[str]:

@@ -26,6 +26,7 @@ checkpoints and the final model hold the whole, gathered state.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -41,13 +42,17 @@ from kd_train.atomic import atomic_write_text
 from kd_train.data import Batch, collate
 from kd_train.errors import KDTrainError
 from kd_train.teachers.base import Teacher
+from kd_train.teachers.hf import HFTeacher
 from kd_train.trainer import distributed
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
     TrainState,
+    check_resume,
+    checkpoint_dirs,
     gather_state,
     latest_checkpoint,
     load_checkpoint,
+    require_finite_step,
     write_checkpoint,
 )
 from kd_train.trainer.components import (
@@ -64,7 +69,8 @@ from kd_train.trainer.config import OptimConfig, RunConfig
 from kd_train.trainer.distributed import DistContext
 from kd_train.trainer.forward import Distiller
 from kd_train.trainer.metrics import MetricsLog, peak_memory_mb, postfix, progress_bar
-from kd_train.trainer.outputs import save_student, write_run_manifest
+from kd_train.trainer.on_policy import Sampler, Source, eos_token_ids, step_source
+from kd_train.trainer.outputs import run_fingerprints, save_student, write_run_manifest
 
 
 @dataclass(frozen=True)
@@ -105,13 +111,16 @@ def train(
     progress: bool = True,
     environ: Mapping[str, str] | None = None,
     dense_reference: bool = False,
+    allow_change: tuple[str, ...] = (),
 ) -> TrainResult:
     """Run (or, with ``resume``, continue) the distillation described by ``config``.
 
     ``environ`` holds the environment variables a teacher may name (the ``http`` teacher's
     ``api_key_env``); the command line passes the process environment. ``dense_reference``
     computes the loss from the student's full logits: the reference the chunked path is
-    tested against, never what a run needs.
+    tested against, never what a run needs. A resumed run must have the checkpoint's config
+    and fingerprints, but for the keys named in ``allow_change``
+    (:func:`kd_train.trainer.checkpoint.check_resume`).
     """
     run_dir, tc = Path(config.output_dir), config.train
     device = ctx.device
@@ -138,6 +147,21 @@ def train(
     require_teacher_serves(config.loss, teacher, train_set, "train")
     require_teacher_serves(config.loss, eval_teacher, eval_set, "eval")
     n_batches = batches_per_epoch(len(train_set), tc.batch_size, ctx.world_size)
+    on_policy = tc.on_policy
+    sampler = generator_copy = None
+    if on_policy is not None:
+        sampler = Sampler(
+            on_policy,
+            seed=tc.seed,
+            rank=ctx.rank,
+            pad_id=int(tokenizer.pad_token_id),
+            eos_ids=eos_token_ids(student, tokenizer),
+            max_length=config.data.max_length,
+            device=device,
+        )
+        if config.distributed.strategy == "fsdp" and ctx.world_size > 1:
+            # FSDP shards the student in place; sampling runs on a whole copy of it.
+            generator_copy = copy.deepcopy(student)
     distiller = Distiller(student, build_loss(config.loss, student, teacher), dense=dense_reference)
     distiller.to(device)
     trained = distiller.trainable()  # the state checkpoints hold
@@ -151,12 +175,17 @@ def train(
         weight_decay=config.optim.weight_decay,
     )
     state = TrainState()
+    fingerprints = run_fingerprints(config, tokenizer)  # stored in checkpoints for resume
     if resume:
-        ckpt = latest_checkpoint(run_dir)
+        ckpt = latest_checkpoint(run_dir)  # verified; a bad latest one stops here, named
         if ckpt is None:
             raise KDTrainError(f"nothing to resume: {run_dir / 'checkpoints'} has no checkpoint")
+        accepted = check_resume(ckpt, config.to_dict(), fingerprints, allow_change)
         state = load_checkpoint(ckpt, trained, optimizer)  # every rank reads it
-    elif latest_checkpoint(run_dir) is not None:
+        state.changes += accepted
+        if sampler is not None and state.sampler_rng is not None:
+            sampler.load_state(_rank_entry(state.sampler_rng, ctx, ckpt))
+    elif checkpoint_dirs(run_dir):
         raise KDTrainError(
             f"output_dir {run_dir} already holds checkpoints; continue it with "
             f"'kd-train resume {run_dir}' or choose another output_dir"
@@ -177,16 +206,54 @@ def train(
             state.epoch, state.index = state.epoch + 1, 0
         return collate([train_set[i] for i in ids], pad_id)
 
+    def rollouts(batches: list[Batch], source: Source) -> list[Batch]:
+        """The step's batches with their completions from ``source`` (sampled when asked)."""
+        if sampler is None or source == "data":
+            return batches
+        if source == "teacher":
+            if not isinstance(teacher, HFTeacher):  # the config refuses this
+                raise KDTrainError("train.on_policy.seq_kd needs teacher.kind 'hf'")
+            sampling_model = teacher.model
+        else:
+            sampling_model = student
+            if generator_copy is not None:
+                distributed.copy_full_weights(student, generator_copy)  # every rank
+                sampling_model = generator_copy
+        out = []
+        for i, batch in enumerate(batches):
+            rollout = sampler.sample(sampling_model, batch, source)
+            timing["generated"] += rollout.generated
+            timing["sampled_rows"] += rollout.rows
+            if i == 0 and samples_log.enabled and on_policy is not None:
+                write_samples(
+                    samples_log,
+                    rollout.batch,
+                    source,
+                    state.step + 1,
+                    tokenizer,
+                    on_policy.log_samples,
+                )
+            out.append(rollout.batch)
+        return out
+
     def loss_terms(batch: Batch, n_items: float, step: int) -> dict[str, torch.Tensor]:
         """Run the teacher, then the student and the loss; the terms of one micro-batch."""
         batch = batch.to(device)
+        t0 = time.perf_counter()
         taught = None if teacher is None else teacher(batch)
+        timing["teacher_s"] += time.perf_counter() - t0
         with autocast:
             terms: dict[str, torch.Tensor] = model(batch, taught, n_items, step)
         return terms
 
     # ---- loop --------------------------------------------------------------------------
     log = MetricsLog(run_dir / "metrics.jsonl", state.step if resume else None, ctx.is_main)
+    samples_log = MetricsLog(
+        run_dir / "samples.jsonl",
+        state.step if resume else None,
+        ctx.is_main and sampler is not None,
+    )
+    timing: dict[str, float] = {}
     bar = progress_bar(tc.max_steps, state.step, progress and ctx.is_main)
     row: dict[str, Any] = {}
     started = time.perf_counter()
@@ -196,7 +263,14 @@ def train(
         lr = lr_at(state.step, config.optim, tc.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        timing.update(generate_s=0.0, teacher_s=0.0, generated=0, sampled_rows=0)
+        source: Source = (
+            "data" if on_policy is None else step_source(on_policy, tc.seed, state.step)
+        )
         batches = [next_batch() for _ in range(tc.grad_accum)]
+        t_gen = time.perf_counter()
+        batches = rollouts(batches, source)
+        timing["generate_s"] = time.perf_counter() - t_gen
         local_items = sum(count_targets(b) for b in batches)
         n_items = distributed.sum_across(float(local_items), ctx)
         step_terms: dict[str, float] = {}
@@ -209,6 +283,10 @@ def train(
                 step_terms[name] = step_terms.get(name, 0.0) + float(value.detach())
         max_norm = tc.clip_norm if tc.clip_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trained.parameters(), max_norm))
+        # Stop before the optimiser step if any rank saw a NaN/inf: no weight takes it.
+        finite = {**step_terms, "grad_norm": grad_norm}
+        elsewhere = distributed.sum_across(float(not all(map(math.isfinite, finite.values()))), ctx)
+        require_finite_step(state.step + 1, finite, elsewhere=elsewhere > 0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -228,6 +306,8 @@ def train(
             "elapsed_s": time.perf_counter() - started,
             "peak_memory_mb": peak_memory_mb(device),
         }
+        if on_policy is not None:
+            row.update(on_policy_figures(source, timing, seconds, ctx))
         if tc.eval_every and (state.step % tc.eval_every == 0 or state.step == tc.max_steps):
             eval_terms = evaluate(model, eval_teacher, eval_set, tc.batch_size, pad_id, device)
             row.update({f"eval_{k}": v for k, v in eval_terms.items()})
@@ -235,16 +315,21 @@ def train(
             model.train()
         log.write(row)
         bar.update(1)
-        bar.set_postfix(postfix(row, sorted(step_terms)))
+        bar.set_postfix(postfix(row, sorted(step_terms), timed=on_policy is not None))
         if (tc.checkpoint_every and state.step % tc.checkpoint_every == 0) or (
             state.step == tc.max_steps or state.stopped_early
         ):
             full = gather_state(trained, optimizer)  # every rank takes part; rank 0 gets it
+            if sampler is not None:
+                state.sampler_rng = distributed.gather_text(sampler.state(), ctx)
             if ctx.is_main:
-                write_checkpoint(run_dir, state, full, config.to_dict(), tc.keep_checkpoints)
+                write_checkpoint(
+                    run_dir, state, full, config.to_dict(), tc.keep_checkpoints, fingerprints
+                )
             distributed.barrier(ctx)
     bar.close()
     log.close()
+    samples_log.close()
 
     # ---- save --------------------------------------------------------------------------
     student_dir = run_dir / "student"
@@ -294,6 +379,56 @@ def update_early_stopping(state: TrainState, eval_loss: float | None, patience: 
     state.evals_without_improvement += 1
     if patience and state.evals_without_improvement >= patience:
         state.stopped_early = True
+
+
+def on_policy_figures(
+    source: Source, timing: dict[str, float], seconds: float, ctx: DistContext
+) -> dict[str, Any]:
+    """The metrics of an on-policy step: its source, its time split and the sampled length.
+
+    ``generate_s``, ``teacher_s`` and ``train_s`` split the step's wall time (``train_s``
+    is the rest: the student's forward and backward, the loss and the optimiser);
+    ``gen_len_mean`` is the mean sampled completion length over all ranks (0 when the
+    step used the dataset's completions).
+    """
+    rows = distributed.sum_across(float(timing["sampled_rows"]), ctx)
+    generated = distributed.sum_across(float(timing["generated"]), ctx)
+    return {
+        "source": source,
+        "generate_s": timing["generate_s"],
+        "teacher_s": timing["teacher_s"],
+        "train_s": max(seconds - timing["generate_s"] - timing["teacher_s"], 0.0),
+        "gen_len_mean": generated / rows if rows else 0.0,
+    }
+
+
+def write_samples(
+    log: MetricsLog, batch: Batch, source: Source, step: int, tokenizer: Any, limit: int
+) -> None:
+    """Append the first ``limit`` sampled rows of ``batch`` to ``samples.jsonl``."""
+    for row in range(min(limit, batch.input_ids.shape[0])):
+        keep = batch.labels[row] != IGNORE_INDEX
+        completion = [int(t) for t in batch.input_ids[row][keep].tolist()]
+        log.write(
+            {
+                "step": step,
+                "source": source,
+                "record_id": batch.record_ids[row],
+                "completion_ids": completion,
+                "completion": tokenizer.decode(completion),
+            }
+        )
+
+
+def _rank_entry(states: list[str], ctx: DistContext, ckpt: Path) -> str:
+    """This rank's sampler state from a checkpoint written by the same number of processes."""
+    if len(states) != ctx.world_size:
+        raise KDTrainError(
+            f"checkpoint {ckpt} holds the on-policy sampler states of {len(states)} "
+            f"processes, and this run has {ctx.world_size}: resume an on-policy run with the "
+            "same number of processes, or its samples would differ from the original run's"
+        )
+    return states[ctx.rank]
 
 
 def seed_everything(seed: int) -> None:

@@ -117,8 +117,17 @@ def progress_bar(total: int, initial: int, enabled: bool) -> Any:
     )
 
 
-def postfix(row: dict[str, Any], terms: list[str]) -> dict[str, str]:
-    """The progress bar's postfix: the loss terms and tokens/s of a metrics row."""
+def postfix(row: dict[str, Any], terms: list[str], *, timed: bool = False) -> dict[str, str]:
+    """The progress bar's postfix: the loss terms and tokens/s of a metrics row.
+
+    ``timed`` (an on-policy run) adds the step's time split (generate / teacher / train, in
+    seconds) and the mean sampled length.
+    """
     out = {t: f"{row[t]:.4f}" for t in terms}
     out["tok/s"] = f"{row['tokens_per_s']:.0f}"
+    if timed:
+        out["gen/teach/train s"] = (
+            f"{row['generate_s']:.2f}/{row['teacher_s']:.2f}/{row['train_s']:.2f}"
+        )
+        out["len"] = f"{row['gen_len_mean']:.1f}"
     return out

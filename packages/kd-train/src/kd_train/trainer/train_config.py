@@ -15,7 +15,15 @@ from typing import Annotated, Any
 
 from pydantic import Field, Strict, model_validator
 
-from kd_train.typed_config import ConfigModel, Int, InvalidConfigError, OneOf, PathStr, Str
+from kd_train.typed_config import (
+    Bool,
+    ConfigModel,
+    Int,
+    InvalidConfigError,
+    OneOf,
+    PathStr,
+    Str,
+)
 
 #: The values ``train.precision`` accepts.
 PRECISIONS = ("fp32", "bf16")
@@ -98,6 +106,51 @@ class OptimConfig(ConfigModel):
     )
 
 
+class OnPolicyConfig(ConfigModel):
+    """The ``train.on_policy`` section: train on completions sampled during the run.
+
+    On a fraction ``lmbda`` of the optimiser steps the student samples a completion for
+    each prompt of the step's batches (the dataset's completion is dropped) and the
+    teacher scores the sampled tokens; the loss then covers only those tokens. With
+    ``seq_kd`` the teacher samples the completion on the other steps (sequence-level KD);
+    without it they use the dataset's completion (off-policy). ``lmbda: 0`` without
+    ``seq_kd`` is plain off-policy distillation.
+
+    The names and meanings follow TRL's ``GKDConfig`` (see the on-policy guide for the
+    exact mapping): ``lmbda``, ``temperature``, ``max_new_tokens`` and ``seq_kd`` are
+    TRL's; TRL's ``beta`` is ``loss.divergence: jsd`` with ``loss.beta``.
+
+    >>> from kd_train.trainer.train_config import OnPolicyConfig
+    >>> OnPolicyConfig(lmbda=1.0).max_new_tokens
+    128
+    """
+
+    lmbda: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = Field(
+        default=0.5,
+        description="Fraction of optimiser steps on which the student samples the completions.",
+    )
+    temperature: Annotated[float, Strict(), Field(gt=0.0, le=100.0)] = Field(
+        default=0.9, description="Sampling temperature (TRL's GKDConfig.temperature)."
+    )
+    top_p: Annotated[float, Strict(), Field(gt=0.0, le=1.0)] = Field(
+        default=1.0, description="Nucleus sampling: keep the smallest set of mass >= top_p."
+    )
+    top_k: NonNegativeInt = Field(
+        default=0, description="Sample among the k most likely tokens (0: no limit, as TRL)."
+    )
+    max_new_tokens: Positive = Field(
+        default=128, description="Most tokens sampled per completion (eos included)."
+    )
+    seq_kd: Bool = Field(
+        default=False,
+        description="On steps the student does not sample, the teacher samples the completion.",
+    )
+    log_samples: NonNegativeInt = Field(
+        default=1,
+        description="Sampled rows per sampling step written to ``samples.jsonl`` (0: none).",
+    )
+
+
 class TrainConfig(ConfigModel):
     """Loop settings. One optimiser step sees ``batch_size * grad_accum * world_size`` examples.
 
@@ -132,6 +185,10 @@ class TrainConfig(ConfigModel):
     threads: Positive | None = Field(
         default=None,
         description="``torch.set_num_threads`` for the run (``null``: PyTorch's default).",
+    )
+    on_policy: OnPolicyConfig | None = Field(
+        default=None,
+        description="On-policy / sequence-level distillation (``null``: off-policy only).",
     )
 
 

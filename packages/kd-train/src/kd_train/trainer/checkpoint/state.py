@@ -48,6 +48,7 @@ class TrainState:
     best_eval_loss: float | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    sampler_rng: list[str] | None = None
 
 
 @dataclass(frozen=True)
