@@ -1,5 +1,8 @@
 from pathlib import Path
 
+import pytest
+
+import qa.docs.__main__ as docs_main
 from qa import gates
 from qa.docs.__main__ import build
 
@@ -62,3 +65,36 @@ def test_the_real_conf_is_nitpicky_without_a_blanket_ignore() -> None:
     conf = (gates.ROOT / "docs" / "conf.py").read_text()
     assert "nitpick_ignore_regex" in conf
     assert '(r"py:.*", r".*")' not in conf
+
+
+def test_without_chromium_the_build_skips_screenshots_with_a_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(docs_main.shutil, "which", lambda name: None)
+    monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    assert docs_main.main(["build", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "screenshot check skipped: no Chromium on PATH" in out
+    assert f"site: {tmp_path / 'html' / 'index.html'}" in out
+
+
+def test_on_github_actions_a_missing_chromium_fails_the_docs_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(docs_main.shutil, "which", lambda name: None)
+    monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert docs_main.main(["build", "--out", str(tmp_path)]) == 1
+    assert "screenshot check FAILED" in capsys.readouterr().out
+
+
+def test_with_chromium_the_build_runs_the_screenshot_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rendered = []
+    monkeypatch.setattr(docs_main.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
+    monkeypatch.setattr(docs_main, "render_pages", lambda html, out: rendered.append(html) or 1)
+    assert docs_main.main(["build", "--out", str(tmp_path)]) == 1
+    assert rendered == [tmp_path / "html"]
