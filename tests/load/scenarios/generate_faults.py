@@ -77,7 +77,8 @@ def generate_command(
         price_per_1k_prompt=PRICE_PROMPT, price_per_1k_completion=PRICE_COMPLETION,
         budget=f"{budget:.6f}", max_attempts=8, retry_base_delay=0.05,
     )  # fmt: skip
-    return [sys.executable, "-m", "kd_train.cli", *argv]
+    # the second phase raises the cap of the first: a shared cap changes only when asked
+    return [sys.executable, "-m", "kd_train.cli", *argv, "--change-budget"]
 
 
 def worst_case_usd(prompt: str, max_tokens: int) -> float:

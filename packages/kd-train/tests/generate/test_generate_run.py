@@ -1,7 +1,9 @@
 import json
 
 import pytest
+from kd_train.errors import KDTrainError
 from kd_train.generate import generate_dataset, read_prompts
+from kd_train.generate.manifest import TeacherSettings, check_teacher, manifest_path
 from kd_train.store import open_store, sqlite_url
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherConfig
 from kd_train.teachers.retry import RetryPolicy
@@ -45,8 +47,9 @@ def test_every_prompt_is_written_once(server, store, prompts_file, tmp_path):
 
 def test_rerun_skips_prompts_already_in_the_output(server, store, prompts_file, tmp_path):
     out = tmp_path / "out.jsonl"
-    out.write_text('{"id": "p0", "prompt": "x", "completion": "y"}\n{"id": "p1", "pro')
     with teacher_for(server, store) as teacher:
+        check_teacher(out, TeacherSettings.of(teacher.config, None), has_records=False)
+        out.write_text('{"id": "p0", "prompt": "x", "completion": "y"}\n{"id": "p1", "pro')
         summary = generate_dataset(read_prompts(prompts_file), teacher, out, progress=False)
     assert sorted(ids_in(out)) == [f"p{i}" for i in range(6)]
     assert (summary.already_written, summary.written) == (1, 5)
@@ -117,3 +120,52 @@ def test_without_tokenizer_top_tokens_are_kept_as_strings(server, store, prompts
     assert "teacher_topk" not in record
     top = record["metadata"]["teacher_top_logprobs"]
     assert all(isinstance(t, str) for row in top["tokens"] for t in row)
+
+
+def test_append_with_another_teacher_is_refused_naming_each_setting(
+    server, store, prompts_file, tmp_path
+):
+    out = tmp_path / "out.jsonl"
+    prompts = read_prompts(prompts_file)
+    with teacher_for(server, store) as teacher:
+        generate_dataset(prompts[:2], teacher, out, progress=False)
+    before = out.read_bytes()
+    with (
+        teacher_for(server, store, model="other", max_tokens=5) as teacher,
+        pytest.raises(KDTrainError, match=r"another teacher: max_tokens 3 -> 5, model 'tiny' -> "),
+    ):
+        generate_dataset(prompts, teacher, out, progress=False)
+    assert out.read_bytes() == before  # nothing appended
+
+
+def test_append_that_stores_top_k_differently_is_refused(server, store, prompts_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    prompts = read_prompts(prompts_file)
+    tokenizer = server.model.tokenizer
+    with teacher_for(server, store) as teacher:
+        generate_dataset(prompts[:2], teacher, out, progress=False)
+        with pytest.raises(KDTrainError, match=r"topk_ids 'strings' -> 'sha256:"):
+            generate_dataset(prompts, teacher, out, tokenizer=tokenizer, progress=False)
+
+
+def test_same_teacher_appends_and_the_manifest_names_it(server, store, prompts_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    prompts = read_prompts(prompts_file)
+    with teacher_for(server, store) as teacher:
+        generate_dataset(prompts[:2], teacher, out, progress=False)
+    with teacher_for(server, store, concurrency=1, price_per_1k_prompt=2.0) as teacher:
+        summary = generate_dataset(prompts, teacher, out, progress=False)
+    assert (summary.already_written, summary.written) == (2, 4)
+    manifest = json.loads(manifest_path(out).read_text())
+    assert manifest["teacher"]["model"] == "tiny"
+    assert manifest["base_url"] == server.base_url
+
+
+def test_output_with_records_and_no_manifest_is_refused(server, store, prompts_file, tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"id": "p0", "prompt": "x", "completion": "y"}\n')
+    with (
+        teacher_for(server, store) as teacher,
+        pytest.raises(KDTrainError, match=r"no teacher manifest out\.jsonl\.teacher\.json"),
+    ):
+        generate_dataset(read_prompts(prompts_file), teacher, out, progress=False)

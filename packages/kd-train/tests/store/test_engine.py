@@ -49,6 +49,7 @@ def test_version_1_store_is_upgraded_in_place_keeping_its_charges(tmp_path):
         estimated=False,
     )
     with store.engine.begin() as conn:  # back to the version 1 layout
+        to_version_2_layout(conn)
         conn.execute(text("ALTER TABLE charges DROP COLUMN unconfirmed_reason"))
         conn.execute(update(meta).where(meta.c.key == "schema_version").values(value="1"))
     store.close()
@@ -59,6 +60,39 @@ def test_version_1_store_is_upgraded_in_place_keeping_its_charges(tmp_path):
     status = again.ledger.status("b")
     again.close()
     assert (status.spent_nanos, status.unconfirmed_nanos) == (7, 0)
+
+
+def to_version_2_layout(conn):
+    """Drop what version 3 added (the reservations' worker and lease, halts, events)."""
+    for table, column in [
+        ("budgets", "halted"),
+        ("reservations", "host"),
+        ("reservations", "pid"),
+        ("reservations", "expires_at"),
+    ]:
+        conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    conn.execute(text("DROP TABLE budget_events"))
+    conn.execute(update(meta).where(meta.c.key == "schema_version").values(value="2"))
+
+
+def test_version_2_store_is_upgraded_keeping_its_open_reservations(tmp_path):
+    url = sqlite_url(tmp_path / "s.sqlite")
+    store = open_store(url)
+    store.ledger.ensure_budget("b", 100)
+    store.ledger.reserve("b", 10, owner="old")
+    with store.engine.begin() as conn:
+        to_version_2_layout(conn)
+    store.close()
+    again = open_store(url)
+    with again.engine.connect() as conn:
+        version = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
+        assert version.scalar_one() == str(SCHEMA_VERSION)
+    # an old reservation names no worker or lease: reclaim leaves it, release_owner frees it
+    assert again.ledger.reclaim("b") == 0
+    assert again.ledger.status("b").reserved_nanos == 10
+    assert again.ledger.release_owner("b", "old") == 10
+    assert again.ledger.status("b").halted is None
+    again.close()
 
 
 def test_reopening_a_store_keeps_its_data(tmp_path):

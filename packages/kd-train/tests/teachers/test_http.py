@@ -364,7 +364,47 @@ def test_api_key_never_reaches_logs_or_store(tiny_teacher_dir, tmp_path, caplog)
 
 def test_budget_without_store_is_a_value_error():
     with pytest.raises(ValueError, match="needs a store"):
-        HTTPTeacher(HTTPTeacherConfig("http://127.0.0.1:9/v1", "m", budget=1.0))
+        HTTPTeacher(
+            HTTPTeacherConfig("http://127.0.0.1:9/v1", "m", budget=1.0, price_per_1k_prompt=1.0)
+        )
+
+
+def test_budget_without_prices_is_refused():
+    # at the default prices of 0 every request costs 0: the cap would limit nothing
+    with pytest.raises(ValueError, match=r"budget: a budget needs prices: set price_per_1k_prompt"):
+        HTTPTeacherConfig("http://127.0.0.1:9/v1", "m", budget=1.0)
+    HTTPTeacherConfig("http://127.0.0.1:9/v1", "m", budget=1.0, price_per_1k_completion=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("url", "form"),
+    [
+        ("https://user:sk-planted-1@api.example.com/v1", "user name and password"),
+        ("https://sk-planted-1@api.example.com/v1", "user name before the host"),
+        ("https://api.example.com/v1?api_key=sk-planted-1", "query parameter 'api_key'"),
+        ("https://api.example.com/v1?x=1&access_token=sk-planted-1", "'access_token'"),
+        ("https://api.example.com/v1?sig=sk-planted-1", "'sig'"),
+    ],
+)
+def test_credential_in_base_url_is_refused_without_showing_it(url, form):
+    with pytest.raises(ValueError, match=form) as err:
+        HTTPTeacherConfig(url, "m")
+    assert "sk-planted-1" not in str(err.value)
+
+
+def test_base_url_query_without_a_credential_is_kept():
+    url = "https://api.example.com/v1?api-version=2024-06-01"
+    assert HTTPTeacherConfig(url, "m").base_url == url
+
+
+@pytest.mark.parametrize("key", ["sk-abc\n", "sk abc", "sk-\u00e9t\u00e9", ""])
+def test_api_key_a_header_cannot_carry_is_refused_without_showing_it(key):
+    if not key:  # an empty key means no key
+        HTTPTeacher(HTTPTeacherConfig("http://127.0.0.1:9/v1", "m"), api_key=key).close()
+        return
+    with pytest.raises(HTTPTeacherError, match="characters an HTTP header cannot carry") as err:
+        HTTPTeacher(HTTPTeacherConfig("http://127.0.0.1:9/v1", "m"), api_key=key)
+    assert key.strip() not in str(err.value)
 
 
 @pytest.mark.parametrize(

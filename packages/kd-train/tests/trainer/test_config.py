@@ -224,6 +224,7 @@ def test_teacher_kinds_are_checked_when_the_config_is_parsed(teacher, message):
 
 def test_an_http_teacher_round_trips_through_to_dict():
     http = {**HTTP, "scoring": "prompt_logprobs", "api_key_env": "KEY", "budget": 2.0}
+    http["price_per_1k_prompt"] = 0.5  # a budget needs a price
     cfg = parse_config({**MINIMAL, "teacher": {"kind": "http", "topk": 4, "http": http}})
     assert cfg.teacher.http is not None
     assert cfg.teacher.http.endpoint.scoring == "prompt_logprobs"

@@ -1,8 +1,10 @@
 """``kd-train generate``: answer a prompts file with an HTTP teacher, resumably, on a budget.
 
 Exit status: 0 when every prompt is written; 3 when the run stopped at the budget cap
-(raise ``--budget`` and rerun); 1 when some requests failed for good (rerun to retry
-them); 2 for an input error.
+(raise it with ``--budget X --change-budget`` and rerun) or the budget is halted; 1 when
+some requests failed for good (rerun to retry them); 2 for an input error (a budget
+without prices, another cap than the shared budget's without ``--change-budget``, a
+credential in ``--base-url``, an output made by another teacher).
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def register(subparsers: Any) -> None:
         parser.add_argument(flag, dest=key, type=kind, default=None, help=text)
     for flag, (key, kind, text) in _RETRY_FLAGS.items():
         parser.add_argument(flag, dest=f"retry_{key}", type=kind, default=None, help=text)
+    parser.add_argument(
+        "--change-budget",
+        action="store_true",
+        default=None,
+        help="set the cap of an existing (shared) budget to --budget; recorded and logged",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -76,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(config.prompts)
     store = open_store(config.store_url)
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    _open_budget(store, config, owner)
     run_id = store.runs.start("generate", config.public())
     status = "failed"
     try:
@@ -111,11 +120,34 @@ def _config(args: argparse.Namespace) -> GenerateConfig:
         value = getattr(args, key)
         if value is not None:
             data[key] = value
+    if args.change_budget:
+        data["change_budget"] = True
     for key, _kind, _text in _RETRY_FLAGS.values():
         value = getattr(args, f"retry_{key}")
         if value is not None:
             data["retry"] = {**(data.get("retry") or {}), key: value}
     return generate_config(data, args.config or "command line")
+
+
+def _open_budget(store: Any, config: GenerateConfig, owner: str) -> None:
+    """Create or join the budget; a cap change (``--change-budget``) is shown on stderr."""
+    from kd_train.store import usd_to_nanos
+
+    teacher = config.teacher
+    cap = None if teacher.budget is None else usd_to_nanos(teacher.budget)
+    try:
+        changed = store.ledger.open_budget(
+            teacher.budget_name, cap, change=teacher.change_budget, actor=owner
+        )
+    except KDTrainError:
+        store.close()
+        raise
+    if changed is not None:
+        print(
+            f"kd-train generate: budget {teacher.budget_name!r}: {changed} "
+            "(--change-budget; recorded in the store's budget_events)",
+            file=sys.stderr,
+        )
 
 
 def _api_key(config: GenerateConfig) -> str | None:

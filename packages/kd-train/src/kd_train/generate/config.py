@@ -5,7 +5,8 @@ Keys (a config file holds any of them; a flag given on the command line wins):
 ``prompts``, ``out`` (paths), ``base_url``, ``model``, ``api`` (``completions``/``chat``),
 ``api_key_env`` (the *name* of the environment variable holding the key), ``max_tokens``,
 ``top_logprobs``, ``temperature``, ``timeout``, ``concurrency``, ``rpm``, ``budget``
-(USD), ``budget_name``, ``price_per_1k_prompt``, ``price_per_1k_completion`` (USD),
+(USD; needs a price above 0), ``budget_name``, ``change_budget`` (set the cap of an existing
+shared budget), ``price_per_1k_prompt``, ``price_per_1k_completion`` (USD),
 ``store`` (database URL; default: ``kd-store.sqlite`` next to ``out``), ``tokenizer``
 (directory of the teacher's tokenizer), and ``retry`` (``max_attempts``, ``base_delay``,
 ``max_delay``, ``max_retry_after``).
@@ -23,21 +24,24 @@ The endpoint keys are :class:`EndpointSettings`, shared with the run config's
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import Field, Strict
+from pydantic import Field, Strict, model_validator
 
 from kd_train.errors import KDTrainError
 from kd_train.store import sqlite_url
 from kd_train.teachers.http import HTTPTeacherConfig
+from kd_train.teachers.http.config import budget_problem, url_credential
 from kd_train.teachers.openai_api import Api, Scoring
 from kd_train.teachers.retry import RetryPolicy
-from kd_train.typed_config import ConfigModel, Float, InvalidConfigError, Str, validate
+from kd_train.typed_config import Bool, ConfigModel, Float, InvalidConfigError, Str, validate
 
 NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 Positive = Annotated[int, Strict(), Field(ge=1)]
 Name = Annotated[str, Strict(), Field(min_length=1)]
 
@@ -95,6 +99,39 @@ class EndpointSettings(ConfigModel):
     budget_name: Str = Field(
         default="default", description="The ledger budget this teacher charges."
     )
+    change_budget: Bool = Field(
+        default=False,
+        description="Set the cap of an existing (shared) budget to ``budget``; logged.",
+    )
+
+    #: Where these keys sit in their config (``"teacher.http."`` in a run config).
+    key_prefix: ClassVar[str] = ""
+
+    @model_validator(mode="after")
+    def _budget_and_secrets(self) -> EndpointSettings:
+        """A budget needs prices; no credential in ``base_url``; ``api_key_env`` is a name."""
+        at = self.key_prefix
+        problem = budget_problem(
+            self.budget, self.price_per_1k_prompt, self.price_per_1k_completion
+        )
+        if problem is not None:
+            raise InvalidConfigError(f"{at}budget: {problem}")
+        if self.change_budget and self.budget is None:
+            raise InvalidConfigError(f"{at}change_budget: needs {at}budget, the new cap in USD")
+        credential = url_credential(self.base_url)
+        if credential is not None:  # described without its value: the message is printed
+            raise InvalidConfigError(
+                f"{at}base_url: carries {credential}; a secret there would reach logs, the "
+                f"run registry and manifests. Put the API key in an environment variable "
+                f"and name it with {at}api_key_env"
+            )
+        name = getattr(self, "api_key_env", None)
+        if name is not None and not _ENV_NAME.fullmatch(name):
+            raise InvalidConfigError(
+                f"{at}api_key_env: must be the NAME of the environment variable that holds "
+                "the API key (letters, digits and _), not the key itself"
+            )
+        return self
 
     @property
     def endpoint(self) -> HTTPTeacherConfig:

@@ -2,8 +2,10 @@
 
 Every prompt is served from the output file (already written), the response cache (paid
 for by an earlier run that was killed before writing it) or the endpoint (paid now), and
-written exactly once. The loop keeps at most ``2 × concurrency`` prompts in flight; a
-budget stop lets requests in flight finish and be written, then returns.
+written exactly once. An output keeps to one teacher: its settings are recorded next to it
+and an append with other settings is refused (:mod:`kd_train.generate.manifest`). The loop
+keeps at most ``2 × concurrency`` prompts in flight; a budget stop lets requests in flight
+finish and be written, then returns.
 
 >>> import tempfile, pathlib
 >>> from kd_train.generate.run import GenerateSummary
@@ -20,8 +22,10 @@ from typing import Any
 
 from kd_train.cliutil import progress_bar
 from kd_train.data.schema import KDRecord, TeacherTopK
+from kd_train.generate.manifest import TeacherSettings, check_teacher
 from kd_train.generate.output import Prompt, RecordAppender, recover_output
 from kd_train.store import BudgetExhaustedError, BudgetOverrunError, nanos_to_usd
+from kd_train.teachers.fingerprint import tokenizer_fingerprint
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherError, Response
 from kd_train.teachers.openai_api import parse_generation, token_to_id
 
@@ -72,12 +76,19 @@ def generate_dataset(
     Args:
         prompts: the prompts, unique ids.
         teacher: the endpoint, with its store (cache + ledger) and limits.
-        out: the output JSONL; appended to, after truncating a partial last line.
+        out: the output JSONL; appended to, after truncating a partial last line, when its
+            teacher manifest matches this teacher's settings.
         tokenizer: the teacher's tokenizer; when given, top log-probs are stored as token
             ids in ``teacher_topk``, else as token strings in ``metadata``.
         progress: show a progress bar on standard error.
+
+    Raises:
+        kd_train.errors.KDTrainError: ``out`` holds records of another teacher (see
+            :func:`~kd_train.generate.manifest.check_teacher`).
     """
     done = recover_output(out)
+    fingerprint = tokenizer_fingerprint(tokenizer) if tokenizer is not None else None
+    check_teacher(out, TeacherSettings.of(teacher.config, fingerprint), has_records=bool(done))
     todo = [p for p in prompts if p.id not in done]
     summary = GenerateSummary(prompts=len(prompts), already_written=len(prompts) - len(todo))
     vocab = dict(tokenizer.get_vocab()) if tokenizer is not None else None

@@ -20,10 +20,16 @@ import sqlalchemy
 
 from kd_train.store.cache import CachedResponse, ResponseCache, cache_key
 from kd_train.store.engine import normalize_url, open_engine, redact_url, sqlite_url
-from kd_train.store.errors import BudgetExhaustedError, BudgetOverrunError, StoreError
-from kd_train.store.ledger import BudgetStatus, Ledger, Reservation
+from kd_train.store.errors import (
+    BudgetCapChangeError,
+    BudgetExhaustedError,
+    BudgetHaltedError,
+    BudgetOverrunError,
+    StoreError,
+)
+from kd_train.store.ledger import BudgetEvent, BudgetStatus, Ledger, Reservation
 from kd_train.store.runs import RunRegistry
-from kd_train.store.schema import SCHEMA_VERSION, nanos_to_usd, usd_to_nanos
+from kd_train.store.schema import SCHEMA_VERSION, UNLIMITED_NANOS, nanos_to_usd, usd_to_nanos
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,11 @@ def open_store(url: str) -> Store:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "UNLIMITED_NANOS",
+    "BudgetCapChangeError",
+    "BudgetEvent",
     "BudgetExhaustedError",
+    "BudgetHaltedError",
     "BudgetOverrunError",
     "BudgetStatus",
     "CachedResponse",

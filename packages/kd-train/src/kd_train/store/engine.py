@@ -21,6 +21,7 @@ Two back ends, one behaviour:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from kd_train.store.schema import SCHEMA_VERSION, meta, metadata
 
 #: Seconds a SQLite writer waits for the lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 60
+
+# Query parameters of a database URL that may hold a credential (a part of the name).
+_SECRET_QUERY = re.compile(r"pass|key|token|secret|auth|cred", re.IGNORECASE)
 
 # Arbitrary constant key of the PostgreSQL advisory lock taken while creating tables.
 _PG_SCHEMA_LOCK = 0x6B6473746F7265
@@ -66,14 +70,24 @@ def normalize_url(url: str) -> str:
 def redact_url(url: str) -> str:
     """Return ``url`` with any password hidden, for messages and logs.
 
+    The password before the host, and the value of every query parameter that may hold a
+    credential (``password``, ``sslpassword``, ``passfile``, ``*key*``, ``*token*``, ...),
+    are hidden (``***`` and ``redacted``).
+
     >>> from kd_train.store.engine import redact_url
     >>> redact_url("postgresql://kd:s3cret@db/kd")
     'postgresql://kd:***@db/kd'
+    >>> redact_url("postgresql://kd@db/kd?password=s3cret&sslmode=require")
+    'postgresql://kd@db/kd?password=redacted&sslmode=require'
     """
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return "<unparseable store URL>"
+    hidden = {k: "redacted" for k in parsed.query if _SECRET_QUERY.search(k)}
+    if hidden:
+        parsed = parsed.update_query_dict(hidden)
+    return parsed.render_as_string(hide_password=True)
 
 
 def open_engine(url: str) -> Engine:
@@ -86,9 +100,11 @@ def open_engine(url: str) -> Engine:
     full = normalize_url(url)
     try:
         parsed = make_url(full)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
+        # a URL with a password may fail to parse (a bad port): echo only one without
+        shown = url if "@" not in url and not _SECRET_QUERY.search(url) else redact_url(url)
         raise StoreError(
-            f"store URL {url!r} is not a database URL; use e.g. sqlite:///run/store.sqlite "
+            f"store URL {shown!r} is not a database URL; use e.g. sqlite:///run/store.sqlite "
             "or postgresql://user@host/db"
         ) from exc
     kwargs: dict[str, Any] = {}
@@ -137,9 +153,25 @@ def _configure_sqlite(engine: Engine) -> None:
 def _upgrade_from_1(conn: Connection) -> None:
     """Version 1 -> 2: add ``charges.unconfirmed_reason`` (NULL: every old charge is confirmed)."""
     conn.execute(text("ALTER TABLE charges ADD COLUMN unconfirmed_reason TEXT"))
-    conn.execute(
-        update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
-    )
+    _set_version(conn, 2)
+
+
+def _upgrade_from_2(conn: Connection) -> None:
+    """Version 2 -> 3: ``budgets.halted`` and the reservations' worker and lease columns.
+
+    Old reservations get NULL host, pid and lease: nothing tells whether their worker is
+    alive, so only :meth:`~kd_train.store.ledger.Ledger.release_owner` closes them.
+    ``budget_events`` is a new table, made by ``create_all``.
+    """
+    conn.execute(text("ALTER TABLE budgets ADD COLUMN halted TEXT"))
+    conn.execute(text("ALTER TABLE reservations ADD COLUMN host VARCHAR(512)"))
+    conn.execute(text("ALTER TABLE reservations ADD COLUMN pid INTEGER"))
+    conn.execute(text("ALTER TABLE reservations ADD COLUMN expires_at FLOAT"))
+    _set_version(conn, 3)
+
+
+def _set_version(conn: Connection, version: int) -> None:
+    conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(version)))
 
 
 def _create_schema(engine: Engine) -> None:
@@ -150,8 +182,10 @@ def _create_schema(engine: Engine) -> None:
         found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
         if found is None:
             conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-        elif found == "1":
-            _upgrade_from_1(conn)
+        elif found in ("1", "2"):
+            if found == "1":
+                _upgrade_from_1(conn)
+            _upgrade_from_2(conn)
         elif found != str(SCHEMA_VERSION):
             raise StoreError(
                 f"store {redact_url(str(engine.url))!r} has schema version {found}; this "

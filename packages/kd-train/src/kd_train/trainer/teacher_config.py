@@ -12,7 +12,7 @@ True
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import Field, Strict, model_validator
 
@@ -38,6 +38,8 @@ class HTTPSettings(EndpointSettings):
     key itself is never in a config). ``store`` is the database URL of the response cache
     and budget ledger (default: ``kd-store.sqlite`` in the run directory).
     """
+
+    key_prefix: ClassVar[str] = "teacher.http."
 
     api_key_env: Str | None = Field(
         default=None, description="The name of the environment variable holding the API key."

@@ -12,8 +12,17 @@ sent. After it, the reservation is settled by what the provider may have billed:
 * never sent or refused (a connect error, an HTTP 4xx, 429 included): released.
 
 An answer billed past its reservation is charged what it cost (the ledger records the
-truth) and :class:`~kd_train.store.errors.BudgetOverrunError` stops the run: it is raised
-at that call and at every later one, before anything more is sent.
+truth), the ledger halts the budget for every worker sharing it, and
+:class:`~kd_train.store.errors.BudgetOverrunError` stops the run: it is raised at that call
+and at every later one, before anything more is sent (other workers get
+:class:`~kd_train.store.errors.BudgetHaltedError` at their next reservation). The spend can
+then pass the cap only by the excess of the requests already in flight: at most
+``concurrency`` of them per worker (see :mod:`kd_train.store.ledger`).
+
+Opening the budget never changes a shared cap unless the config says ``change_budget``,
+and first reclaims reservations left by dead workers (:meth:`~kd_train.store.Ledger.reclaim`).
+Each reservation is leased for :data:`LEASE_FACTOR` times the attempt timeout, at least
+:data:`~kd_train.store.ledger.DEFAULT_LEASE_S` seconds.
 """
 
 from __future__ import annotations
@@ -22,11 +31,14 @@ from collections.abc import Callable
 from typing import Any
 
 from kd_train.store import BudgetOverrunError, Store, usd_to_nanos
-from kd_train.store.ledger import Reservation
-from kd_train.teachers.http.config import UNLIMITED_NANOS, HTTPTeacherConfig
+from kd_train.store.ledger import DEFAULT_LEASE_S, Reservation
+from kd_train.teachers.http.config import HTTPTeacherConfig
 from kd_train.teachers.http.exchange import Call, Count, Failure, Response
 from kd_train.teachers.http.wire import Wire
 from kd_train.teachers.openai_api import PATHS, Api, MalformedResponseError, parse_generation
+
+#: A reservation's lease, in attempt timeouts: far longer than one attempt can last.
+LEASE_FACTOR = 20
 
 
 class Budget:
@@ -60,9 +72,12 @@ class Budget:
         self._count_tokens = count_tokens
         #: Set by the first request billed past its reservation; no request is sent after it.
         self._overrun: BudgetOverrunError | None = None
+        self._lease_s = max(DEFAULT_LEASE_S, LEASE_FACTOR * config.timeout)
         if store is not None:
-            cap = UNLIMITED_NANOS if config.budget is None else usd_to_nanos(config.budget)
-            store.ledger.ensure_budget(config.budget_name, cap)
+            cap = None if config.budget is None else usd_to_nanos(config.budget)
+            ledger = store.ledger
+            ledger.open_budget(config.budget_name, cap, change=config.change_budget, actor=owner)
+            ledger.reclaim(config.budget_name, actor=owner)
 
     def send(self, call: Call) -> Response | Failure:
         """Send ``call`` once under a fresh reservation; settle it by the outcome."""
@@ -105,7 +120,9 @@ class Budget:
     def _reserve(self, worst: int) -> Reservation | None:
         if self._store is None:
             return None
-        return self._store.ledger.reserve(self._config.budget_name, worst, self._owner)
+        return self._store.ledger.reserve(
+            self._config.budget_name, worst, self._owner, lease_s=self._lease_s
+        )
 
     def _release(self, reservation: Reservation | None) -> None:
         if reservation is not None and self._store is not None:

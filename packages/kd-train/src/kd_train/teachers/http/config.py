@@ -1,15 +1,77 @@
-"""The typed configuration of an :class:`~kd_train.teachers.http.HTTPTeacher`, and its prices."""
+"""The typed configuration of an :class:`~kd_train.teachers.http.HTTPTeacher`, and its prices.
+
+Two rules keep the budget and the key honest. A budget needs a price: at the default
+prices of 0 every request costs nothing, so a cap would limit nothing
+(:func:`budget_problem`). And the API key travels only in the ``Authorization`` header,
+read from an environment variable: a ``base_url`` that carries a credential (a password in
+``https://user:key@host``, a query parameter such as ``?api_key=``) is refused, since the
+endpoint is logged, stored in the run registry and written to manifests
+(:func:`url_credential`).
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlsplit
 
-from kd_train.store import usd_to_nanos
+from kd_train.store import UNLIMITED_NANOS, usd_to_nanos
 from kd_train.teachers.openai_api import PATHS, Api, Scoring
 from kd_train.teachers.retry import RetryPolicy
 
-#: The cap, in nano-USD, given to a budget created without one (no practical limit).
-UNLIMITED_NANOS = 2**62
+__all__ = ["UNLIMITED_NANOS", "HTTPTeacherConfig", "budget_problem", "url_credential"]
+
+# Query parameter names that carry a credential (matched as a part of the name).
+_SECRET_PARAM = re.compile(
+    r"key|token|secret|passw|pwd|auth|sig|credential|session|bearer", re.IGNORECASE
+)
+
+
+def url_credential(url: str) -> str | None:
+    """What credential ``url`` carries (described without its value), or ``None``.
+
+    >>> from kd_train.teachers.http.config import url_credential
+    >>> url_credential("https://u:sk-123@api.example.com/v1")
+    'a user name and password before the host (user:password@)'
+    >>> url_credential("https://api.example.com/v1?api_key=sk-123")
+    "the query parameter 'api_key'"
+    >>> url_credential("https://api.example.com/v1?api-version=2024-06-01") is None
+    True
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if "@" in parts.netloc:
+        if ":" in parts.netloc.rsplit("@", 1)[0]:
+            return "a user name and password before the host (user:password@)"
+        return "a user name before the host (user@)"
+    for name, _value in parse_qsl(parts.query, keep_blank_values=True):
+        if _SECRET_PARAM.search(name):
+            return f"the query parameter {name!r}"
+    if parts.fragment:
+        return "a #fragment"
+    return None
+
+
+def budget_problem(
+    budget: float | None, price_per_1k_prompt: float, price_per_1k_completion: float
+) -> str | None:
+    """Why this budget cannot limit anything (``None`` when it can).
+
+    >>> from kd_train.teachers.http.config import budget_problem
+    >>> budget_problem(5.0, 0.0, 0.0)[:24]
+    'a budget needs prices: s'
+    >>> budget_problem(5.0, 0.0, 0.002) is None
+    True
+    """
+    if budget is None or price_per_1k_prompt > 0 or price_per_1k_completion > 0:
+        return None
+    return (
+        "a budget needs prices: set price_per_1k_prompt and/or price_per_1k_completion "
+        "(--price-per-1k-prompt / --price-per-1k-completion) above 0; at the default "
+        "prices of 0 every request costs nothing and the budget would limit nothing"
+    )
 
 
 @dataclass(frozen=True)
@@ -32,8 +94,11 @@ class HTTPTeacherConfig:
         retry: the backoff policy.
         price_per_1k_prompt: USD per 1000 prompt tokens.
         price_per_1k_completion: USD per 1000 completion tokens.
-        budget: cap in USD on the spend of ``budget_name`` (``None``: no cap).
+        budget: cap in USD on the spend of ``budget_name`` (``None``: a new budget has no
+            cap; an existing one keeps its cap). Needs a price above 0.
         budget_name: the ledger budget this teacher charges; workers sharing it share the cap.
+        change_budget: set the cap of an existing budget to ``budget`` (and resume it when
+            halted); without it, another cap than the store's is refused.
     """
 
     base_url: str
@@ -51,6 +116,7 @@ class HTTPTeacherConfig:
     price_per_1k_completion: float = 0.0
     budget: float | None = None
     budget_name: str = "default"
+    change_budget: bool = False
 
     def __post_init__(self) -> None:
         if self.api not in PATHS:
@@ -67,6 +133,19 @@ class HTTPTeacherConfig:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
         if self.budget is not None and self.budget < 0:
             raise ValueError(f"budget must be >= 0 USD, got {self.budget}")
+        problem = budget_problem(
+            self.budget, self.price_per_1k_prompt, self.price_per_1k_completion
+        )
+        if problem is not None:
+            raise ValueError(f"budget: {problem}")
+        if self.change_budget and self.budget is None:
+            raise ValueError("change_budget needs budget: the new cap in USD")
+        credential = url_credential(self.base_url)
+        if credential is not None:
+            raise ValueError(
+                f"base_url carries {credential}; put the API key in an environment "
+                "variable and name it with api_key_env"
+            )
 
     def cost_nanos(self, prompt_tokens: int, completion_tokens: int) -> int:
         """Cost in nano-USD, rounded up: ``ceil((P·p + C·c) / 1000)`` with prices in nano-USD.

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from kd_train.teachers.http.config import HTTPTeacherConfig
-from kd_train.teachers.http.exchange import Call, Failure
+from kd_train.teachers.http.exchange import Call, Failure, HTTPTeacherError
 from kd_train.teachers.retry import RETRY_STATUSES, parse_retry_after
 
 
@@ -35,6 +35,12 @@ class Wire:
     ) -> None:
         self._base_url = config.base_url
         self._timeout = config.timeout
+        if api_key and not _header_safe(api_key):
+            # httpx would refuse the header with an error that quotes it: never show the key
+            raise HTTPTeacherError(
+                "the API key holds whitespace or characters an HTTP header cannot carry "
+                "(a line break from copying it?); set the environment variable again"
+            )
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(
             base_url=config.base_url.rstrip("/"),
@@ -72,6 +78,11 @@ class Wire:
             return dict(reply.json())
         except (ValueError, TypeError) as exc:
             return Failure(f"malformed response body ({exc})", billed=True)
+
+
+def _header_safe(key: str) -> bool:
+    """Whether ``key`` is printable ASCII without spaces (it goes in a header as it is)."""
+    return all("!" <= ch <= "~" for ch in key)
 
 
 def _status_message(reply: httpx.Response, url: str) -> str:
