@@ -220,3 +220,22 @@ def test_hidden_state_matching_trains_through_the_cli(workdir, tiny_llama_dir, t
     )
     assert all(r["hidden"] > 0 for r in rows)
     assert rows[-1]["eval_hidden"] > 0
+
+
+def test_an_http_teacher_scores_the_students_own_samples_like_the_hf_teacher(
+    workdir, tiny_llama_dir, tiny_teacher_dir
+):
+    sampled = {"eval_every": 0, "on_policy": {"lmbda": 1.0, "max_new_tokens": 6}}
+    teacher = {"kind": "hf", "path": str(tiny_teacher_dir), "topk": K}
+    hf = distill(workdir, "hf-sampled", teacher, tiny_llama_dir, train=sampled)
+    with LoopbackTeacherServer(tiny_teacher_dir) as server:
+        http = distill(workdir, "http-sampled", http_teacher(server), tiny_llama_dir, train=sampled)
+        scored_tokens = sum(usage["prompt_tokens"] for usage in server.answered)
+    # Same sampler seed and a student that does not move (lr 0): the same samples.
+    hf_samples = (workdir / "hf-sampled" / "samples.jsonl").read_text()
+    assert (workdir / "http-sampled" / "samples.jsonl").read_text() == hf_samples
+    assert {r["source"] for r in http} == {"student"}
+    # The endpoint scored exactly the sampled sequences (prompt + sampled tokens per row).
+    assert scored_tokens == sum(r["tokens"] for r in http)
+    for a, b in zip(hf, http, strict=True):
+        assert b["kd"] == pytest.approx(a["kd"], rel=1e-3)
