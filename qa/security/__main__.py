@@ -1,9 +1,12 @@
 """``python -m qa.security``: the security gate (what ``nox -s security`` runs).
 
-* ``run`` (the default): semgrep ``--test`` of our rules, then bandit and semgrep over the
-  paths in ``[security]`` of ``qa/gates.toml``; fails on any finding not in
-  ``qa/security/accepted.toml``, any register entry without a justification, any blanket
-  ``# nosec`` / ``# nosemgrep`` (one that names no rule), or a rule whose tests fail.
+* ``run`` (the default): semgrep ``--test`` of our rules, then bandit, semgrep and the
+  suppression scan (:mod:`qa.security.suppressions`: every ``# nosec``, ``# nosemgrep``,
+  security ``# noqa``, ``# pragma: no cover`` and ``# type: ignore``) over the paths in
+  ``[security]`` of ``qa/gates.toml``; fails on any finding not in
+  ``qa/security/accepted.toml``, any register entry without a justification or that accepts
+  nothing (stale), any blanket ``# nosec`` / ``# nosemgrep`` (one that names no rule), or a
+  rule whose tests fail.
 * ``accept --rule RULE --location FILE:LINE --why TEXT``: add a finding to the register.
 * ``prune``: delete the register entries that match no finding any more.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qa import gates, summary
-from qa.security import register, scan
+from qa.security import register, scan, suppressions
 from qa.security.findings import Finding, blanket_suppressions, source_line
 
 
@@ -34,8 +37,8 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        """True when nothing fails the gate (stale entries only warn)."""
-        return not (self.new or self.register_problems or self.blanket or self.errors)
+        """True when nothing fails the gate."""
+        return not (self.new or self.stale or self.register_problems or self.blanket or self.errors)
 
 
 def check(
@@ -45,26 +48,36 @@ def check(
     register_path: Path,
     bandit_skips: list[str] = [],  # noqa: B006 - never mutated
     run_rule_tests: bool = True,
+    scanners: bool = True,
 ) -> Result:
-    """Scan ``paths`` under ``root`` and compare the findings with the register."""
+    """Scan ``paths`` under ``root`` and compare the findings with the register.
+
+    ``scanners=False`` leaves out bandit and semgrep (the suppression scan and the register
+    checks still run).
+    """
     res = Result()
     if run_rule_tests:
         ok, text = scan.rule_tests()
         print(text)
         if not ok:
             res.errors.append("semgrep rule tests failed (semgrep --test qa/security/semgrep)")
-    for name, tool in (
+    tools = (
         ("bandit", lambda: scan.bandit(root, paths, exclude, bandit_skips)),
         ("semgrep", lambda: scan.semgrep(root, paths, exclude)),
-    ):
+    )
+    for name, tool in tools if scanners else ():
         try:
             res.findings += tool()
         except (scan.ToolError, ValueError) as exc:
             res.errors.append(f"{name}: {exc}")
+    files = scan.python_files(root, paths, exclude)
+    found, unreadable = suppressions.scan(root, files)
+    res.findings += found
+    res.errors += unreadable
     entries = register.load(register_path)
     res.register_problems = register.problems(entries)
     res.new, res.stale = register.split(res.findings, entries)
-    res.blanket = blanket_suppressions(root, scan.python_files(root, paths, exclude))
+    res.blanket = blanket_suppressions(root, files)
     return res
 
 
@@ -85,7 +98,9 @@ def report(res: Result) -> None:
     for e in res.errors:
         print(f"  ERROR {e}")
     for s in res.stale:
-        print(f"  stale register entry (matches nothing, remove it): {s.rule} {s.file}")
+        print(f"  STALE register entry (accepts nothing): {s.rule} {s.file} {s.fingerprint}")
+    if res.stale:
+        print("  the code it accepted is gone or changed: python -m qa.security prune")
     print("security: " + ("ok" if res.passed else "FAILED"))
 
 
@@ -103,6 +118,7 @@ def cmd_run() -> int:
                 "passed": res.passed,
                 "findings": [{**f.__dict__, "fingerprint": f.fingerprint} for f in res.findings],
                 "new": [f.describe() for f in res.new],
+                "stale": [f"{s.rule} {s.file} {s.fingerprint}" for s in res.stale],
                 "register_problems": res.register_problems,
                 "blanket": res.blanket,
                 "errors": res.errors,
@@ -127,7 +143,15 @@ def cmd_accept(rule: str, location: str, why: str, root: Path = gates.ROOT) -> i
         print(f"qa.security: {location} is not a line of a file under {root}", file=sys.stderr)
         return 2
     if ":" not in rule:
-        print("qa.security: --rule is 'bandit:BXXX' or 'semgrep:<rule-id>'", file=sys.stderr)
+        print(
+            "qa.security: --rule is 'bandit:BXXX', 'semgrep:<rule-id>' or 'suppress:<directive>'",
+            file=sys.stderr,
+        )
+        return 2
+    if rule.startswith(suppressions.RULE_PREFIX) and rule.removeprefix(
+        suppressions.RULE_PREFIX
+    ) not in [d for d, _ in suppressions.directives(code)]:
+        print(f"qa.security: {location} has no '# {rule.split(':', 1)[1]}'", file=sys.stderr)
         return 2
     finding = Finding(rule, Path(file).as_posix(), int(line), code, "")
     try:
@@ -153,9 +177,12 @@ def cmd_prune() -> int:
     if res.errors:
         report(res)
         return 1
-    stale = {e.key for e in res.stale}
-    register.rewrite([e for e in register.load() if e.key not in stale])
-    print(f"pruned {len(stale)} stale entr{'y' if len(stale) == 1 else 'ies'}")
+    entries = register.load()
+    for e in res.stale:
+        entries.remove(e)
+    register.rewrite(entries)
+    n = len(res.stale)
+    print(f"pruned {n} stale entr{'y' if n == 1 else 'ies'}")
     return 0
 
 
@@ -165,7 +192,11 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="cmd")
     sub.add_parser("run", help="the whole gate (default)")
     acc = sub.add_parser("accept", help="add a finding to qa/security/accepted.toml")
-    acc.add_argument("--rule", required=True, help="bandit:B603 or semgrep:<rule-id>")
+    acc.add_argument(
+        "--rule",
+        required=True,
+        help="bandit:B603, semgrep:<rule-id> or suppress:<directive> ('suppress:nosec B602')",
+    )
     acc.add_argument("--location", required=True, help="FILE:LINE, FILE relative to the repo")
     acc.add_argument("--why", required=True, help="the justification, in a full sentence")
     sub.add_parser("prune", help="delete register entries that match nothing any more")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: A bandit suppression must name its tests ("nosec B603"), a semgrep one its rule id.
+#: A bandit suppression must name its test ids (B603), a semgrep one its rule id.
 BLANKET_NOSEC = re.compile(r"#\s*nosec\b(?!\s*:?\s*B\d{3})")
 BLANKET_NOSEMGREP = re.compile(r"#\s*nosemgrep\b(?!\s*:\s*[\w.-]+)")
 

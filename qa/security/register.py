@@ -9,14 +9,17 @@ An entry::
     code = "proc = subprocess.run(cmd, ...)"   # for people; not matched
     why = "Runs our own argument list, never a shell; the inputs are paths we build."
 
-An entry matches every finding with the same rule, file and fingerprint (the same code line
-repeated in one file is accepted once).
+An entry accepts one finding with the same rule, file and fingerprint: a line repeated in
+one file needs one entry per copy, so copying an accepted line makes a new finding. An entry
+that accepts nothing is stale and fails the gate (``python -m qa.security prune`` drops it), so
+it cannot wait to cover a line written later.
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +76,31 @@ def problems(entries: list[Accepted]) -> list[str]:
 
 
 def split(findings: list[Finding], entries: list[Accepted]) -> tuple[list[Finding], list[Accepted]]:
-    """Return (new findings not in the register, register entries that match nothing)."""
-    keys = {e.key for e in entries}
-    found = {f.key for f in findings}
-    return [f for f in findings if f.key not in keys], [e for e in entries if e.key not in found]
+    """Return (findings no entry accepts, entries that accept no finding).
+
+    Each entry accepts one finding of its key (rule, file, fingerprint):
+
+    >>> f = Finding("bandit:B311", "a.py", 3, "random.random()", "")
+    >>> e = Accepted(f.rule, f.file, f.fingerprint, "", "a reason long enough here")
+    >>> new, stale = split([f, f], [e])
+    >>> len(new), stale
+    (1, [])
+    >>> split([], [e, e])[1] == [e, e]
+    True
+    """
+    left = Counter(e.key for e in entries)
+    new = []
+    for f in findings:
+        if left[f.key] > 0:
+            left[f.key] -= 1
+        else:
+            new.append(f)
+    stale = []
+    for e in reversed(entries):
+        if left[e.key] > 0:
+            left[e.key] -= 1
+            stale.append(e)
+    return new, stale[::-1]
 
 
 def entry_text(finding: Finding, why: str) -> str:

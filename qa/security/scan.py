@@ -82,11 +82,12 @@ def rule_tests(rules: Path = RULES, cases: Path = RULE_TESTS) -> tuple[bool, str
 
 
 def python_files(root: Path, paths: list[str], exclude: list[str]) -> list[Path]:
-    """Every ``.py`` under ``paths`` that is not under an excluded folder."""
+    """Every ``.py`` in ``paths`` (files, or folders searched below) that is not excluded."""
     skip = [(root / e).resolve() for e in exclude]
     out = []
     for p in paths:
-        for f in sorted((root / p).rglob("*.py")):
+        base = root / p
+        for f in [base] if base.is_file() else sorted(base.rglob("*.py")):
             r = f.resolve()
             if not any(r.is_relative_to(s) for s in skip):
                 out.append(f)

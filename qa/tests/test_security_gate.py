@@ -31,7 +31,7 @@ def test_planted_torch_load_is_caught_by_semgrep_and_fails_the_gate(tmp_path: Pa
     res = check(root, ["pkg"], [], root / "accepted.toml", run_rule_tests=False)
     assert sorted((f.rule, f.file, f.line) for f in res.new) == [
         ("bandit:B614", "pkg/ckpt.py", 8),
-        ("semgrep:torch-load-without-weights-only", "pkg/ckpt.py", 8),
+        ("semgrep:torch-load-untrusted-path", "pkg/ckpt.py", 8),
     ]
     assert not res.passed
 
@@ -39,7 +39,7 @@ def test_planted_torch_load_is_caught_by_semgrep_and_fails_the_gate(tmp_path: Pa
 def test_an_accepted_finding_passes_and_survives_lines_added_above(tmp_path: Path) -> None:
     root = _package(tmp_path, PLANTED)
     line = PLANTED.splitlines()[7]
-    for rule in ("semgrep:torch-load-without-weights-only", "bandit:B614"):
+    for rule in ("semgrep:torch-load-untrusted-path", "bandit:B614"):
         finding = Finding(rule, "pkg/ckpt.py", 8, line, "")
         register.accept(
             finding, "a fixture of this test: the file is never loaded", root / "a.toml"
