@@ -158,9 +158,16 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", requires=["dev"])
 def tests(session: nox.Session) -> None:
-    """Every fast test (not `slow`), in parallel: unit, doctests, integration, QA tools."""
+    """Every fast test (not `slow`), in parallel, under coverage; then the coverage floors.
+
+    One pytest run (unit, doctests, integration, QA tools) measures line + branch coverage
+    (pytest-cov: xdist workers and subprocesses combined), and `python -m qa.coverage report`
+    checks it against the floors of qa/gates.toml, so `nox -s ci` runs the suite once. With
+    arguments after `--` (a partial run) no coverage is measured and no floor is checked.
+    """
     run = in_dev(session)
     use_semgrep(session, run)
+    cov = [] if session.posargs else ["--cov", "--cov-report="]
     run(
         "pytest",
         *[f"packages/{p}/tests" for p in PACKAGES],
@@ -172,9 +179,14 @@ def tests(session: nox.Session) -> None:
         "not slow",
         "-p",
         "no:cacheprovider",
+        *cov,
         *session.posargs,
         env={"KD_CI": os.environ.get("CI", "")},
     )
+    if session.posargs:
+        session.log("coverage floors not checked: pytest arguments given (a partial run)")
+    else:
+        run("python", "-m", "qa.coverage", "report")
 
 
 @nox.session(venv_backend="none", requires=["dev"], default=False)
@@ -227,7 +239,11 @@ def security(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", requires=["dev"])
 def docs(session: nox.Session) -> None:
-    """The Sphinx site built with -W -n into docs/_build, then every doctest of it."""
+    """The Sphinx site built with -W -n into docs/_build, every doctest of it, screenshots.
+
+    The screenshot check needs a Chromium on PATH; without one it is skipped with a line
+    saying so (on GitHub Actions, whose workflows install Chromium, a missing one fails).
+    """
     session.log("Sphinx: the html site, then every doctest (a few minutes)")
     in_dev(session)("python", "-m", "qa.docs", "build")
     session.log(f"site: {ROOT / 'docs' / '_build' / 'html' / 'index.html'}")
@@ -242,8 +258,17 @@ def docs_gate(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: print figures, compare with the stored baselines as ratios (qa/perf)."""
+    """Benchmarks: each path against a reference of the same run, ratios vs baselines (qa/perf).
+
+    First qa/tests/test_perf_gates.py plants a 2x slowdown in each gated path and expects
+    the quick bench to fail; then the benchmarks. Figures go to qa/reports/perf/ (ignored);
+    `nox -s bench -- --record` keeps them in qa/perf/results/ and docs/_static/perf/.
+    """
     install(session, "test", "bench", packages=True)
+    session.run(
+        *("pytest", "qa/tests/test_perf_gates.py", "-m", "slow", "-n", "0", "-q"),
+        *("-p", "no:cacheprovider"),
+    )
     session.run("python", "-m", "qa.perf", "bench", *session.posargs)
 
 

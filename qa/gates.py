@@ -46,6 +46,8 @@ class CoverageGates:
     packages: dict[str, CoverageFloor]
     modules: dict[str, CoverageFloor]
     diff: float
+    #: Percentage points a floor sits below the figure it was set from (see ``floor_from``).
+    margin: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,7 @@ def coverage(raw: dict[str, Any]) -> CoverageGates:
         },
         modules={k: _floor(v, f"coverage.modules.{k}") for k, v in cov.get("modules", {}).items()},
         diff=_num(cov, "diff", "coverage"),
+        margin=_opt_num(cov, "margin", "coverage") or 0.0,
     )
 
 

@@ -32,12 +32,17 @@ class Summary:
     passed: bool
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically: a temp file beside ``path``, then a rename."""
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` atomically: a temp file beside ``path``, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def write(summary: Summary, reports: Path = REPORTS) -> Path:

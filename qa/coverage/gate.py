@@ -84,21 +84,39 @@ def per_module(report: dict[str, Any]) -> dict[str, Figures]:
     return dict(sorted(out.items()))
 
 
-def raise_hint(fig: Figures, floor: CoverageFloor) -> str:
-    """Say when a figure has risen at least one whole point above its floor.
+def floor_from(figure: float, margin: float) -> float:
+    """The floor a measured figure sets: ``figure - margin``, rounded down to one decimal.
 
-    >>> raise_hint(Figures(93.4, 80.0, 10), CoverageFloor(line=90.0, branch=80.0))
-    'RAISE line floor to 93'
+    The margin keeps an unrelated change from tripping a floor by a hundredth of a point
+    (a test that stops reaching one branch), while a real drop still fails.
+
+    >>> floor_from(96.74, 0.5), floor_from(100.0, 0.5), floor_from(90.0, 0.0)
+    (96.2, 99.5, 90.0)
+    """
+    # round first: 96.74 - 0.5 is 96.23999..., which must floor to 96.2, not 96.1
+    return math.floor(round((figure - margin) * 10, 6)) / 10
+
+
+def raise_hint(fig: Figures, floor: CoverageFloor, margin: float = 0.0) -> str:
+    """Say which floors the figures would raise (``python -m qa.coverage record`` does it).
+
+    >>> raise_hint(Figures(93.4, 80.0, 10), CoverageFloor(line=90.0, branch=80.0), 0.5)
+    'RAISE line floor to 92.9'
     """
     hints = []
-    if math.floor(fig.line) > floor.line:
-        hints.append(f"line floor to {math.floor(fig.line)}")
-    if math.floor(fig.branch) > floor.branch:
-        hints.append(f"branch floor to {math.floor(fig.branch)}")
+    for what, figure, current in (
+        ("line", fig.line, floor.line),
+        ("branch", fig.branch, floor.branch),
+    ):
+        target = floor_from(figure, margin)
+        if target > current:
+            hints.append(f"{what} floor to {target}")
     return "RAISE " + ", ".join(hints) if hints else ""
 
 
-def _row(kind: str, name: str, fig: Figures | None, floor: CoverageFloor, exists: bool) -> Row:
+def _row(
+    kind: str, name: str, fig: Figures | None, floor: CoverageFloor, exists: bool, margin: float
+) -> Row:
     if not exists:
         if floor.pending:
             return Row(kind, name, None, None, floor, "PENDING", "not written yet")
@@ -106,7 +124,7 @@ def _row(kind: str, name: str, fig: Figures | None, floor: CoverageFloor, exists
     if fig is None:
         fig = Figures(0.0, 0.0, 0)
     ok = fig.line >= floor.line and fig.branch >= floor.branch
-    notes = [raise_hint(fig, floor)]
+    notes = [raise_hint(fig, floor, margin)]
     if floor.pending:
         notes.append("landed: remove `pending`")
     note = "; ".join(n for n in notes if n)
@@ -118,10 +136,10 @@ def check(report: dict[str, Any], gates: CoverageGates, root: Path = ROOT) -> li
     rows = []
     for name, floor in sorted(gates.packages.items()):
         exists = module_path(name, root) is not None
-        rows.append(_row("package", name, figures(report, name), floor, exists))
+        rows.append(_row("package", name, figures(report, name), floor, exists, gates.margin))
     for name, floor in sorted(gates.modules.items()):
         exists = module_path(name, root) is not None
-        rows.append(_row("module", name, figures(report, name), floor, exists))
+        rows.append(_row("module", name, figures(report, name), floor, exists, gates.margin))
     return rows
 
 
