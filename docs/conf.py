@@ -31,6 +31,7 @@ extensions = [
     "sphinx_argparse_cli",
     "kd_data",
     "kd_schemas",
+    "kd_qa_status",
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]

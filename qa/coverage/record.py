@@ -1,6 +1,6 @@
 """Keep the coverage figures of a commit in the repository, for the docs' QA page.
 
-``python -m qa.coverage record`` copies the figures of the last ``nox -s coverage`` run
+``python -m qa.coverage record`` copies the figures of the last ``nox -s tests`` run
 (``qa/reports/coverage-summary.json``, git-ignored) into ``qa/coverage/record.json``
 (committed), stamped with the commit and date. The docs site renders its QA page from that
 file at build time, so the page shows the figures that were measured, never typed ones.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +53,28 @@ def build_record(coverage_summary: dict[str, Any], sha: str, date: str) -> dict[
     return {"measured": {"sha": sha, "date": date}, "floors": floors, "modules": modules}
 
 
+def uncommitted_sources(root: Path = gates.ROOT) -> list[str]:
+    """The packages' source files that differ from the checked-out commit (sorted)."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", "packages/*/src"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return sorted(line[3:].split(" -> ")[-1] for line in proc.stdout.splitlines() if line)
+
+
 def record(reports: Path = gates.REPORTS, out: Path = RECORD) -> Path:
-    """Write the record from ``reports/coverage-summary.json``; return its path."""
+    """Write the record from ``reports/coverage-summary.json``; return its path.
+
+    ``measured`` holds the commit (``+dirty`` when the tree had uncommitted changes), the
+    date, and ``uncommitted``: the source files that differed from that commit, so the QA
+    status page can tell which figures describe code that no commit holds.
+    """
     data = json.loads((reports / "coverage-summary.json").read_text(encoding="utf-8"))
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    summary.write_json(out, build_record(data, git_sha(gates.ROOT), today))
+    rec = build_record(data, git_sha(gates.ROOT), today)
+    rec["measured"]["uncommitted"] = uncommitted_sources(gates.ROOT)
+    summary.write_json(out, rec)
     return out
