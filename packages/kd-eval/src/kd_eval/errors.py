@@ -36,5 +36,13 @@ class ConfigError(KDEvalError):
     """A targets file, fixture file, baseline or report given as input is invalid."""
 
 
+class MetricInputError(KDEvalError, ValueError):
+    """A metric was given input it has no value for: no examples, no tokens, a NaN.
+
+    Each metric's docstring says which degenerate inputs have a defined value and which are
+    refused with this error. It is a :class:`ValueError` too, as the metrics raised before.
+    """
+
+
 class BenchError(KDEvalError):
     """A benchmark cannot run: unsupported model file, bad shapes or settings."""

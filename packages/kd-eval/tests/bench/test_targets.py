@@ -70,3 +70,19 @@ def test_bad_targets_files_are_explained(tmp_path, text, message):
 def test_missing_targets_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_targets(tmp_path / "none.toml")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_limit_is_refused(tmp_path, value):
+    path = tmp_path / "t.toml"
+    path.write_text(f"[worker]\nseq_len = 16\nbatch_size = 1\nmax_latency_p95_ms = {value}\n")
+    with pytest.raises(ConfigError, match="must be a finite number"):
+        load_targets(path)
+
+
+@pytest.mark.parametrize("measured", [float("nan"), float("inf")])
+def test_a_non_finite_measured_value_fails_its_limit(tmp_path, measured):
+    path = tmp_path / "t.toml"
+    path.write_text("[worker]\nseq_len = 16\nbatch_size = 1\nmin_decode_tokens_per_s = 1\n")
+    rows = check_targets(_bench(1.0, measured), load_targets(path))
+    assert [r["passed"] for r in rows] == [False]

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from kd_eval.errors import MetricInputError
 from kd_eval.fidelity.metrics import token_metrics
 
 
@@ -42,3 +43,34 @@ def test_nll_is_minus_the_log_probability_of_the_target():
 def test_different_shapes_are_rejected():
     with pytest.raises(ValueError, match="differ"):
         token_metrics(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, dtype=torch.long))
+
+
+# -- degenerate inputs -------------------------------------------------------------------
+
+
+def test_zero_positions_give_empty_metrics():
+    empty = torch.zeros(0, 5)
+    m = token_metrics(empty, empty, torch.zeros(0, dtype=torch.long))
+    for name in ("forward_kl", "top1_agreement", "topk_overlap", "teacher_nll", "student_nll"):
+        assert getattr(m, name).shape == (0,)
+
+
+def test_a_kl_or_perplexity_of_zero_tokens_is_refused_not_nan():
+    from kd_eval.stats.bootstrap import bootstrap_mean
+
+    with pytest.raises(MetricInputError, match="no tokens"):
+        bootstrap_mean([1.5], weights=[0])  # an example of 0 tokens: no mean NLL
+
+
+@pytest.mark.parametrize(
+    ("teacher", "student", "targets", "message"),
+    [
+        (torch.zeros(2, 0), torch.zeros(2, 0), torch.zeros(2, dtype=torch.long), "V = 0"),
+        (torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), "are not \\[T\\]"),
+        (torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 3]), "outside the vocabulary"),
+        (torch.zeros(3), torch.zeros(3), torch.zeros(1, dtype=torch.long), "not \\[T, V\\]"),
+    ],
+)
+def test_inputs_without_a_defined_metric_are_refused(teacher, student, targets, message):
+    with pytest.raises(MetricInputError, match=message):
+        token_metrics(teacher, student, targets)

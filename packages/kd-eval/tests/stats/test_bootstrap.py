@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from kd_eval.errors import MetricInputError
 from kd_eval.stats.bootstrap import bootstrap_mean
 
 
@@ -46,3 +47,51 @@ def test_map_applies_a_monotone_function_to_all_three_figures():
 def test_invalid_input_is_rejected(values, kwargs):
     with pytest.raises(ValueError):  # noqa: PT011
         bootstrap_mean(values, **kwargs)
+
+
+# -- degenerate inputs: each has a defined result or a MetricInputError ------------------
+
+
+def test_no_sample_is_refused_as_a_metric_input_error():
+    with pytest.raises(MetricInputError, match="length >= 1"):
+        bootstrap_mean([])
+
+
+def test_one_sample_collapses_the_interval_onto_it():
+    est = bootstrap_mean([0.7], resamples=50)
+    assert (est.value, est.low, est.high) == (0.7, 0.7, 0.7)
+
+
+def test_one_weighted_sample_is_its_value():
+    est = bootstrap_mean([2.5], weights=[40])
+    assert (est.value, est.low, est.high) == (2.5, 2.5, 2.5)
+
+
+@pytest.mark.parametrize(
+    ("values", "weights", "message"),
+    [
+        ([1.0, float("nan")], None, "value 1 is nan"),
+        ([1.0, float("inf")], None, "value 1 is inf"),
+        ([1.0, 2.0], [1.0, float("nan")], "weight 1 is nan"),
+        ([1.0, 2.0], [0, 0], "not all 0"),  # e.g. a perplexity over zero tokens
+        ([1.0, 2.0], [2, -1], "must be >= 0"),
+    ],
+)
+def test_non_finite_values_and_empty_weights_are_refused(values, weights, message):
+    with pytest.raises(MetricInputError, match=message):
+        bootstrap_mean(values, weights)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"resamples": 0}, "resamples must be >= 1"),
+    ({"confidence": float("nan")}, "confidence must be in"),
+])  # fmt: skip
+def test_settings_without_an_interval_are_refused(kwargs, message):
+    with pytest.raises(MetricInputError, match=message):
+        bootstrap_mean([1.0, 2.0], **kwargs)
+
+
+def test_some_zero_weights_are_allowed_and_resamples_of_only_those_count_as_zero():
+    est = bootstrap_mean([5.0, 1.0], weights=[0, 1], resamples=200, seed=0)
+    assert est.value == 1.0
+    assert est.low == 0.0  # a resample drawing only the zero-weight example counts as 0

@@ -1,4 +1,5 @@
 import pytest
+from kd_eval.errors import MetricInputError
 from kd_eval.tasks.classification import UNPARSED, classification_metrics, match_label
 from kd_eval.tasks.labels import MAGIC_8_BALL_ANSWERS
 
@@ -56,3 +57,32 @@ def test_generated_text_is_matched_to_the_longest_label_it_starts_with():
 
 def test_the_magic_8_ball_has_twenty_distinct_answers():
     assert len(set(MAGIC_8_BALL_ANSWERS)) == 20
+
+
+# -- degenerate inputs -------------------------------------------------------------------
+
+
+def test_no_examples_are_refused():
+    with pytest.raises(MetricInputError, match="zero examples"):
+        classification_metrics([], [])
+    with pytest.raises(MetricInputError, match="zero examples"):
+        classification_metrics([], [], labels=["a", "b"])
+
+
+def test_one_example_is_scored_like_any_other():
+    right = classification_metrics(["a"], ["a"])
+    wrong = classification_metrics(["a"], ["b"])
+    assert (right.accuracy, right.macro_f1) == (1.0, 1.0)
+    assert (wrong.accuracy, wrong.macro_f1, wrong.per_class_f1) == (0.0, 0.0, {"a": 0.0, "b": 0.0})
+
+
+def test_every_prediction_unparsed_scores_zero():
+    m = classification_metrics(["a", "b"], [UNPARSED, UNPARSED])
+    assert (m.accuracy, m.macro_f1) == (0.0, 0.0)
+    assert m.labels[-1] == UNPARSED
+
+
+def test_labels_never_seen_get_no_f1_and_do_not_dilute_the_macro_f1():
+    m = classification_metrics(["a"], ["a"], labels=["a", "b", "c"])
+    assert (m.macro_f1, m.per_class_f1) == (1.0, {"a": 1.0})
+    assert m.confusion == [[1, 0, 0], [0, 0, 0], [0, 0, 0]]

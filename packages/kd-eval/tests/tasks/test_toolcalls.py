@@ -1,4 +1,5 @@
 import pytest
+from kd_eval.errors import MetricInputError
 from kd_eval.tasks.toolcalls import (
     ToolCall,
     ToolCallScore,
@@ -94,3 +95,52 @@ def test_without_fixtures_the_hit_rate_is_none():
 
 def test_nested_values_are_normalised_recursively():
     assert normalize_value({"A": [" X ", "2"]}) == {"a": ["x", 2.0]}
+
+
+# -- degenerate inputs -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lax", [False, True])
+@pytest.mark.parametrize(
+    ("predicted", "reference", "f1"),
+    [
+        ({}, {}, 1.0),  # nothing asked, nothing added
+        ({}, {"city": "Paris"}, 0.0),  # empty prediction
+        ({"city": "Paris"}, {}, 0.0),  # arguments the reference does not have
+        ({"x": float("nan")}, {"x": float("nan")}, 1.0),  # NaN is written NaN on both sides
+    ],
+)
+def test_empty_and_nan_arguments_have_defined_f1(predicted, reference, f1, lax):
+    assert argument_f1(predicted, reference, lax=lax) == f1
+
+
+def test_lax_matching_takes_negative_zero_for_zero():
+    assert argument_f1({"x": -0.0}, {"x": 0}, lax=True) == 1.0
+    assert argument_f1({"x": "-0"}, {"x": 0.0}, lax=True) == 1.0
+    assert argument_f1({"x": -0.0}, {"x": 0}, lax=False) == 0.0
+
+
+def test_a_call_with_no_arguments_against_a_reference_with_none_scores_one():
+    score = score_tool_call('{"name": "ping", "arguments": {}}', ToolCall("ping", {}))
+    assert (score.valid_json, score.name_correct, score.args_f1_strict, score.args_f1_lax) == (
+        True,
+        True,
+        1.0,
+        1.0,
+    )
+
+
+@pytest.mark.parametrize("output", ["", "   ", "{}", "[]", "null"])
+def test_an_empty_or_callless_output_is_invalid_with_f1_zero(output):
+    score = score_tool_call(output, ToolCall("ping", {}))
+    assert (score.valid_json, score.name_correct, score.args_f1_strict) == (False, False, 0.0)
+
+
+def test_aggregating_no_examples_is_refused():
+    with pytest.raises(MetricInputError, match="zero examples"):
+        aggregate_tool_scores([])
+
+
+def test_fixture_hit_rate_is_none_when_nothing_was_replayed():
+    scores = [ToolCallScore(True, True, 1.0, 1.0, None)]
+    assert aggregate_tool_scores(scores)["fixture_hit_rate"] is None

@@ -8,6 +8,7 @@ See ``kd_eval/targets/default.toml`` for an example.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -85,6 +86,8 @@ def _role(source: Path, role: str, table: Any) -> RoleTarget:
             raise ConfigError(f"{where}: unknown key {key!r}; known limits: {', '.join(LIMITS)}")
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{where}: {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):  # TOML has nan and inf; no figure passes or fails them
+            raise ConfigError(f"{where}: {key!r} must be a finite number, got {value!r}")
         limits[key] = float(value)
     if not limits:
         raise ConfigError(f"{where}: no limits; add e.g. max_latency_p95_ms = 100")
@@ -96,7 +99,8 @@ def check_targets(bench: dict[str, Any], targets: list[RoleTarget]) -> list[dict
 
     Returns:
         One row per role and limit, with ``role``, ``limit``, ``threshold``, ``value``
-        (``None`` if not measured) and ``passed``.
+        (``None`` if not measured) and ``passed``. A value that is not measured or not a
+        finite number (NaN) fails.
     """
     by_shape = {(c["seq_len"], c["batch_size"]): c for c in bench["configs"]}
     rows = []
@@ -107,8 +111,10 @@ def check_targets(bench: dict[str, Any], targets: list[RoleTarget]) -> list[dict
             value: Any = figures
             for part in path:
                 value = None if value is None else value.get(part)
-            passed = value is not None and (
-                value <= threshold if sense == "max" else value >= threshold
+            passed = (
+                isinstance(value, int | float)
+                and math.isfinite(value)
+                and (value <= threshold if sense == "max" else value >= threshold)
             )
             rows.append(
                 {

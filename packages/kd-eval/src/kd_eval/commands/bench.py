@@ -108,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
     for row in comparison or []:
         failed |= row["regressed"]
         mark = "REGRESSED" if row["regressed"] else "ok"
+        ratio = "" if row["ratio"] is None else f"ratio {row['ratio']:.3f} "
         print(
             f"baseline S={row['seq_len']} B={row['batch_size']} {row['metric']}: "
-            f"ratio {row['ratio']:.3f} (tolerance {args.tolerance:.0%}) {mark}"
+            f"{row.get('problem') or ''}{ratio}(tolerance {args.tolerance:.0%}) {mark}"
         )
     if args.save_baseline is not None:
         atomic_write_text(args.save_baseline, json.dumps(result, indent=2) + "\n")

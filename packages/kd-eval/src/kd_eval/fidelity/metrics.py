@@ -9,6 +9,13 @@ completion tokens themselves ``targets [T]``. With ``p = softmax(teacher)`` and
 * top-k overlap ``o_t = |topk(p_t) ∩ topk(q_t)| / k``
 * negative log-likelihood ``nll_t = -log p_t[targets_t]`` (and the same for ``q``);
   perplexity is ``exp(mean_t nll_t)``.
+
+Degenerate inputs: zero positions (``T = 0``) give empty ``[0]`` tensors, the values of no
+token; a mean over them (a KL or a perplexity of zero tokens) has no value, so
+:func:`kd_eval.fidelity.run.encode_example` refuses an empty completion and
+:func:`kd_eval.stats.bootstrap.bootstrap_mean` refuses weights that sum to 0. Refused with
+:class:`~kd_eval.errors.MetricInputError`: logits of different shapes, an empty vocabulary
+(``V = 0``), targets that are not ``[T]`` or fall outside ``[0, V)``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from kd_eval.errors import MetricInputError
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,22 @@ def token_metrics(
     >>> m = token_metrics(logits, logits, torch.tensor([0]), k=2)
     >>> float(m.forward_kl[0]), float(m.top1_agreement[0]), float(m.topk_overlap[0])
     (0.0, 1.0, 1.0)
+
+    Raises:
+        kd_eval.errors.MetricInputError: see the module docstring.
     """
-    if teacher_logits.shape != student_logits.shape:
-        raise ValueError(
+    if teacher_logits.shape != student_logits.shape or teacher_logits.dim() != 2:
+        raise MetricInputError(
             f"teacher logits {tuple(teacher_logits.shape)} and student logits "
-            f"{tuple(student_logits.shape)} differ"
+            f"{tuple(student_logits.shape)} differ or are not [T, V]"
         )
+    positions, vocab = teacher_logits.shape
+    if vocab == 0:
+        raise MetricInputError("logits over an empty vocabulary (V = 0) have no distribution")
+    if targets.shape != (positions,):
+        raise MetricInputError(f"targets {tuple(targets.shape)} are not [T] with T={positions}")
+    if positions and (int(targets.min()) < 0 or int(targets.max()) >= vocab):
+        raise MetricInputError(f"a target id is outside the vocabulary [0, {vocab})")
     log_p = F.log_softmax(teacher_logits.double(), dim=-1)
     log_q = F.log_softmax(student_logits.double(), dim=-1)
     kl = torch.sum(log_p.exp() * (log_p - log_q), dim=-1).clamp_min(0.0)

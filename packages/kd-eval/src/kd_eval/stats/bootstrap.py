@@ -5,6 +5,12 @@ statistic is the weighted mean ``m = Σ w_i v_i / Σ w_i``. Each of ``R`` resamp
 example indices with replacement (``numpy.random.Generator`` seeded with ``seed``) and
 recomputes ``m``; the interval is the ``(1-c)/2`` and ``(1+c)/2`` quantiles of the ``R``
 values. The examples, not the tokens, are resampled: tokens of one example are correlated.
+
+Degenerate inputs: one example gives its value with the interval collapsed onto it; a
+resample whose drawn weights sum to 0 counts as 0. Refused with
+:class:`~kd_eval.errors.MetricInputError`: no example, a non-finite value or weight, a
+negative weight, weights that sum to 0 (no tokens: e.g. a perplexity of zero tokens), fewer
+than one resample, a confidence outside ``(0, 1)``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from kd_eval.errors import MetricInputError
 
 #: Default number of bootstrap resamples.
 DEFAULT_RESAMPLES = 2000
@@ -80,11 +88,21 @@ def bootstrap_mean(
     v = np.asarray(values, dtype=np.float64)
     w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=np.float64)
     if v.ndim != 1 or v.size == 0 or w.shape != v.shape:
-        raise ValueError(
+        raise MetricInputError(
             f"need 1-d values and weights of one length >= 1, got {v.shape}, {w.shape}"
         )
+    for name, array in (("value", v), ("weight", w)):
+        bad = np.flatnonzero(~np.isfinite(array))
+        if bad.size:
+            raise MetricInputError(f"{name} {bad[0]} is {array[bad[0]]}; every one must be finite")
+    if np.any(w < 0) or np.sum(w) == 0:
+        raise MetricInputError(
+            "weights must be >= 0 and not all 0 (a weighted mean of no tokens is undefined)"
+        )
+    if resamples < 1:
+        raise MetricInputError(f"resamples must be >= 1, got {resamples}")
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise MetricInputError(f"confidence must be in (0, 1), got {confidence}")
     point = float(np.sum(w * v) / np.sum(w))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, v.size, size=(resamples, v.size))

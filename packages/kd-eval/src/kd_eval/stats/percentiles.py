@@ -4,6 +4,10 @@ For sorted samples ``x_0 <= ... <= x_{n-1}`` the ``q``-th percentile sits at ran
 ``r = q/100 · (n-1)``; with ``i = floor(r)`` it is ``x_i + (r - i)(x_{i+1} - x_i)``.
 A p99 is only meaningful with enough samples: with fewer than 100 it is an interpolation
 between the largest few, so the summary records ``n`` next to the figures.
+
+Degenerate inputs: one sample is every percentile of itself. Refused with
+:class:`~kd_eval.errors.MetricInputError`: no sample (a percentile of an empty list has no
+value), a non-finite sample (NaN has no place in an order), ``q`` outside ``[0, 100]``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from kd_eval.errors import MetricInputError
 
 #: Minimum samples for the p99 to rest on at least one observation beyond it.
 MIN_SAMPLES_FOR_P99 = 100
@@ -25,11 +31,18 @@ def percentile(samples: Sequence[float], q: float) -> float:
     2.5
     >>> percentile([10.0], 99)
     10.0
+
+    Raises:
+        kd_eval.errors.MetricInputError: no samples, a non-finite sample, or ``q`` outside
+            ``[0, 100]``.
     """
-    if not samples:
-        raise ValueError("percentile of no samples")
+    if len(samples) == 0:
+        raise MetricInputError("percentile of no samples: nothing was measured")
     if not 0.0 <= q <= 100.0:
-        raise ValueError(f"q must be in [0, 100], got {q}")
+        raise MetricInputError(f"q must be in [0, 100], got {q}")
+    bad = next((i for i, x in enumerate(samples) if not math.isfinite(x)), None)
+    if bad is not None:
+        raise MetricInputError(f"sample {bad} is {samples[bad]}; every sample must be finite")
     xs = sorted(samples)
     rank = q / 100.0 * (len(xs) - 1)
     lo = math.floor(rank)
@@ -55,7 +68,7 @@ class LatencySummary:
 
 
 def summarize(samples_ms: Sequence[float]) -> LatencySummary:
-    """Summarise timings in milliseconds.
+    """Summarise timings in milliseconds (refused like :func:`percentile`).
 
     >>> from kd_eval.stats.percentiles import summarize
     >>> s = summarize([3.0, 1.0, 2.0])

@@ -12,6 +12,12 @@ With references ``y`` and predictions ``ŷ`` over ``n`` examples:
 
 A prediction outside the label set (an unparsable generation) is counted as
 :data:`UNPARSED` and is always wrong.
+
+Degenerate inputs: one example is scored like any other (accuracy 0 or 1); a class that
+occurs only among the predictions has F1 0 (no true positive) and counts in the macro-F1;
+when no class but :data:`UNPARSED` occurs the macro-F1 is 0. No examples at all, or
+references and predictions of different lengths, are refused with
+:class:`~kd_eval.errors.MetricInputError`: an accuracy over no examples has no value.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from kd_eval.errors import MetricInputError
 
 #: The class given to a prediction that matched no label.
 UNPARSED = "<unparsed>"
@@ -69,11 +77,14 @@ def classification_metrics(
     (0.75, [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
     >>> round(m.macro_f1, 4)
     0.7778
+
+    Raises:
+        kd_eval.errors.MetricInputError: no examples, or the two lengths differ.
     """
     if len(references) != len(predictions):
-        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
+        raise MetricInputError(f"{len(references)} references but {len(predictions)} predictions")
     if not references:
-        raise ValueError("classification metrics of zero examples")
+        raise MetricInputError("classification metrics of zero examples: the eval set is empty")
     seen = set(references) | set(predictions)
     order = list(labels) if labels is not None else sorted(seen - {UNPARSED})
     order += sorted(seen - set(order) - {UNPARSED})

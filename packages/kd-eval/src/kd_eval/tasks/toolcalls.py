@@ -9,6 +9,14 @@ prediction that match a reference pair, precision ``P = M / |pred|``, recall
 *Strict* matching compares values exactly (as canonical JSON); *lax* matching compares
 :func:`normalize_value` of each: strings are trimmed, case-folded, spaces collapsed, and a
 string that reads as a number or a boolean becomes one, so ``"5"`` matches ``5.0``.
+
+Degenerate inputs have these values: a call with no arguments against a reference with
+none scores F1 1 (nothing was asked, nothing was added); an empty prediction against a
+non-empty reference, or the reverse, scores 0; an output with no parsable call is invalid
+JSON, a wrong name and F1 0. Values are compared by their canonical JSON, so ``NaN``
+matches ``NaN`` (both are written ``NaN``) and, in lax matching, ``-0.0`` matches ``0``.
+Aggregating zero examples is refused with :class:`~kd_eval.errors.MetricInputError`:
+a rate over no examples has no value.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from kd_eval.errors import MetricInputError
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def normalize_value(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
-        return float(value)
+        return float(value) + 0.0  # + 0.0: -0.0 becomes 0.0
     if isinstance(value, str):
         text = " ".join(value.split()).casefold()
         if text in ("true", "false"):
@@ -89,7 +99,7 @@ def normalize_value(value: Any) -> Any:
             number = float(text)
         except ValueError:
             return text
-        return number if math.isfinite(number) else text
+        return number + 0.0 if math.isfinite(number) else text
     if isinstance(value, list):
         return [normalize_value(v) for v in value]
     if isinstance(value, dict):
@@ -103,6 +113,8 @@ def argument_f1(predicted: dict[str, Any], reference: dict[str, Any], *, lax: bo
     >>> from kd_eval.tasks.toolcalls import argument_f1
     >>> argument_f1({"city": "Paris", "unit": "F"}, {"city": "Paris", "unit": "C"}, lax=False)
     0.5
+    >>> argument_f1({}, {}, lax=False), argument_f1({}, {"city": "Paris"}, lax=True)
+    (1.0, 0.0)
     """
     if not predicted and not reference:
         return 1.0
@@ -155,7 +167,11 @@ def score_tool_call(
 def aggregate_tool_scores(scores: Sequence[ToolCallScore]) -> dict[str, float | int | None]:
     """Rates over examples: JSON validity, name accuracy, mean argument F1s, fixture hit-rate.
 
-    An invalid output counts as a wrong name and an argument F1 of 0.
+    An invalid output counts as a wrong name and an argument F1 of 0. ``fixture_hit_rate``
+    is ``None`` when no example was replayed against fixtures.
+
+    Raises:
+        kd_eval.errors.MetricInputError: ``scores`` is empty.
 
     >>> from kd_eval.tasks.toolcalls import ToolCallScore, aggregate_tool_scores
     >>> s = [ToolCallScore(True, True, 0.5, 1.0, None), ToolCallScore(False, False, 0, 0, None)]
@@ -164,7 +180,7 @@ def aggregate_tool_scores(scores: Sequence[ToolCallScore]) -> dict[str, float | 
     """
     n = len(scores)
     if n == 0:
-        raise ValueError("tool-call metrics of zero examples")
+        raise MetricInputError("tool-call metrics of zero examples: the eval set is empty")
     hits = [s.fixture_hit for s in scores if s.fixture_hit is not None]
     return {
         "n": n,
