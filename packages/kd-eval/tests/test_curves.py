@@ -52,3 +52,23 @@ def test_a_report_without_the_quality_is_named():
 def test_unknown_quality_is_refused():
     with pytest.raises(ConfigError, match="unknown quality"):
         curve_points(REPORTS, "vibes")
+
+
+@pytest.mark.parametrize(
+    ("report", "named"),
+    [
+        (_report("s", float("nan"), 1_000, 5.0), "forward_kl"),
+        (_report("s", 0.9, 1_000, float("inf")), "latency_p50_ms"),
+    ],
+)
+def test_a_non_finite_quality_or_cost_is_refused_not_put_on_every_front(report, named):
+    # NaN compares false with everything: it would be undominated, on every front
+    with pytest.raises(ConfigError, match=f"report 's': {named} not a finite number"):
+        curves_section([report, *REPORTS[1:]], "forward_kl")
+
+
+def test_a_bench_without_latency_leaves_that_cost_out():
+    report = _report("s", 0.9, 1_000, 5.0)
+    del report["bench"]["configs"][0]["latency_ms"]
+    (point,) = curve_points([report], "forward_kl")
+    assert point.costs == {"parameters": 1000.0, "peak_rss_delta_mb": 1.0}

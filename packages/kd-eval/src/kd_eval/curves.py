@@ -8,6 +8,7 @@ least as good, with one of the two strictly better.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,17 +85,25 @@ def costs_of(report: dict[str, Any]) -> dict[str, float]:
     if params:
         costs["parameters"] = float(params)
     configs = _dig(report, ("bench", "configs")) or []
-    if configs:
-        costs["latency_p50_ms"] = float(configs[0]["latency_ms"]["p50"])
-        costs["peak_rss_delta_mb"] = float(configs[0]["peak_rss_delta_mb"])
+    if configs and isinstance(configs[0], dict):
+        for name, path in (
+            ("latency_p50_ms", ("latency_ms", "p50")),
+            ("peak_rss_delta_mb", ("peak_rss_delta_mb",)),
+        ):
+            value = _dig(configs[0], path)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                costs[name] = float(value)
     return costs
 
 
 def curve_points(reports: Sequence[dict[str, Any]], quality: str) -> list[Point]:
     """Turn one report per student into curve points.
 
+    A cost the report lacks leaves the student off that cost's curve.
+
     Raises:
-        ConfigError: an unknown quality, or a report that lacks it.
+        ConfigError: an unknown quality, a report that lacks it, or a quality or cost that
+            is not a finite number (NaN, inf).
     """
     if quality not in QUALITIES:
         raise ConfigError(f"unknown quality {quality!r}; choose one of {', '.join(QUALITIES)}")
@@ -103,12 +112,19 @@ def curve_points(reports: Sequence[dict[str, Any]], quality: str) -> list[Point]
     for report in reports:
         value = _dig(report, path)
         name = str(report.get("name") or f"student {len(points) + 1}")
-        if not isinstance(value, int | float):
+        if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(
                 f"report {name!r} has no {quality} (looked for {'.'.join(path)}); evaluate "
                 "every student with the same command before plotting curves"
             )
-        points.append(Point(name, float(value), costs_of(report)))
+        costs = costs_of(report)
+        bad = [k for k, v in {quality: value, **costs}.items() if not math.isfinite(v)]
+        if bad:  # a NaN is neither better nor worse than anything: it would sit on every front
+            raise ConfigError(
+                f"report {name!r}: {', '.join(bad)} not a finite number; evaluate that "
+                "student again before plotting curves"
+            )
+        points.append(Point(name, float(value), costs))
     return points
 
 
