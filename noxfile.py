@@ -215,16 +215,22 @@ def coverage(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", requires=["dev"], default=False)
 def mutation(session: nox.Session) -> None:
-    """Gate: mutation testing (mutatest through qa/mutation's shim) of the critical modules.
+    """Gate: mutation testing of the critical modules (qa/mutation: warm process, fork per mutant).
 
-    `nox -s mutation -- --quick --base origin/main` mutates only the changed critical files.
+    `nox -s mutation` is the complete (scheduled) run: every mutant of every critical module.
+    `-- --quick --base origin/main` (pull requests): the changed lines, and every mutant of a
+    module whose tests changed. `-- --shard I/N`, then `-- --merge R1 R2 ...`: the complete
+    run split across CI jobs. `-- --record` keeps a complete run's scores and report.
+    `-- --engine mutatest`: the former engine (mutatest through qa/mutation's shim).
     """
     queue_verdict(session, "mutation")
     run = in_dev(session)
-    mutatest = tool_venv(session, run, "mutatest", "constraints-mutatest.txt", "mutatest")
-    session.env["KD_MUTATEST_PYTHON"] = str(mutatest / "python")
-    # the shim against the real mutatest first: a toy package whose weak test lets mutants live
-    run("pytest", "qa/tests/test_mutation_gate.py", "-m", "slow", "-n", "0", "-q")
+    if "--engine" in session.posargs:
+        mutatest = tool_venv(session, run, "mutatest", "constraints-mutatest.txt", "mutatest")
+        session.env["KD_MUTATEST_PYTHON"] = str(mutatest / "python")
+    # the engine first, on a toy repository: weak tests let mutants live, weakened tests fail
+    toy = ["qa/tests/test_mutation_warm.py", "qa/tests/test_mutation_gate.py"]
+    run("pytest", *toy, "-m", "slow", "-n", "0", "-q")
     gate(run, "mutation", "qa.mutation", *session.posargs)
 
 

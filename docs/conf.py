@@ -31,6 +31,7 @@ extensions = [
     "sphinx_argparse_cli",
     "kd_data",
     "kd_schemas",
+    "kd_mutation_report",
     "kd_qa_status",
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}

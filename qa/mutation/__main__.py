@@ -1,334 +1,553 @@
-"""``python -m qa.mutation [--module M ...] [--quick --base REF]``: the mutation gate.
+"""``python -m qa.mutation``: the mutation gate of the critical modules (``qa/gates.toml``).
 
-For each critical module in ``[mutation.modules]`` of ``qa/gates.toml``: copy the packages
-to a temp dir (mutatest writes mutated bytecode into ``__pycache__``; the working tree is
-never touched), run mutatest in full mode (``-m f``) through ``qa/mutation/shim.py`` with the
-module's fast tests, parse the report, print the score and every surviving mutant
-(file:line:col, original -> mutation), append the score to ``qa/mutation/history.jsonl`` and
-compare it with the module's floor.
+Runs:
 
-``--quick`` (pull requests) mutates only the critical files changed since ``--base`` and
-keeps no history. mutatest runs with its own Python: ``$KD_MUTATEST_PYTHON`` (set by the nox
-sessions), else this interpreter if it can import mutatest.
+* **complete** (no mode flag; the scheduled run): every mutant of every critical module;
+* ``--quick --base REF`` (pull requests): the mutants on the lines changed since ``REF`` in
+  each critical module, and *every* mutant of a module whose tests (its ``tests`` entry, or
+  a ``conftest.py`` above them) changed, so weakening a test is caught;
+* ``--shard I/N``: mutants ``I, I+N, I+2N, ...`` of the complete run (CI runs the N shards
+  as parallel jobs, then ``--merge`` their reports for the verdict);
+* ``--sample K``: K mutants per module drawn with the gate's seed (a local estimate, quoted
+  with its 95 % Wilson interval).
+
+Trials run in one warm process that forks per mutant (:mod:`qa.mutation.warm`); each runs
+only the tests whose coverage context covers the mutant's lines. ``--engine mutatest`` runs
+the former engine (:mod:`qa.mutation.legacy`, mutatest through the shim) for comparison.
+
+Writes ``qa/reports/mutation/``: ``mutation-report.json`` (the mutation-testing-report-schema)
+and ``index.html`` (each file's source with its surviving mutants). The tree stays clean
+unless ``--record``: then a complete (or merged) run appends one line per module to
+``qa/mutation/history.jsonl`` and keeps its report as ``qa/mutation/report.json``, which the
+docs site renders.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import hashlib
+import json
 import os
 import platform
-import re
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qa import gates, summary
-from qa.mutation import history
-from qa.mutation.report import Counts, Report, parse
+from qa.mutation import changes, history, html_report, stryker
+from qa.mutation.mutants import Mutant
 
-SHIM = Path(__file__).resolve().parent / "shim.py"
-IGNORE = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", "*.pyc")
+#: Where a recorded run keeps its report (read by the docs site).
+RECORDED = Path(__file__).resolve().parent / "report.json"
+#: Colours of the report: score at or above ``high`` is good, below ``low`` bad.
+THRESHOLDS = (80, 60)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outcome:
     """The verdict on one module."""
 
     module: str
-    status: str  # ok, BELOW FLOOR, PENDING, MISSING, ERROR, NOTHING CHANGED
+    status: str  # ok, BELOW FLOOR, PENDING, MISSING, ERROR, NOTHING CHANGED, SHARD, INCOMPLETE
     floor: float
-    report: Report | None = None
+    counts: stryker.Counts | None = None
+    total: int = 0  # every mutant of the module
+    selected: int = 0  # the mutants this run tried
     note: str = ""
+    survivors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
         """True when this module fails the gate."""
-        return self.status in ("BELOW FLOOR", "MISSING", "ERROR")
+        return self.status in ("BELOW FLOOR", "MISSING", "ERROR", "INCOMPLETE")
+
+    @property
+    def sampled(self) -> bool:
+        """True when the run tried only part of the module's mutants."""
+        return 0 < self.selected < self.total
+
+    def score_text(self) -> str:
+        """``93.1%``, with ``[lo-hi]`` (95 % Wilson) when the run was a sample."""
+        if self.counts is None or self.counts.score is None:
+            return "-"
+        text = f"{self.counts.score:.1f}%"
+        if self.sampled:
+            lo, hi = stryker.wilson(self.counts.detected, self.counts.judged)
+            text += f" [95% CI {lo:.0f}-{hi:.0f}]"
+        return text
 
 
-def mutatest_python() -> str:
-    """The interpreter that has mutatest 3.1.0 installed."""
-    exe = os.environ.get("KD_MUTATEST_PYTHON")
-    if exe:
-        return exe
-    if importlib.util.find_spec("mutatest") is not None:
-        return sys.executable
-    raise SystemExit(
-        "qa.mutation: mutatest not found: run `nox -s mutation` (it builds mutatest's venv), "
-        "or set KD_MUTATEST_PYTHON to a Python with mutatest==3.1.0"
+def module_files(path: Path) -> list[Path]:
+    """The source files of a critical module (a file, or every ``.py`` below a folder)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def select(
+    all_mutants: list[tuple[Any, Mutant]],
+    *,
+    root: Path,
+    mode: str,
+    changed: dict[str, set[int]] | None = None,
+    sample: int = 0,
+    shard: tuple[int, int] = (1, 1),
+    seed: int = 0,
+) -> list[tuple[Any, Mutant]]:
+    """The mutants a run of ``mode`` tries (``all_mutants`` holds (target, mutant) pairs)."""
+    if mode == "quick":
+        lines = changed or {}
+        out = []
+        for t, m in all_mutants:
+            rel = t.path.relative_to(root).as_posix()
+            if rel in lines and changes.touches(lines[rel], m.line, m.end_line):
+                out.append((t, m))
+        return out
+    if mode == "sample":
+        # a seeded draw: the same code and seed give the same sample on every machine
+        def rank(k: int) -> bytes:
+            return hashlib.sha256(f"{seed}:{k}".encode()).digest()
+
+        picked = sorted(sorted(range(len(all_mutants)), key=rank)[:sample])
+        return [all_mutants[i] for i in picked]
+    if mode == "shard":
+        i, n = shard
+        return [x for k, x in enumerate(all_mutants) if k % n == i - 1]
+    return list(all_mutants)
+
+
+def mutant_id(rel: str, m: Mutant) -> str:
+    """A stable id: file, place, mutator and replacement."""
+    return f"{rel}@{m.line}:{m.column}:{m.mutator}:{m.replacement}#{m.index}"
+
+
+def judge(o: Outcome, mod: gates.MutationModule, mode: str) -> Outcome:
+    """Set status and note from the counts, the floor and the mode."""
+    score = None if o.counts is None else o.counts.score
+    if score is None:
+        o.status, o.note = ("ERROR", "no mutant was judged") if o.selected else ("ok", "")
+        return o
+    if mode == "shard":
+        o.status = "SHARD"
+        return o
+    if mode == "sample":
+        hi = stryker.wilson(o.counts.detected, o.counts.judged)[1] if o.counts else 100.0
+        o.status = "BELOW FLOOR" if hi < mod.score else "ok"
+        o.note = "a sample: the floor fails only when the whole interval is below it"
+        return o
+    o.status = "ok" if score >= mod.score else "BELOW FLOOR"
+    if mode == "complete" and int(score) > mod.score:
+        o.note = f"RAISE floor to {int(score)}"
+    if mod.pending:
+        o.note = "; ".join(n for n in (o.note, "landed: remove `pending`") if n)
+    return o
+
+
+def survivor_lines(report_files: dict[str, Any], rels: list[str]) -> list[str]:
+    """``SURVIVED path:line:col  mutator -> replacement  | code`` for each survivor."""
+    out = []
+    for rel in rels:
+        f = report_files.get(rel)
+        if not f:
+            continue
+        src = f["source"].splitlines()
+        for m in f["mutants"]:
+            if m["status"] in ("Survived", "NoCoverage"):
+                s = m["location"]["start"]
+                code = src[s["line"] - 1].strip() if s["line"] <= len(src) else ""
+                word = "SURVIVED" if m["status"] == "Survived" else "NO COVERAGE"
+                out.append(
+                    f"{word} {rel}:{s['line']}:{s['column']}  {m['mutatorName']} -> "
+                    f"{m.get('replacement', '')}  | {code[:70]}"
+                )
+    return out
+
+
+def print_outcome(o: Outcome) -> None:
+    """Score, floor, verdict, counts, then every surviving mutant."""
+    counts = "" if o.counts is None else f" {o.counts.as_dict()}"
+    tried = f" {o.selected}/{o.total} mutants" if o.total else ""
+    took = f" in {o.seconds / 60:.1f} min" if o.seconds else ""
+    print(
+        f"{o.module:32s} {o.score_text():>7s} floor {o.floor:.0f}%  {o.status}{tried}{took}{counts}"
     )
+    if o.note:
+        print(f"    {o.note}")
+    for line in o.survivors:
+        print(f"    {line}")
 
 
-def copy_tree(root: Path, dest: Path) -> None:
-    """Copy what the tests need (packages, root conftest and pytest config) to ``dest``."""
-    shutil.copytree(root / "packages", dest / "packages", ignore=IGNORE)
-    for name in ("conftest.py", "pyproject.toml"):
-        if (root / name).exists():
-            shutil.copy2(root / name, dest / name)
+class Progress:
+    """A line every ``every_s`` seconds: how many trials of the module ran, and how fast."""
 
+    def __init__(self, module: str, total: int, every_s: float = 60.0) -> None:
+        self.module, self.total, self.every_s = module, total, every_s
+        self.start = self.last = time.monotonic()
+        self.seen: dict[str, int] = {}
 
-def changed_files(base: str, root: Path = gates.ROOT) -> list[str]:
-    """Python files changed between ``base`` and the working tree."""
-    proc = subprocess.run(
-        ["git", "diff", "--name-only", base, "--", "packages"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"qa.mutation: git diff against {base!r} failed: {proc.stderr.strip()}")
-    return sorted(f for f in proc.stdout.split() if f.endswith(".py"))
-
-
-def mutatest_args(
-    target: str, tests: list[str], nlocations: int, cfg: gates.MutationGates, out: Path
-) -> list[str]:
-    """The mutatest command line for one target (file or folder) and its tests."""
-    testcmd = [sys.executable, "-m", "pytest", "-x", "-q", "-n", "0", "-p", "no:cacheprovider"]
-    return [
-        "-s",
-        target,
-        "-t",
-        shlex.join([*testcmd, *tests]),
-        "-m",
-        "f",
-        "-n",
-        str(nlocations),
-        "--rseed",
-        str(cfg.seed),
-        "--timeout_factor",
-        str(cfg.timeout_factor),
-        "--nocov",
-        "-o",
-        str(out),
-    ]
-
-
-def run_target(
-    copy: Path,
-    target: str,
-    tests: list[str],
-    nlocations: int,
-    cfg: gates.MutationGates,
-    out: Path,
-    budget_s: float,
-) -> Report:
-    """Run mutatest on ``target`` inside the copy; raise TimeoutError past the budget."""
-    env = dict(os.environ)
-    srcs = [str(p) for p in sorted((copy / "packages").glob("*/src"))]
-    env["PYTHONPATH"] = os.pathsep.join([*srcs, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [mutatest_python(), str(SHIM), *mutatest_args(target, tests, nlocations, cfg, out)]
-    print("+", shlex.join(cmd), flush=True)
-    log = out.with_suffix(".log")
-    with log.open("w", encoding="utf-8") as fh:
-        # A session of its own, so that a run over budget is stopped with its test processes.
-        proc = subprocess.Popen(
-            cmd, cwd=copy, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            wait_with_progress(proc, log, budget_s, nlocations)
-        except subprocess.TimeoutExpired as exc:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            partial = partial_results(log.read_text(encoding="utf-8", errors="replace"))
-            raise TimeoutError(
-                f"over its budget of {budget_s / 60:.1f} min, {partial} (see {log}): "
-                "lower nlocations in qa/gates.toml or narrow the module's tests"
-            ) from exc
-    if proc.returncode != 0 or not out.exists():
-        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:]
-        raise RuntimeError(f"mutatest exited {proc.returncode}; log {log}:\n{tail}")
-    return parse(out.read_text(encoding="utf-8"))
-
-
-#: Seconds between two progress lines while mutatest works on one target.
-PROGRESS_EVERY_S = 60.0
-
-
-def wait_with_progress(
-    proc: subprocess.Popen[bytes], log: Path, budget_s: float, nlocations: int
-) -> None:
-    """Wait for ``proc``; every :data:`PROGRESS_EVERY_S` print how many mutants it tried.
-
-    Raises:
-        subprocess.TimeoutExpired: ``proc`` still runs after ``budget_s`` seconds.
-    """
-    start = time.monotonic()
-    while True:
-        left = budget_s - (time.monotonic() - start)
-        if left <= 0:
-            raise subprocess.TimeoutExpired(proc.args, budget_s)
-        try:
-            proc.wait(timeout=min(PROGRESS_EVERY_S, left))
-            return
-        except subprocess.TimeoutExpired:
-            text = log.read_text(encoding="utf-8", errors="replace")
-            tried = len(re.findall(r"Result: \w+ at ", text))
+    def __call__(self, target: Any, mutant: Mutant, trial: Any) -> None:
+        """Count one finished trial; print when the last line is old enough."""
+        self.seen[trial.status] = self.seen.get(trial.status, 0) + 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            done = sum(self.seen.values())
+            rate = 60 * done / max(now - self.start, 1e-9)
             print(
-                f"    {(time.monotonic() - start) / 60:4.1f} min: {tried} of up to {nlocations} "
-                f"mutants tried ({partial_results(text)}); budget {budget_s / 60:.0f} min",
+                f"    {(now - self.start) / 60:4.1f} min: {done} of {self.total} trials "
+                f"{self.seen} ({rate:.0f}/min)",
                 flush=True,
             )
 
 
-def partial_results(log: str) -> str:
-    """Count the trial results mutatest logged before it was stopped.
-
-    >>> partial_results("Result: Survived at a.py: (1, 2) Result: Detected at a.py: (1, 2)")
-    'partial results: 1 detected, 1 survived'
-    """
-    found = re.findall(r"Result: (\w+) at ", log)
-    counts = ", ".join(f"{found.count(k)} {k.lower()}" for k in sorted(set(found)))
-    return f"partial results: {counts or 'none'}"
-
-
-def merge(reports: list[Report]) -> Report:
-    """Sum the counts and survivors of several runs (quick mode: one per changed file)."""
-    c = [r.counts for r in reports]
-    return Report(
-        Counts(
-            detected=sum(x.detected for x in c),
-            survived=sum(x.survived for x in c),
-            timeout=sum(x.timeout for x in c),
-            errors=sum(x.errors for x in c),
-            unknown=sum(x.unknown for x in c),
-        ),
-        [m for r in reports for m in r.survivors],
-    )
-
-
-def check_module(
+def run_module(
     mod: gates.MutationModule,
     cfg: gates.MutationGates,
-    copy: Path,
-    outdir: Path,
-    changed: list[str] | None,
-    budget_s: float,
-    root: Path = gates.ROOT,
+    args: argparse.Namespace,
+    root: Path,
+    report: dict[str, Any],
+    changed: dict[str, set[int]] | None,
 ) -> Outcome:
-    """Mutate one module (or its changed files) and judge the score against the floor."""
+    """Mutate one module with the warm engine; add its files to ``report``."""
+    from qa.mutation import warm
+
     path = gates.module_path(mod.name, root)
     if path is None:
         if mod.pending:
             return Outcome(mod.name, "PENDING", mod.score, note="not written yet")
         return Outcome(mod.name, "MISSING", mod.score, note=f"no source for {mod.name}")
-    rel = path.relative_to(root).as_posix()
-    if changed is None:
-        targets = [rel]
-    else:
-        targets = [f for f in changed if f == rel or f.startswith(rel + "/")]
-        if not targets:
-            return Outcome(mod.name, "NOTHING CHANGED", mod.score)
-    missing_tests = [t for t in mod.tests if not (root / t).exists()]
-    if missing_tests:
-        return Outcome(mod.name, "ERROR", mod.score, note=f"no tests at {missing_tests}")
-    reports = []
-    deadline = time.monotonic() + budget_s
-    nlocations = mod.nlocations if changed is None else min(mod.nlocations, cfg.quick_nlocations)
-    try:
-        for i, target in enumerate(targets):
-            out = outdir / f"{mod.name}.{i}.rst"
-            left = deadline - time.monotonic()
-            reports.append(run_target(copy, target, list(mod.tests), nlocations, cfg, out, left))
-    except (TimeoutError, RuntimeError) as exc:
-        return Outcome(mod.name, "ERROR", mod.score, note=str(exc))
-    report = merge(reports)
-    score = report.counts.score
-    if score is None:
-        return Outcome(mod.name, "ERROR", mod.score, report, "no mutant was judged")
-    status = "ok" if score >= mod.score else "BELOW FLOOR"
-    # a quick run samples only the changed files: no reason to raise the module's floor
-    raise_it = changed is None and int(score) > mod.score
-    note = f"RAISE floor to {int(score)}" if raise_it else ""
-    if mod.pending:
-        note = "; ".join(n for n in (note, "landed: remove `pending`") if n)
-    return Outcome(mod.name, status, mod.score, report, note)
-
-
-def print_outcome(o: Outcome) -> None:
-    """Score, floor, verdict, then every surviving mutant."""
-    score = (
-        "-"
-        if o.report is None or o.report.counts.score is None
-        else (f"{o.report.counts.score:.1f}%")
+    targets = [warm.Target.load(f, warm.source_module(f)) for f in module_files(path)]
+    everything = [(t, m) for t in targets for m in t.mutants]
+    mode, why = args.mode, ""
+    if mode == "quick":
+        touched = changes.tests_changed(changed or {}, mod.tests)
+        if touched:
+            mode, why = (
+                "complete-for-tests",
+                f"its tests changed ({', '.join(touched)}): every mutant",
+            )
+    chosen = select(
+        everything,
+        root=root,
+        mode="complete" if mode == "complete-for-tests" else mode,
+        changed=changed,
+        sample=args.sample or 0,
+        shard=args.shard,
+        seed=cfg.seed,
     )
-    counts = "" if o.report is None else f" {o.report.counts}"
-    print(f"{o.module:32s} {score:>7s} floor {o.floor:.0f}%  {o.status}{counts}")
-    if o.note:
-        print(f"    {o.note}")
-    for m in [] if o.report is None else o.report.survivors:
-        print(f"    SURVIVED {m.describe()}")
+    o = Outcome(mod.name, "ok", mod.score, total=len(everything), selected=len(chosen), note=why)
+    report["config"]["modules"][mod.name] = {
+        "total": len(everything),
+        "selected": len(chosen),
+        "files": [t.path.relative_to(root).as_posix() for t in targets],
+        "floor": mod.score,
+    }
+    if not chosen:
+        o.status = "NOTHING CHANGED" if mode == "quick" else "ok"
+        return o
+    missing = [t for t in mod.tests if not (root / t).exists()]
+    if missing:
+        return Outcome(mod.name, "ERROR", mod.score, note=f"no tests at {missing}")
+    work = Path(tempfile.mkdtemp(prefix=f"kd-mutation-{mod.name}-"))
+    try:
+        o = trials(o, mod, cfg, args, root, report, targets, chosen, work, mode)
+    finally:
+        if o.status == "ERROR":
+            o.note += f" (logs in {work})"
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return o
+
+
+def trials(
+    o: Outcome,
+    mod: gates.MutationModule,
+    cfg: gates.MutationGates,
+    args: argparse.Namespace,
+    root: Path,
+    report: dict[str, Any],
+    targets: list[Any],
+    chosen: list[tuple[Any, Mutant]],
+    work: Path,
+    mode: str,
+) -> Outcome:
+    """The baseline and the trials of one module, in ``work``; fills ``report``."""
+    from qa.mutation import warm
+
+    start = time.monotonic()
+    try:
+        warm.warm_up(mod.tests, root, work / "collect.log")
+        runner = warm.Runner(targets, mod.tests, root, work, timeout_factor=cfg.timeout_factor)
+        base = runner.prepare()
+    except RuntimeError as exc:
+        return Outcome(mod.name, "ERROR", mod.score, note=str(exc))
+    if base.exit_code != 0:
+        return Outcome(
+            mod.name, "ERROR", mod.score, note=f"its tests fail unmutated: {base.failed[:5]}"
+        )
+    print(
+        f"    baseline: {len(base.durations)} tests in {base.seconds:.1f} s; "
+        f"{len(chosen)} of {o.total} mutants to try",
+        flush=True,
+    )
+    results = runner.run(chosen, jobs=args.jobs, progress=Progress(mod.name, len(chosen)))
+    o.seconds = time.monotonic() - start
+    tried = {(id(t), m.index): trial for t, m, trial in results}
+    statuses = []
+    for t in targets:
+        rel = t.path.relative_to(root).as_posix()
+        entries = []
+        for m in t.mutants:
+            trial = tried.get((id(t), m.index))
+            if trial is None and args.mode != "shard":
+                continue
+            status = "Pending" if trial is None else trial.status
+            if trial is not None:
+                statuses.append(status)
+            entries.append(
+                stryker.mutant_entry(
+                    mutant_id(rel, m),
+                    m.mutator,
+                    m.replacement,
+                    (m.line, m.column, m.end_line, m.end_column),
+                    status,
+                    coveredBy=list(trial.tests) if trial and len(trial.tests) < 50 else None,
+                    killedBy=[trial.killed_by] if trial and trial.killed_by else None,
+                    statusReason=trial.reason if trial else None,
+                    duration=round(trial.seconds * 1000) if trial else None,
+                    static=True if m.static else None,
+                )
+            )
+        report["files"][rel] = {"language": "python", "source": t.source, "mutants": entries}
+    o.counts = stryker.Counts.of(statuses)
+    report["config"]["modules"][mod.name]["seconds"] = round(o.seconds, 1)
+    o = judge(o, mod, "complete" if mode == "complete-for-tests" else mode)
+    o.survivors = survivor_lines(report["files"], report["config"]["modules"][mod.name]["files"])
+    return o
+
+
+def from_report(
+    report: dict[str, Any], cfg: gates.MutationGates, names: list[str]
+) -> list[Outcome]:
+    """The verdicts of a merged report (the shards of one complete run)."""
+    out = []
+    for name in names:
+        mod = cfg.modules[name]
+        info = report.get("config", {}).get("modules", {}).get(name)
+        if info is None:
+            out.append(Outcome(name, "ERROR", mod.score, note="not in the merged reports"))
+            continue
+        files = info["files"]
+        counts = stryker.module_counts(report, files)
+        pending = sum(
+            1
+            for rel in files
+            for m in report["files"].get(rel, {}).get("mutants", [])
+            if m["status"] == "Pending"
+        )
+        o = Outcome(name, "ok", mod.score, counts, info["total"], info["total"] - pending)
+        o.seconds = float(info.get("seconds", 0.0))
+        o = judge(o, mod, "complete")
+        if pending:
+            o.status, o.note = "INCOMPLETE", f"{pending} mutants were tried by no shard"
+        o.survivors = survivor_lines(report["files"], files)
+        out.append(o)
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> (2, 4).
+
+    >>> parse_shard("2/4")
+    (2, 4)
+    """
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard wants I/N, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: I must be in 1..N")
+    return i, n
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(prog="python -m qa.mutation", description=__doc__)
+    p.add_argument("--module", action="append", help="only this module (repeatable)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="changed lines since --base")
+    mode.add_argument("--shard", type=parse_shard, help="I/N: one of N parts of the complete run")
+    mode.add_argument("--sample", type=int, help="K random mutants per module (an estimate)")
+    mode.add_argument("--merge", nargs="+", type=Path, help="judge the merged shard reports")
+    p.add_argument("--base", default="origin/main", help="git ref for --quick")
+    p.add_argument("--jobs", type=int, default=1, help="trials at a time (default 1)")
+    p.add_argument("--record", action="store_true", help="append history, keep the report")
+    p.add_argument("--out", type=Path, default=gates.REPORTS / "mutation", help="reports here")
+    p.add_argument("--engine", choices=("warm", "mutatest"), default="warm")
+    p.add_argument("--nlocations", type=int, help="mutatest engine: locations to sample")
+    p.add_argument("--max-minutes", type=float, help="mutatest engine: per-module budget")
+    p.add_argument("--no-history", action="store_true", help=argparse.SUPPRESS)  # the default
+    p.add_argument("--root", type=Path, default=gates.ROOT, help=argparse.SUPPRESS)
+    p.add_argument("--gates", type=Path, default=gates.GATES, help=argparse.SUPPRESS)
+    return p
 
 
 def main(argv: list[str]) -> int:
     """Run the gate; 0 when every module is at or above its floor."""
-    parser = argparse.ArgumentParser(prog="python -m qa.mutation", description=__doc__)
-    parser.add_argument("--module", action="append", help="only this module (repeatable)")
-    parser.add_argument("--quick", action="store_true", help="only files changed since --base")
-    parser.add_argument("--base", default="origin/main", help="git ref for --quick")
-    parser.add_argument("--no-history", action="store_true", help="do not append to history")
-    parser.add_argument(
-        "--max-minutes", type=float, help="per-module budget (default: qa/gates.toml)"
-    )
-    args = parser.parse_args(argv)
-    cfg = gates.mutation(gates.read())
-    modules = [m for n, m in cfg.modules.items() if not args.module or n in args.module]
+    args = parser().parse_args(argv)
+    root = args.root.resolve()
+    cfg = gates.mutation(gates.read(args.gates))
     unknown = set(args.module or []) - set(cfg.modules)
     if unknown:
-        parser.error(f"not in [mutation.modules]: {', '.join(sorted(unknown))}")
-    changed = changed_files(args.base) if args.quick else None
-    outdir = gates.REPORTS / "mutation"
-    outdir.mkdir(parents=True, exist_ok=True)
-    versions = {
-        "mutatest": "3.1.0",
-        "python": platform.python_version(),
-        "seed": cfg.seed,
-        # what the shim leaves out of the sample (entries without it still held annotations)
-        "excluded": "annotations",
-        "sha": history.git_sha(gates.ROOT),
-    }
-    outcomes = []
-    quick_deadline = time.monotonic() + cfg.quick_max_minutes * 60
-    with tempfile.TemporaryDirectory(prefix="kd-mutation-") as tmp:
-        copy = Path(tmp)
-        copy_tree(gates.ROOT, copy)
-        for number, mod in enumerate(modules, 1):
-            full = (args.max_minutes or cfg.max_minutes) * 60
-            budget = quick_deadline - time.monotonic() if args.quick else full
-            print(
-                f"[{number}/{len(modules)}] mutating {mod.name} (up to {mod.nlocations} "
-                f"locations, budget {budget / 60:.0f} min)",
-                flush=True,
-            )
-            o = check_module(mod, cfg, copy, outdir, changed, max(budget, 1.0))
+        parser().error(f"not in [mutation.modules]: {', '.join(sorted(unknown))}")
+    names = [n for n in cfg.modules if not args.module or n in args.module]
+    if args.engine == "mutatest":
+        from qa.mutation import legacy
+
+        return legacy.main(args, cfg, names)
+    args.mode = (
+        "quick"
+        if args.quick
+        else "shard"
+        if args.shard
+        else "sample"
+        if args.sample
+        else "complete"
+    )
+    args.shard = args.shard or (1, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    started = time.monotonic()
+    if args.merge:
+        reports = [json.loads(p.read_text(encoding="utf-8")) for p in args.merge]
+        report = stryker.merge(reports)
+        outcomes = from_report(report, cfg, names)
+        args.mode = "complete"
+    else:
+        os.chdir(root)
+        for src in sorted((root / "packages").glob("*/src"), reverse=True):
+            sys.path.insert(0, str(src))
+        changed = (
+            changes.changed_lines(args.base, root, ("packages", "conftest.py"))
+            if args.quick
+            else None
+        )
+        report = stryker.new_report(
+            *THRESHOLDS,
+            {
+                "mode": args.mode,
+                "shard": "/".join(map(str, args.shard)),
+                "base": args.base if args.quick else None,
+                "seed": cfg.seed,
+                "jobs": args.jobs,
+                "modules": {},
+                "sha": history.git_sha(root),
+            },
+        )
+        outcomes = []
+        for number, name in enumerate(names, 1):
+            print(f"[{number}/{len(names)}] mutating {name} ({args.mode})", flush=True)
+            o = run_module(cfg.modules[name], cfg, args, root, report, changed)
             print_outcome(o)
             outcomes.append(o)
-            if o.report is not None and not args.quick and not args.no_history:
-                meta = {**versions, "nlocations": mod.nlocations, "tests": list(mod.tests)}
-                history.append(history.entry(mod.name, o.report.as_dict(), meta))
+    seconds = time.monotonic() - started
+    load_after = os.getloadavg()[0]
+    if args.merge:  # the shards' own minutes and load, not the merge's
+        seconds = float(report["config"].get("seconds", seconds))
+        load_before, load_after = report["config"].get("load", [load_before, load_after])
+    report["config"]["seconds"] = round(seconds, 1)
+    report["config"]["load"] = [round(load_before, 2), round(load_after, 2)]
+    problems = stryker.problems(report)
+    if problems:
+        raise SystemExit(f"qa.mutation: the report breaks the schema: {problems[:5]}")
+    suffix = f"-shard{args.shard[0]}of{args.shard[1]}" if args.mode == "shard" else ""
+    json_out = args.out / f"mutation-report{suffix}.json"
+    summary.write_text(json_out, json.dumps(report, indent=1) + "\n")
+    page = args.out / f"index{suffix}.html"
+    summary.write_text(page, html_report.page(report, title="Mutation report"))
+    print(f"report: {json_out} (schema 2), {page}")
+    if args.record and args.mode == "complete":
+        record(report, outcomes, cfg, root, (load_before, load_after), args.jobs)
+    elif args.record:
+        print("--record: only a complete or merged run is recorded; nothing written")
     failed = [o.module for o in outcomes if o.failed]
     data = {
-        o.module: {"status": o.status, "floor": o.floor, "note": o.note}
-        | ({} if o.report is None else o.report.as_dict())
+        o.module: {
+            "status": o.status,
+            "floor": o.floor,
+            "note": o.note,
+            "score": None if o.counts is None else o.counts.score,
+            "counts": None if o.counts is None else o.counts.as_dict(),
+            "selected": o.selected,
+            "total": o.total,
+        }
         for o in outcomes
     }
-    summary.write_json(outdir / "mutation.json", data)
-    scored = [o for o in outcomes if o.report is not None and o.report.counts.score is not None]
-    figure = ", ".join(f"{o.module} {o.report.counts.score:.0f}%" for o in scored if o.report)
+    summary.write_json(args.out / "mutation.json", data)
+    scored = [o for o in outcomes if o.counts is not None and o.counts.score is not None]
+    figure = ", ".join(f"{o.module} {o.score_text()}" for o in scored)
     summary.write(
         summary.Summary("mutation", figure or "nothing mutated", ">= per-module floor", not failed)
     )
+    print(f"{seconds / 60:.1f} min; load average {load_before:.2f} -> {load_after:.2f}")
     if failed:
         print(f"qa.mutation: failed: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def record(
+    report: dict[str, Any],
+    outcomes: list[Outcome],
+    cfg: gates.MutationGates,
+    root: Path,
+    load: tuple[float, float],
+    jobs: int,
+) -> None:
+    """Append each scored module to the history; fold the report into the recorded one.
+
+    The recorded report keeps the other modules' files from their last recorded run, so
+    modules can be recorded one at a time.
+    """
+    sha = history.git_sha(root)
+    for o in outcomes:
+        if o.counts is None or o.counts.score is None:
+            continue
+        meta = {
+            "engine": "qa.mutation.warm",
+            "python": platform.python_version(),
+            "sha": sha,
+            "mode": "complete",
+            "nlocations": "all",
+            "mutants": o.total,
+            "seconds": round(o.seconds, 1),
+            "jobs": jobs,
+            "load": [round(x, 2) for x in load],
+            "tests": list(cfg.modules[o.module].tests),
+        }
+        result = {"score": o.counts.score, "counts": o.counts.as_dict(), "total": o.counts.total}
+        history.append(history.entry(o.module, result, meta))
+    kept = json.loads(RECORDED.read_text(encoding="utf-8")) if RECORDED.exists() else None
+    if kept is not None:
+        mine = report["config"]["modules"]
+        dropped = {
+            f for name in mine for f in kept["config"]["modules"].get(name, {}).get("files", [])
+        }
+        files = {k: v for k, v in kept["files"].items() if k not in dropped}
+        report = {
+            **report,
+            "files": {**files, **report["files"]},
+            "config": {
+                **report["config"],
+                "modules": {**kept["config"]["modules"], **mine},
+            },
+        }
+    summary.write_text(RECORDED, json.dumps(report, indent=1, sort_keys=True) + "\n")
+    print(f"recorded: {history.HISTORY}, {RECORDED}")
 
 
 if __name__ == "__main__":

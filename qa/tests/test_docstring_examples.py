@@ -10,6 +10,11 @@ MODULES = [
     "qa.mutation.report",
     "qa.mutation.shim",
     "qa.mutation.__main__",
+    "qa.mutation.changes",
+    "qa.mutation.html_report",
+    "qa.mutation.legacy",
+    "qa.mutation.mutants",
+    "qa.mutation.stryker",
     "qa.security.findings",
 ]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.mutation import __main__ as mutation
+from qa.mutation import legacy as mutation
 
 
 def sleeper(seconds: float) -> subprocess.Popen[bytes]:
