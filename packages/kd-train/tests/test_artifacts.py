@@ -143,3 +143,28 @@ def test_the_refusal_names_the_file_and_the_flag():
     assert message.startswith("out/model.ts is a TorchScript archive")
     assert "--trust-artifact" in message
     assert "trust_artifact=True" in message
+
+
+class Marked(torch.Tensor):
+    """A tensor subclass: unpickling it imports this module, so a scan refuses it."""
+
+
+def test_torchs_tensor_rebuilders_pass_and_a_subclass_or_bytes_loader_does_not():
+    saved = io.BytesIO()
+    torch.save({"w": torch.nn.Parameter(torch.ones(2)), "s": torch.Size([2, 3])}, saved)
+    assert archive_problems_of(saved) == []
+    assert pickle_problems(pickle.dumps(torch.Size([2, 3]), protocol=2)) == []
+    subclass = io.BytesIO()
+    torch.save(torch.ones(2).as_subclass(Marked), subclass)
+    assert archive_problems_of(subclass) == [f"imports {Marked.__module__}.Marked"]
+    assert pickle_problems(pickle.dumps(torch.ones(2), protocol=2)) == [
+        "imports torch.storage._load_from_bytes",
+        "imports _codecs.encode",
+    ]
+
+
+def archive_problems_of(buffer: io.BytesIO) -> list[str]:
+    """The pickle problems of the ``data.pkl`` inside a ``torch.save`` archive."""
+    with zipfile.ZipFile(buffer) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith("data.pkl")]
+        return pickle_problems(archive.read(name))

@@ -45,13 +45,18 @@ from typing import Any
 #: The command-line flag that lets a pickled artifact load.
 TRUST_FLAG = "--trust-artifact"
 #: Globals a pickle inside a genuine TorchScript or ``torch.export`` archive imports
-#: (``module``, ``name``; ``"*"`` allows every name of the module). TorchScript's own
+#: (``module``, ``name``; ``"*"`` allows every name of the module), a subset of what
+#: ``torch.load(weights_only=True)`` allows, plus TorchScript's list builders. TorchScript's own
 #: classes (``__torch__.*``) are resolved by TorchScript, not imported from Python.
 SAFE_GLOBALS = frozenset(
     {
         ("collections", "OrderedDict"),
-        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch", "Size"),
+        ("torch", "Tensor"),
+        ("torch._tensor", "_rebuild_from_type_v2"),
         ("torch._utils", "_rebuild_parameter"),
+        ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_tensor_v2"),
         ("torch.jit._pickle", "*"),
     }
 )
