@@ -205,7 +205,7 @@ def test_fsdp_checkpoint_loads_into_a_single_process_student(runs, tiny_llama_di
 def test_one_process_resumes_an_fsdp_checkpoint_with_the_same_global_batch(runs):
     # strategy stays 'fsdp' in the config: a single process ignores it
     handover = roll_back(runs / "fsdp", runs / "handover", batch_size=8)
-    kd_train("resume", str(handover))
+    kd_train("resume", str(handover), "--allow-change", "train.batch_size")  # same global batch
     one, resumed = rows(runs / "single"), rows(handover)
     assert [r["step"] for r in resumed] == list(range(1, MAX_STEPS + 1))
     for a, b in zip(one, resumed, strict=True):

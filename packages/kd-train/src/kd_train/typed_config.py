@@ -1,8 +1,11 @@
 """The base of every typed config (run, loss, generate): pydantic v2 models, errors by key path.
 
 A config is plain data validated at the edge. :class:`ConfigModel` refuses unknown keys and
-non-finite numbers, takes no string for a number (nor a number for a boolean), and reads an
-explicit ``null`` as "the default" for a key that cannot be null. :func:`error_lines` turns
+non-finite numbers (``.inf``/``.nan`` in YAML, ``inf``/``nan`` in TOML, ``NaN`` in JSON, and
+inside free-form ``Json`` data too), takes no string for a number (nor a number for a
+boolean), and reads an explicit ``null`` as "the default" for a key that cannot be null.
+:func:`validate` also refuses a number too big for float32, which a tensor would hold as
+infinity. :func:`error_lines` turns
 pydantic's :class:`~pydantic.ValidationError` into one line per problem, each naming the
 dotted key path and, for a choice or an unknown key, the allowed values::
 
@@ -27,19 +30,23 @@ import inspect
 import operator
 import re
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import PurePath
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Strict,
+    Tag,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import ErrorDetails, core_schema
+from typing_extensions import TypeAliasType
 
 from kd_train.errors import KDTrainError
 
@@ -55,6 +62,34 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]
 #: A string.
 Str = Annotated[str, Strict()]
+
+
+def json_kind(value: Any) -> str | None:
+    """The tag of a free-form JSON value's kind (``None`` for a value JSON cannot hold)."""
+    kinds: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"))
+    kinds += ((str, "str"), (list, "list"), (Mapping, "dict"), (type(None), "null"))
+    return next((TAG + name for kind, name in kinds if isinstance(value, kind)), None)
+
+
+#: Free-form data (e.g. a ``transformers`` config): JSON values, every number finite, an
+#: error naming the key path inside it (``student.config.initializer_range``).
+if TYPE_CHECKING:  # a recursive alias is beyond mypy; its values are JSON data
+    Json = Any
+else:
+    Json = TypeAliasType(
+        "Json",
+        Annotated[
+            Annotated[bool, Tag(TAG + "bool")]
+            | Annotated[int, Strict(), Tag(TAG + "int")]
+            | Annotated[float, Tag(TAG + "float")]
+            | Annotated[str, Tag(TAG + "str")]
+            | Annotated[list["Json"], Tag(TAG + "list")]
+            | Annotated[dict[str, "Json"], Tag(TAG + "dict")]
+            | Annotated[None, Tag(TAG + "null")],
+            Discriminator(json_kind),
+            WithJsonSchema({}),  # any JSON value (the finite check is the validator's)
+        ],
+    )
 
 
 def path_text(value: Any) -> Any:
@@ -130,6 +165,8 @@ def plain_type(annotation: Any) -> Any:
     >>> plain_type(dict[str, Int | None])
     dict[str, int | None]
     """
+    if isinstance(annotation, TypeAliasType):  # Json: free-form data
+        return Any
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is Annotated:
         return plain_type(args[0])
@@ -161,9 +198,42 @@ def validate(
         The validated instance of ``model``.
     """
     try:
-        return model.model_validate(data)
+        instance = model.model_validate(data)
     except ValidationError as exc:
         raise error("\n".join(error_lines(exc, model, source, prefix))) from None
+    lead = f"{source}: " if source else ""
+    too_big = [
+        f"{lead}{key_path(loc)}: must be at most {FLOAT32_MAX:.4g} in size (a float32 tensor "
+        f"would hold it as infinity), got {value!r}"
+        for loc, value in beyond_float32(instance, [prefix] if prefix else [])
+    ]
+    if too_big:
+        raise error("\n".join(too_big))
+    return instance
+
+
+#: The largest finite float32; a config number beyond it would be infinite in a tensor.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def beyond_float32(value: Any, loc: list[int | str]) -> Iterator[tuple[list[int | str], float]]:
+    """Every float in a validated config (at any depth) too big for float32, with its location.
+
+    >>> from kd_train.typed_config import beyond_float32
+    >>> list(beyond_float32({"optim": {"lr": 1e39, "betas": (0.9, 1e40)}}, []))
+    [(['optim', 'lr'], 1e+39), (['optim', 'betas', 1], 1e+40)]
+    """
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        yield loc, value
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from beyond_float32(getattr(value, name), [*loc, name])
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from beyond_float32(item, [*loc, str(key)])
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from beyond_float32(item, [*loc, i])
 
 
 def error_lines(
@@ -205,7 +275,7 @@ def describe(err: ErrorDetails, loc: list[int | str], model: type[BaseModel]) ->
     kind, value, ctx = err["type"], err["input"], err.get("ctx", {})
     bound = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}
     bound["less_than_equal"] = "<="
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"unknown key (allowed: {', '.join(allowed_keys(model, loc[:-1]))})"
     if kind == "literal_error":
         choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
@@ -225,6 +295,8 @@ def describe(err: ErrorDetails, loc: list[int | str], model: type[BaseModel]) ->
         size = ctx.get("min_length" if kind == "too_short" else "max_length")
         word = "at least" if kind == "too_short" else "at most"
         return f"must have {word} {size} item(s), got {ctx.get('actual_length')}"
+    if kind == "union_tag_not_found" and ctx.get("discriminator") == "json_kind()":
+        return f"must be JSON data (number, string, boolean, null, list, table), got {value!r}"
     if kind == "finite_number":
         return f"must be a finite number, got {value!r}"
     return _type_message(kind, value) or err["msg"]

@@ -38,13 +38,25 @@ def run(args: argparse.Namespace) -> int:
     return train_and_report(config, resume=False, progress=not args.no_progress)
 
 
-def train_and_report(config: RunConfig, *, resume: bool, progress: bool) -> int:
-    """Train (or resume) on this process's rank; rank 0 prints where the student went."""
+def train_and_report(
+    config: RunConfig, *, resume: bool, progress: bool, allow_change: tuple[str, ...] = ()
+) -> int:
+    """Train (or resume) on this process's rank; rank 0 prints where the student went.
+
+    ``allow_change`` names the config and fingerprint keys a resume accepts as changed.
+    """
     from kd_train.trainer import train
     from kd_train.trainer.distributed import from_environ
 
     ctx = from_environ(os.environ)
-    result = train(config, ctx, resume=resume, progress=progress, environ=os.environ)
+    result = train(
+        config,
+        ctx,
+        resume=resume,
+        progress=progress,
+        environ=os.environ,
+        allow_change=allow_change,
+    )
     if ctx.is_main:
         print(
             json.dumps(

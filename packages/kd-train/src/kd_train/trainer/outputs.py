@@ -5,8 +5,10 @@ model and the tokenizer), loadable with ``AutoModelForCausalLM.from_pretrained``
 written into a hidden sibling first and renamed into place, so it is complete or absent.
 
 ``RUN_DIR/run_manifest.json`` records the run config, SHA-256 fingerprints of the
-datasets and of the tokenizer, the installed package versions, the final train state and
-the git commit of the working directory when there is one.
+datasets and of the tokenizer, the fingerprints checkpoints store (:func:`run_fingerprints`),
+the config changes accepted on resume (``allowed_changes``, from ``kd-train resume
+--allow-change``), the installed package versions, the final train state and the git commit
+of the working directory when there is one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 
 from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.provenance import git_commit, installed_versions
+from kd_train.teachers import fingerprint
+from kd_train.teachers.cached import MANIFEST as CACHE_MANIFEST
 from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
 
@@ -51,6 +55,34 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]:
+    """What a run reads besides its config, fingerprinted; checkpoints store it for resume.
+
+    ``data.train`` and ``data.eval`` (the files' bytes), ``tokenizer`` (the student's, by
+    :func:`kd_train.teachers.fingerprint.tokenizer_fingerprint`) and ``teacher``: an ``hf``
+    teacher's weight files, a ``cached`` teacher's cache manifest (which holds the SHA-256
+    of every shard) and ``teacher.eval_path``'s. A ``records`` teacher is part of the
+    dataset; an ``http`` endpoint cannot be fingerprinted (its ``base_url`` and ``model``
+    are in the config), so ``teacher`` is ``None`` for those and for ``none``.
+    """
+    found: dict[str, str | None] = {
+        "data.train": fingerprint.dataset_fingerprint(config.data.train)
+    }
+    if config.data.eval is not None:
+        found["data.eval"] = fingerprint.dataset_fingerprint(config.data.eval)
+    found["tokenizer"] = fingerprint.tokenizer_fingerprint(tokenizer)
+    teacher = config.teacher
+    found["teacher"] = None
+    if teacher.kind == "hf" and teacher.path is not None:
+        found["teacher"] = fingerprint.weights_fingerprint(teacher.path)
+    if teacher.kind == "cached" and teacher.path is not None:
+        found["teacher"] = fingerprint.dataset_fingerprint(Path(teacher.path) / CACHE_MANIFEST)
+        if teacher.eval_path is not None:
+            cache = Path(teacher.eval_path) / CACHE_MANIFEST
+            found["teacher.eval_path"] = fingerprint.dataset_fingerprint(cache)
+    return found
+
+
 def write_run_manifest(
     run_dir: Path,
     config: RunConfig,
@@ -74,6 +106,7 @@ def write_run_manifest(
         "packages": installed_versions(),
         "git_commit": git_commit(Path.cwd()),
         "state": dataclasses.asdict(state),
+        "allowed_changes": [dataclasses.asdict(change) for change in state.changes],
         "replica_sha256": replica_sha256 or [],
     }
     atomic_write_text(Path(run_dir) / "run_manifest.json", json.dumps(manifest, indent=2))

@@ -11,7 +11,7 @@ out-of-range and non-finite values are refused with the key path. The whole run 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import Field, Strict, model_validator
 
@@ -20,6 +20,7 @@ from kd_train.typed_config import (
     ConfigModel,
     Int,
     InvalidConfigError,
+    Json,
     OneOf,
     PathStr,
     Str,
@@ -46,7 +47,7 @@ class StudentConfig(ConfigModel):
     path: PathStr | None = Field(
         default=None, description="A saved ``transformers`` model directory."
     )
-    config: dict[Str, Any] | None = Field(
+    config: dict[Str, Json] | None = Field(
         default=None,
         description="A transformers config (with model_type) to build an untrained student from.",
     )

@@ -9,13 +9,16 @@ of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import re
+from dataclasses import dataclass, field, fields
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
-from safetensors import safe_open
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -25,12 +28,38 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from kd_train.trainer.checkpoint.manifest import CheckpointError
+from kd_train.trainer.checkpoint.finite import first_non_finite
+from kd_train.trainer.checkpoint.manifest import CheckpointError, StateModel, state_error
+from kd_train.typed_config import InvalidConfigError
 
 #: Whole tensors (FSDP shards all-gathered), copied to the CPU, on rank 0 only.
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
 #: Whole tensors given on every rank; under FSDP each rank keeps its own shard of them.
 _SCATTER = StateDictOptions(full_state_dict=True)
+#: The key of an optimiser state tensor: ``"<param index>.<slot>"``.
+_OPTIM_KEY = re.compile(r"^(\d+)\.(\w+)$")
+
+
+# An integer that is never negative (a step, a count, an index).
+_Count = Annotated[int, Field(ge=0)]
+#: How ``trainer_state.json`` is read: unknown keys and non-finite numbers refused.
+_STATE_JSON = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@dataclass
+class ConfigChange:
+    """A config key changed on resume and accepted by ``kd-train resume --allow-change KEY``.
+
+    ``before`` and ``after`` are the key's values (``None`` where the key was absent);
+    ``step`` is the checkpoint the run resumed from.
+    """
+
+    __pydantic_config__ = _STATE_JSON
+
+    step: int
+    key: str
+    before: Any = None
+    after: Any = None
 
 
 @dataclass
@@ -39,7 +68,17 @@ class TrainState:
 
     ``index`` counts the micro-batches already consumed in ``epoch``; the data order of an
     epoch is a pure function of ``(seed, epoch)``, so the cursor is all resume needs.
+    ``sampler_rng`` holds the on-policy sampler's generator state of every rank
+    (:class:`kd_train.trainer.on_policy.Sampler`), ``None`` in an off-policy run.
+    ``changes`` lists the config changes accepted on resume (:class:`ConfigChange`).
+
+    ``trainer_state.json`` is checked against these fields when a checkpoint is read
+    (:func:`kd_train.trainer.checkpoint.state.parse_trainer_state`): a field added with a
+    default is optional there; an unknown key, a wrong type, a negative integer or a
+    non-finite number is refused.
     """
+
+    __pydantic_config__ = _STATE_JSON
 
     step: int = 0
     epoch: int = 0
@@ -49,6 +88,7 @@ class TrainState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     sampler_rng: list[str] | None = None
+    changes: list[ConfigChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -71,6 +111,72 @@ class FullState:
         """Every name of the model's state dict; tied names share one tensor."""
         tied = {alias: self.weights[kept] for alias, kept in self.aliases.items()}
         return {**self.weights, **tied}
+
+
+#: A setting of an optimiser group other than the typed ones: a JSON scalar.
+_Scalar = bool | int | float | str | None
+
+
+class ParamGroup(StateModel):
+    """One optimiser parameter group as stored: parameter indices and AdamW's settings."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, _Scalar]
+
+    params: list[_Count] = Field(description="Indices of the group's parameters.")
+    lr: Annotated[float, Field(ge=0)] = Field(description="The learning rate.")
+    betas: tuple[float, float] = Field(description="AdamW's betas.")
+    eps: Annotated[float, Field(gt=0)] = Field(description="AdamW's epsilon.")
+    weight_decay: float = Field(description="AdamW's decoupled weight decay.")
+
+
+class RngRest(StateModel):
+    """The generator states ``rng.safetensors`` cannot hold (see :mod:`~.rng`)."""
+
+    python: tuple[
+        int,
+        Annotated[list[Annotated[int, Field(ge=0, le=2**32 - 1)]], Field(min_length=625)],
+        float | None,
+    ] = Field(description="``random.getstate()``: version, 625 words, cached Gaussian.")
+    numpy: tuple[str, _Count, Annotated[int, Field(ge=0, le=1)], float] = Field(
+        description="NumPy's generator name, position, has-Gaussian flag and cached Gaussian."
+    )
+
+
+class TrainerStateFile(StateModel):
+    """The schema of ``trainer_state.json``."""
+
+    state: TrainState = Field(description="The loop's state.")
+    param_groups: list[ParamGroup] = Field(description="The optimiser's groups.")
+    rng: RngRest = Field(description="Python's and NumPy's generator states.")
+
+    @model_validator(mode="after")
+    def _no_negative_integer(self) -> TrainerStateFile:
+        """Every integer of the state (a step, a count, an index) is at least 0."""
+        records: list[tuple[str, Any]] = [("state", self.state)]
+        records += [(f"state.changes[{i}]", c) for i, c in enumerate(self.state.changes)]
+        for where, record in records:
+            for item in fields(record):
+                value = getattr(record, item.name)
+                if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                    raise InvalidConfigError(f"{where}.{item.name}: must be >= 0, got {value}")
+        return self
+
+
+def parse_trainer_state(data: bytes, path: Path) -> TrainerStateFile:
+    """Parse and schema-check the bytes of a ``trainer_state.json`` (one-line errors).
+
+    Raises:
+        CheckpointError: naming ``path`` and every field that is wrong.
+    """
+    try:
+        json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint file {path} is not valid JSON ({exc})") from None
+    try:
+        return TrainerStateFile.model_validate_json(data, strict=True)
+    except ValidationError as exc:
+        raise CheckpointError(state_error(exc, TrainerStateFile, path)) from None
 
 
 def gather_state(
@@ -102,6 +208,9 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
     """
     weights = _read_weights(path)
     _require_fit(path, weights, model)
+    bad = first_non_finite(weights)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint file {path} holds non-finite values in {bad}")
     set_model_state_dict(model, dict(weights), options=_SCATTER)  # a copy: DSD edits it
 
 
@@ -111,10 +220,23 @@ def load_optimizer(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
 ) -> None:
-    """Load optimiser state in :class:`FullState` form (``"<index>.<slot>"``) into ``optimizer``."""
+    """Load optimiser state in :class:`FullState` form (``"<index>.<slot>"``) into ``optimizer``.
+
+    Raises:
+        CheckpointError: the state does not fit ``optimizer`` or holds a non-finite value.
+    """
     names = _param_names(model, optimizer)
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"checkpoint optimiser state holds non-finite values in {bad}")
     full = _unflatten_optimizer(tensors, param_groups, names)
-    set_optimizer_state_dict(model, optimizer, full, options=_SCATTER)
+    try:
+        set_optimizer_state_dict(model, optimizer, full, options=_SCATTER)
+    except (KeyError, ValueError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint optimiser state does not fit the optimiser ({exc}); resume with the "
+            "run's own config"
+        ) from None
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -137,9 +259,12 @@ def _tied_aliases(model: torch.nn.Module) -> dict[str, str]:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, tied names (from its metadata) restored."""
-    weights = load_file(str(path))
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        weights = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint file {path} is not a safetensors file ({exc})") from None
     for alias, kept in metadata.items():
         if kept in weights and alias not in weights:
             weights[alias] = weights[kept]
@@ -195,8 +320,18 @@ def _unflatten_optimizer(
     """The inverse of :func:`_flatten_optimizer`, parameter ``i`` named ``names[i]``."""
     state: dict[str, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
-        index, slot = key.split(".", 1)
-        state.setdefault(names[int(index)], {})[slot] = tensor
+        match = _OPTIM_KEY.match(key)
+        if match is None or int(match[1]) >= len(names):
+            raise CheckpointError(
+                f"checkpoint optimiser state has a tensor {key!r}: not '<index>.<slot>' of one "
+                f"of the {len(names)} parameters"
+            )
+        state.setdefault(names[int(match[1])], {})[match[2]] = tensor
+    if any(i >= len(names) for group in param_groups for i in group["params"]):
+        raise CheckpointError(
+            f"checkpoint optimiser groups name a parameter index beyond the {len(names)} "
+            "parameters; resume with the run's own config"
+        )
     groups = [
         {
             **{k: tuple(v) if k == "betas" else v for k, v in group.items()},
