@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from kd_train.artifacts import InputSpec, input_problems
 from kd_train.atomic import atomic_write_text
 from kd_train.provenance import installed_versions
 
-from kd_convert.errors import ContractError
+from kd_convert.errors import ContractError, KDConvertError, ValidationError
 from kd_convert.fingerprint import hash_tree
 from kd_convert.formats import format_module
-from kd_convert.formats.base import IOSignature, Shape, TensorSig
+from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig
 from kd_convert.spec import ExportSpec
 from kd_convert.stateful import STEP_INPUTS, CacheLayout, past_names, present_names
 
@@ -228,18 +231,23 @@ def read_contract(out_dir: str | Path) -> Contract:
         raise ContractError(f"{path} is not a valid kd-convert contract: {exc}") from exc
 
 
-def verify(out_dir: str | Path) -> Contract:
+def verify(out_dir: str | Path, *, trust_artifact: bool = False) -> Contract:
     """Check an export directory against its contract; return the contract if it holds.
+
+    ``trust_artifact`` allows reading the structure of a pickled format (TorchScript,
+    ``torch.export``); without it such an export is refused after its hashes are checked.
 
     Raises:
         ContractError: listing every mismatch (hash, missing or extra file, I/O structure).
+        kd_convert.errors.UntrustedArtifactError: a pickled format without ``trust_artifact``,
+            or an archive holding more than tensors.
     """
     base = Path(out_dir)
     contract = read_contract(base)
     problems = file_problems(base, contract)
     if not problems:  # structure is only worth reading from files that hash right
         for graph in _graphs(contract):
-            found = describe(base, contract, graph.artifact)
+            found = describe(base, contract, graph.artifact, trust_artifact=trust_artifact)
             problems += _state_problems(contract, found)
             problems += [
                 f"{graph.artifact}: {problem}" if contract.graphs else problem
@@ -252,14 +260,106 @@ def verify(out_dir: str | Path) -> Contract:
     return contract
 
 
-def describe(out_dir: Path, contract: Contract, artifact: str | None = None) -> IOSignature:
-    """Read the I/O signature back from ``artifact`` (default: the contract's artifact)."""
+def describe(
+    out_dir: Path,
+    contract: Contract,
+    artifact: str | None = None,
+    *,
+    trust_artifact: bool = False,
+) -> IOSignature:
+    """Read the I/O signature back from ``artifact`` (default: the contract's artifact).
+
+    Raises:
+        ContractError: the file cannot be read as the contract's format.
+        kd_convert.errors.UntrustedArtifactError: see :func:`verify`.
+    """
     path = out_dir / (artifact or contract.artifact)
     try:
-        signature: IOSignature = format_module(contract.format).describe(path)
+        module = format_module(contract.format)
+        signature: IOSignature = module.describe(path, trust_artifact=trust_artifact)
+    except KDConvertError:
+        raise
     except Exception as exc:  # each runtime fails on a corrupt file in its own way
         raise ContractError(f"{path} cannot be read as {contract.format}: {exc}") from exc
     return signature
+
+
+def input_specs(contract: Contract, artifact: str | None = None) -> list[InputSpec]:
+    """Return the inputs the graph in ``artifact`` (default: the contract's) accepts.
+
+    A generation export's dynamic axes hold at most ``cache["max_length"]`` positions.
+
+    >>> from kd_convert.contract import build_contract, input_specs
+    >>> from kd_convert.spec import ExportSpec
+    >>> import tempfile
+    >>> contract = build_contract(tempfile.mkdtemp(), ExportSpec("onnx", (8, 16)), 50, {}, None)
+    >>> input_specs(contract)[0].shapes
+    ((1, 8), (1, 16))
+    """
+    name = artifact or contract.artifact
+    graph = next((g for g in _graphs(contract) if g.artifact == name), None)
+    if graph is None:
+        raise ContractError(f"the contract lists no graph in {name!r}")
+    max_length = (contract.cache or {}).get("max_length")
+    return tensor_specs(graph.inputs, None if max_length is None else int(max_length))
+
+
+def tensor_specs(tensors: list[TensorSig], max_length: int | None = None) -> list[InputSpec]:
+    """Turn contract tensors into the specs :func:`check_inputs` compares arrays with."""
+    return [
+        InputSpec(
+            t.name or "",
+            t.dtype,
+            tuple(tuple(shape) for shape in t.shapes or ()),
+            max_length,
+        )
+        for t in tensors
+    ]
+
+
+def check_inputs(specs: list[InputSpec], arrays: Sequence[Any], where: str | Path) -> None:
+    """Refuse ``arrays`` that break ``specs`` before the runtime of ``where`` sees them.
+
+    Raises:
+        kd_convert.errors.ValidationError: naming ``where`` and every problem (dtype, rank,
+            fixed axis such as the batch, enumerated length, positions beyond the cache).
+    """
+    problems = input_problems(specs, arrays)
+    if problems:
+        raise ValidationError(f"{where}: " + "; ".join(problems))
+
+
+def checked_runner(runner: Runner, specs: list[InputSpec], where: str | Path) -> Runner:
+    """Wrap ``runner`` so that :func:`check_inputs` sees every call first."""
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        check_inputs(specs, (input_ids, attention_mask), where)
+        return runner(input_ids, attention_mask)
+
+    return run
+
+
+def open_runner(out_dir: str | Path, *, trust_artifact: bool = False) -> Runner:
+    """Return the checked runner of the sequence export in ``out_dir`` (hashes checked first).
+
+    Raises:
+        ContractError: no valid contract, files that do not hash as it says, a generation
+            export (use :func:`kd_convert.generate.load_stepper`).
+        kd_convert.errors.UntrustedArtifactError: see :func:`verify`.
+        kd_convert.formats.base.RuntimeUnavailableError: Core ML off macOS.
+    """
+    base = Path(out_dir)
+    contract = read_contract(base)
+    if contract.task != "sequence":
+        raise ContractError(
+            f"{base} holds a {contract.task!r} export: run it with kd_convert.generate"
+        )
+    problems = file_problems(base, contract)
+    if problems:
+        raise ContractError(f"{base} does not match its contract: " + "; ".join(problems))
+    path = base / contract.artifact
+    runner: Runner = format_module(contract.format).load_runner(path, trust_artifact=trust_artifact)
+    return checked_runner(runner, input_specs(contract), path)
 
 
 def _state_problems(contract: Contract, found: IOSignature) -> list[str]:

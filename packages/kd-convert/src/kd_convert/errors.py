@@ -29,7 +29,8 @@ class ValidationError(KDConvertError):
     """A pre-conversion check failed.
 
     Causes: int64 on an attention path, an op the target lacks, dynamic control flow, or an
-    input shape outside the enumerated set.
+    input that breaks the export's contract (dtype, rank, batch, a length outside the
+    enumerated set or beyond the positions the export holds).
     """
 
 
@@ -39,3 +40,11 @@ class ConversionError(KDConvertError):
 
 class ContractError(KDConvertError):
     """An export does not match its ``contract.json`` (or the contract is missing/invalid)."""
+
+
+class UntrustedArtifactError(KDConvertError):
+    """An artifact would be unpickled (TorchScript, ``torch.export``) and trust was not given.
+
+    Pass ``--trust-artifact`` (``trust_artifact=True``) only for an export you made or got
+    from someone you trust; an archive holding more than tensors is refused even then.
+    """

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from kd_train.artifacts import InputSpec
 from transformers import PreTrainedModel
 
-from kd_convert.contract import Contract, read_contract
+from kd_convert.contract import Contract, check_inputs, file_problems, input_specs, read_contract
 from kd_convert.errors import ContractError, ExportConfigError
 from kd_convert.formats import format_module
 from kd_convert.stateful import DecodeWrapper, PrefillWrapper, check_cache_length
@@ -51,6 +52,10 @@ class Stepper:
         min_prefill: the shortest prefill the graph accepts (shorter prompts are padded).
         eos_token_id: ids that end generation (none: run to ``max_new_tokens``).
         pad_token_id: the id that pads a short prompt (masked out).
+        inputs: the ``(prefill, decode)`` inputs of the export's contract; every call is
+            checked against them before the runtime sees it (empty: not checked, as for the
+            PyTorch reference).
+        where: the export directory, named in an input error.
     """
 
     prefill: Graph
@@ -59,11 +64,14 @@ class Stepper:
     min_prefill: int = 2
     eos_token_id: tuple[int, ...] = ()
     pad_token_id: int = 0
+    inputs: tuple[list[InputSpec], list[InputSpec]] = ([], [])
+    where: str = "the reference"
 
     def run_prefill(self, ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
         """Run the prefill graph on right-padded int32 ``[1, T]`` ids and mask."""
         check_cache_length(ids.shape[1], self.max_length, "prefill length")
         positions = np.arange(ids.shape[1], dtype=np.int32)[None, :]
+        check_inputs(self.inputs[0], (ids, mask, positions), f"{self.where} (prefill)")
         return self.prefill(ids, mask, positions)
 
     def run_decode(
@@ -71,8 +79,9 @@ class Stepper:
     ) -> list[np.ndarray]:
         """Run one decode step; ``mask`` covers the cache and the new token."""
         check_cache_length(mask.shape[1], self.max_length, "cache + new token")
-        ids = np.array([[token]], dtype=np.int32)
-        return self.decode(ids, mask, np.array([[position]], dtype=np.int32), *past)
+        arrays = (np.array([[token]], dtype=np.int32), mask, np.array([[position]], np.int32))
+        check_inputs(self.inputs[1], (*arrays, *past), f"{self.where} (decode)")
+        return self.decode(*arrays, *past)
 
 
 @dataclass
@@ -212,14 +221,22 @@ def reference_stepper(model: PreTrainedModel, max_length: int) -> Stepper:
 
 
 def load_stepper(
-    out_dir: str | Path, contract: Contract | None = None, *, threads: int | None = None
+    out_dir: str | Path,
+    contract: Contract | None = None,
+    *,
+    threads: int | None = None,
+    trust_artifact: bool = False,
 ) -> Stepper:
     """Return the stepper of a generation export directory (read with its contract).
 
-    ``threads`` caps the runtime's threads where it has its own (onnxruntime).
+    ``threads`` caps the runtime's threads where it has its own (onnxruntime);
+    ``trust_artifact`` lets a pickled format (``torch.export``) load. The files must hash as
+    the contract says, and every call is checked against the contract's inputs.
 
     Raises:
-        kd_convert.errors.ContractError: the directory holds no generation export.
+        kd_convert.errors.ContractError: the directory holds no generation export, or its
+            files do not match the contract.
+        kd_convert.errors.UntrustedArtifactError: a pickled format without ``trust_artifact``.
         kd_convert.formats.base.RuntimeUnavailableError: the runtime does not exist here.
     """
     base = Path(out_dir)
@@ -232,18 +249,28 @@ def load_stepper(
     module = format_module(found.format)
     if not hasattr(module, "load_graph") and not hasattr(module, "load_stateful"):
         raise ExportConfigError(f"format {found.format!r} has no generation runtime")
+    problems = file_problems(base, found)
+    if problems:
+        raise ContractError(f"{base} does not match its contract: " + "; ".join(problems))
     tokens = found.special_tokens or {}
+    trust = {"trust_artifact": trust_artifact}
     if "stateful" in found.graphs:  # Core ML: one graph, the cache in its states
-        prefill, decode = module.load_stateful(base / found.graphs["stateful"].artifact)
+        artifact = found.graphs["stateful"].artifact
+        prefill, decode = module.load_stateful(base / artifact, **trust)
+        inputs = input_specs(found, artifact), input_specs(found, artifact)
     else:
-        prefill = module.load_graph(base / found.graphs["prefill"].artifact, threads)
-        decode = module.load_graph(base / found.graphs["decode"].artifact, threads)
+        names = found.graphs["prefill"].artifact, found.graphs["decode"].artifact
+        prefill = module.load_graph(base / names[0], threads, **trust)
+        decode = module.load_graph(base / names[1], threads, **trust)
+        inputs = input_specs(found, names[0]), input_specs(found, names[1])
     return Stepper(
         prefill,
         decode,
         int(found.cache["max_length"]),
         eos_token_id=eos_ids(tokens.get("eos_token_id")),
         pad_token_id=int(tokens.get("pad_token_id") or 0),
+        inputs=inputs,
+        where=str(base),
     )
 
 

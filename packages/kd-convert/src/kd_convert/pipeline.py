@@ -28,7 +28,10 @@ from kd_convert.contract import (
     Contract,
     build_contract,
     build_generation_contract,
+    checked_runner,
+    expected_io,
     generation_graphs,
+    tensor_specs,
     write_contract,
 )
 from kd_convert.errors import ExportConfigError
@@ -183,8 +186,8 @@ def generation_parity(
     model: PreTrainedModel, out_dir: Path, contract: Contract, spec: ExportSpec
 ) -> ParityReport:
     """Golden vectors through the prefill graph, then token-level parity of the generate loop."""
-    try:
-        stepper = load_stepper(out_dir, contract)
+    try:  # kd wrote these files a moment ago in this process: they are trusted
+        stepper = load_stepper(out_dir, contract, trust_artifact=True)
     except RuntimeUnavailableError as exc:
         return needs_macos(spec, str(exc))
     pad_id = model.config.pad_token_id or 0
@@ -200,12 +203,17 @@ def generation_parity(
 
 
 def run_parity(model: object, artifact: Path, spec: ExportSpec, pad_id: int | None) -> ParityReport:
-    """Golden-vector parity of ``artifact`` against ``model`` ("needs macOS" where it can't run)."""
+    """Golden-vector parity of ``artifact`` against ``model`` ("needs macOS" where it can't run).
+
+    ``artifact`` is the file :func:`export_model` has just written, so it is loaded trusted;
+    every golden input is checked against the inputs the contract promises.
+    """
     try:
-        runner = format_module(spec.format).load_runner(artifact)
+        runner = format_module(spec.format).load_runner(artifact, trust_artifact=True)
     except RuntimeUnavailableError as exc:
         return needs_macos(spec, str(exc))
     vocab = model.config.vocab_size  # type: ignore[attr-defined]
+    runner = checked_runner(runner, tensor_specs(expected_io(spec, vocab)[0]), artifact)
     cases = golden_cases(spec, vocab, pad_id if pad_id is not None else 0)
     return check_parity(model, runner, spec, cases)  # type: ignore[arg-type]
 

@@ -57,7 +57,7 @@ def test_parity_json_records_the_token_check_and_its_tolerance(exports, fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_contract_records_the_cache_layout_and_both_graphs(exports, fmt, tiny_llama_dir):
-    contract = verify(exports(fmt).out_dir)
+    contract = verify(exports(fmt).out_dir, trust_artifact=True)
     assert contract.task == "generation"
     assert set(contract.graphs) == {"prefill", "decode"}
     assert contract.cache == {
@@ -82,7 +82,7 @@ def test_onnx_uses_optimums_names_and_cache_shape(exports):
 def test_exported_graph_runner_returns_every_output(export_once):
     from kd_convert.formats import exported
 
-    run = exported.load_graph(export_once("exported").artifact)
+    run = exported.load_graph(export_once("exported").artifact, trust_artifact=True)
     ids = np.ones((1, 8), dtype=np.int32)
     assert [out.shape for out in run(ids, ids)] == [(1, 8, 320)]
 
@@ -99,7 +99,7 @@ def test_verify_names_the_tampered_graph(exports, tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sampling_from_an_export_draws_the_references_ids(exports, fmt, tiny_llama_dir):
-    stepper = load_stepper(exports(fmt).out_dir, threads=1)
+    stepper = load_stepper(exports(fmt).out_dir, threads=1, trust_artifact=True)
     reference = reference_stepper(load_student(tiny_llama_dir), MAX_LENGTH)
     kwargs = {"do_sample": True, "top_p": 0.9, "temperature": 0.8, "seed": 3}
     assert (
@@ -110,7 +110,7 @@ def test_sampling_from_an_export_draws_the_references_ids(exports, fmt, tiny_lla
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_the_export_refuses_inputs_beyond_its_cache(exports, fmt):
-    stepper = load_stepper(exports(fmt).out_dir)
+    stepper = load_stepper(exports(fmt).out_dir, trust_artifact=True)
     with pytest.raises(ValidationError, match=f"maximum length {MAX_LENGTH}"):
         generate(stepper, list(range(4, 40)), 64)
 
@@ -156,3 +156,24 @@ def test_coreml_generation_parity_runs_on_macos_and_needs_it_elsewhere(exports):
         assert parity.tokens is None
         with pytest.raises(RuntimeUnavailableError, match="needs macOS"):
             load_stepper(exports("coreml").out_dir)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_stepper_checks_every_call_against_the_contract(exports, fmt):
+    stepper = load_stepper(exports(fmt).out_dir, trust_artifact=True)
+    ids = np.ones((1, 8), np.int32)
+    with pytest.raises(ValidationError, match=r"\(prefill\): input 'input_ids' has dtype int64"):
+        stepper.run_prefill(ids.astype(np.int64), ids)
+    with pytest.raises(ValidationError, match="has 2 on axis 0; the export fixes it at 1"):
+        stepper.run_prefill(np.ones((2, 8), np.int32), np.ones((2, 8), np.int32))
+    with pytest.raises(ValidationError, match="an empty axis"):
+        stepper.run_prefill(np.ones((1, 0), np.int32), np.ones((1, 0), np.int32))
+    _, *past = stepper.run_prefill(ids, ids)
+    mask = np.ones((1, 9), np.int32)
+    with pytest.raises(ValidationError, match=r"\(decode\): input 'past_key_values.*float16"):
+        stepper.run_decode(5, mask, 8, [p.astype(np.float16) for p in past])
+    with pytest.raises(ValidationError, match="has 3 dimensions"):
+        stepper.run_decode(5, mask, 8, [p[0] for p in past])
+    longer = [np.concatenate([p] * 13, axis=2) for p in past]  # 104 cached positions
+    with pytest.raises(ValidationError, match=f"beyond the {MAX_LENGTH} positions"):
+        stepper.run_decode(5, np.ones((1, 9), np.int32), 8, longer)

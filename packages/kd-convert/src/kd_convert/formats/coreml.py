@@ -123,8 +123,11 @@ def convert(program: ExportedProgram, spec: ExportSpec) -> Any:
     )
 
 
-def describe(path: Path) -> IOSignature:
-    """Read I/O names, dtypes and enumerated shapes from the package's model spec."""
+def describe(path: Path, *, trust_artifact: bool = False) -> IOSignature:
+    """Read I/O names, dtypes and enumerated shapes from the package's model spec.
+
+    The spec is protobuf and runs nothing: ``trust_artifact`` is accepted and unused.
+    """
     spec = _coremltools().utils.load_spec(str(path))
     states = [
         TensorSig(f.name, _ARRAY_TYPES.get(f.type.stateType.arrayType.dataType, "unknown"),
@@ -148,8 +151,8 @@ def _mlmodel(path: Path) -> Any:
     return _coremltools().models.MLModel(str(path))  # pragma: no cover - macOS only
 
 
-def load_runner(path: Path) -> Runner:
-    """Return a runner over ``MLModel.predict`` (macOS only).
+def load_runner(path: Path, *, trust_artifact: bool = False) -> Runner:
+    """Return a runner over ``MLModel.predict`` (macOS only; ``trust_artifact``: unused).
 
     Raises:
         RuntimeUnavailableError: not on macOS, where Core ML prediction does not exist.
@@ -163,8 +166,12 @@ def load_runner(path: Path) -> Runner:
     return run  # pragma: no cover
 
 
-def load_stateful(path: Path) -> tuple[Callable[..., list[Any]], Callable[..., list[Any]]]:
+def load_stateful(
+    path: Path, *, trust_artifact: bool = False
+) -> tuple[Callable[..., list[Any]], Callable[..., list[Any]]]:
     """Return ``(prefill, decode)`` over a stateful package's ``predict`` (macOS only).
+
+    ``trust_artifact`` is accepted and unused: a Core ML package holds no pickle.
 
     ``prefill`` makes a fresh state and returns ``[logits, state]``; ``decode`` takes that
     state as its cache and returns it again: the generate loop passes it through unchanged.

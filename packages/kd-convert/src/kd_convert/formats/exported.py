@@ -15,10 +15,19 @@ from kd_train.atomic import atomic_path
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.formats.base import IOSignature, Runner, Shape, TensorSig, dtype_name
+from kd_convert.formats.base import (
+    IOSignature,
+    Runner,
+    Shape,
+    TensorSig,
+    dtype_name,
+    require_trust,
+)
 from kd_convert.spec import ExportSpec
 
 ARTIFACT = "model.pt2"
+#: What :func:`~kd_convert.formats.base.require_trust` calls this format in a refusal.
+KIND = "torch.export archive"
 
 
 def export(
@@ -36,9 +45,13 @@ def export(
         torch.export.save(program, tmp)
 
 
-def describe(path: Path) -> IOSignature:
-    """Read user input/output names, dtypes and (symbolic) shapes from the archive."""
-    program = torch.export.load(path)
+def describe(path: Path, *, trust_artifact: bool = False) -> IOSignature:
+    """Read user input/output names, dtypes and (symbolic) shapes from the archive.
+
+    Raises:
+        kd_convert.errors.UntrustedArtifactError: without ``trust_artifact`` (loading unpickles).
+    """
+    program = _load(path, trust_artifact)
     nodes = {node.name: node for node in program.graph.nodes}
     inputs = [_sig(name, nodes[name].meta["val"]) for name in program.graph_signature.user_inputs]
     output_node = next(n for n in program.graph.nodes if n.op == "output")
@@ -47,9 +60,13 @@ def describe(path: Path) -> IOSignature:
     return IOSignature(inputs, outputs)
 
 
-def load_runner(path: Path) -> Runner:
-    """Return a runner over ``ExportedProgram.module()``."""
-    module = torch.export.load(path).module()
+def load_runner(path: Path, *, trust_artifact: bool = False) -> Runner:
+    """Return a runner over ``ExportedProgram.module()``.
+
+    Raises:
+        kd_convert.errors.UntrustedArtifactError: without ``trust_artifact`` (loading unpickles).
+    """
+    module = _load(path, trust_artifact).module()
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -59,13 +76,18 @@ def load_runner(path: Path) -> Runner:
     return run
 
 
-def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.ndarray]]:
+def load_graph(
+    path: Path, threads: int | None = None, *, trust_artifact: bool = False
+) -> Callable[..., list[np.ndarray]]:
     """Return ``graph(*arrays) -> outputs`` over ``ExportedProgram.module()``.
 
     ``threads`` is accepted for symmetry with ONNX: torch's threads are process-wide
     (``torch.set_num_threads``).
+
+    Raises:
+        kd_convert.errors.UntrustedArtifactError: without ``trust_artifact`` (loading unpickles).
     """
-    module = torch.export.load(path).module()
+    module = _load(path, trust_artifact).module()
 
     def run(*arrays: np.ndarray) -> list[np.ndarray]:
         with torch.no_grad():
@@ -73,6 +95,11 @@ def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.
         return [t.numpy() for t in ((out,) if isinstance(out, torch.Tensor) else out)]
 
     return run
+
+
+def _load(path: Path, trust_artifact: bool) -> ExportedProgram:
+    require_trust(path, KIND, trust_artifact)
+    return torch.export.load(path)
 
 
 def _sig(name: str | None, value: torch.Tensor) -> TensorSig:

@@ -53,8 +53,11 @@ def export(
         onnx_program.save(str(tmp))
 
 
-def describe(path: Path) -> IOSignature:
-    """Read graph inputs/outputs and the default-domain opset from the ONNX file."""
+def describe(path: Path, *, trust_artifact: bool = False) -> IOSignature:
+    """Read graph inputs/outputs and the default-domain opset from the ONNX file.
+
+    ``onnx`` parses protobuf and runs nothing: ``trust_artifact`` is accepted and unused.
+    """
     model = onnx.load(str(path), load_external_data=False)
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     return IOSignature(
@@ -64,8 +67,8 @@ def describe(path: Path) -> IOSignature:
     )
 
 
-def load_runner(path: Path) -> Runner:
-    """Return a runner over an onnxruntime CPU session."""
+def load_runner(path: Path, *, trust_artifact: bool = False) -> Runner:
+    """Return a runner over an onnxruntime CPU session (``trust_artifact``: unused, no pickle)."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -75,10 +78,13 @@ def load_runner(path: Path) -> Runner:
     return run
 
 
-def load_graph(path: Path, threads: int | None = None) -> Callable[..., list[np.ndarray]]:
+def load_graph(
+    path: Path, threads: int | None = None, *, trust_artifact: bool = False
+) -> Callable[..., list[np.ndarray]]:
     """Return ``graph(*arrays) -> outputs`` over an onnxruntime CPU session (inputs in order).
 
-    ``threads`` sets onnxruntime's intra- and inter-op threads (default: its own choice).
+    ``threads`` sets onnxruntime's intra- and inter-op threads (default: its own choice);
+    ``trust_artifact`` is accepted and unused (no pickle).
     """
     options = onnxruntime.SessionOptions()
     if threads is not None:

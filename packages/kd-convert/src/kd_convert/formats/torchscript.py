@@ -19,11 +19,13 @@ from kd_train.cliutil import drop_log_messages
 from torch import nn
 from torch.export import ExportedProgram
 
-from kd_convert.formats.base import IOSignature, Runner, TensorSig, dtype_name
+from kd_convert.formats.base import IOSignature, Runner, TensorSig, dtype_name, require_trust
 from kd_convert.spec import ExportSpec
 from kd_convert.validate import example_inputs
 
 ARTIFACT = "model.ts"
+#: What :func:`~kd_convert.formats.base.require_trust` calls this format in a refusal.
+KIND = "TorchScript archive"
 #: Name of the extra file inside the archive that records traced input/output dtypes.
 IO_FILE = "kd_convert_io.json"
 #: transformers' notice when the trace reads ``loss_function`` of the base model, which has
@@ -50,8 +52,13 @@ def export(wrapper: nn.Module, program: ExportedProgram, spec: ExportSpec, path:
         torch.jit.save(traced, str(tmp), _extra_files={IO_FILE: json.dumps(io)})
 
 
-def describe(path: Path) -> IOSignature:
-    """Read input names (forward schema) and traced dtypes/shapes back from the file."""
+def describe(path: Path, *, trust_artifact: bool = False) -> IOSignature:
+    """Read input names (forward schema) and traced dtypes/shapes back from the file.
+
+    Raises:
+        kd_convert.errors.UntrustedArtifactError: without ``trust_artifact`` (loading unpickles).
+    """
+    require_trust(path, KIND, trust_artifact)
     extra = {IO_FILE: ""}
     module = torch.jit.load(str(path), _extra_files=extra)
     io = json.loads(extra[IO_FILE] or "{}")
@@ -65,8 +72,13 @@ def describe(path: Path) -> IOSignature:
     return IOSignature(inputs, outputs)
 
 
-def load_runner(path: Path) -> Runner:
-    """Return a runner over the loaded script module (CPU)."""
+def load_runner(path: Path, *, trust_artifact: bool = False) -> Runner:
+    """Return a runner over the loaded script module (CPU).
+
+    Raises:
+        kd_convert.errors.UntrustedArtifactError: without ``trust_artifact`` (loading unpickles).
+    """
+    require_trust(path, KIND, trust_artifact)
     module = torch.jit.load(str(path))
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
