@@ -49,7 +49,7 @@ def test_exported_runners_decode_by_recomputing_the_whole_sequence(
 ):
     ids = torch.randint(0, 50, (1, 4), generator=torch.Generator().manual_seed(2))
     onnx_tokens = _greedy(ONNXRunner(tiny_onnx), ids, 3)
-    ts_tokens = _greedy(TorchScriptRunner(tiny_torchscript), ids, 3)
+    ts_tokens = _greedy(TorchScriptRunner(tiny_torchscript, trust_artifact=True), ids, 3)
     seq = ids
     module = tiny_lm().eval()
     for _ in range(3):
@@ -68,7 +68,9 @@ def test_bench_of_an_onnx_file_reports_its_kind(tiny_onnx):
 
 
 def test_torchscript_runner_counts_parameters(tiny_torchscript):
-    assert TorchScriptRunner(tiny_torchscript).parameters == 50 * 8 + 8 * 50 + 50
+    assert (
+        TorchScriptRunner(tiny_torchscript, trust_artifact=True).parameters == 50 * 8 + 8 * 50 + 50
+    )
 
 
 def test_onnx_model_without_input_ids_is_explained(tmp_path, tiny_lm, onnx_exporter):

@@ -148,6 +148,8 @@ def bench_runner(
     result = BenchResult(model, runner.kind, runner.parameters, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     shapes = [(s, b) for s in settings.seq_lens for b in settings.batch_sizes]
+    for seq_len, batch in shapes:  # refuse a configuration before any is measured
+        runner.check_request(batch, seq_len, settings.new_tokens)
     if log is not None:
         note = "" if settings.repeats >= MIN_SAMPLES_FOR_P99 else " (too few for a stable p99)"
         log(
@@ -176,12 +178,16 @@ def bench_model(
     path: str | Path,
     settings: BenchSettings,
     *,
+    trust_artifact: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Open the model at ``path`` (directory, .onnx or TorchScript) and benchmark it."""
+    """Open the model at ``path`` and benchmark it (see :func:`~kd_eval.bench.runners.open_runner`).
+
+    ``trust_artifact`` lets a TorchScript or ``torch.export`` file load (it is unpickled).
+    """
     before = peak_rss_mb()
-    runner = open_runner(path)
+    runner = open_runner(path, trust_artifact=trust_artifact)
     return bench_runner(
         runner, settings, model=str(path), rss_before_mb=before, progress=progress, log=log
     )

@@ -37,7 +37,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench", help="latency p50/p95/p99, TTFT, tokens/s, peak memory; targets, baselines"
     )
-    parser.add_argument("model", type=Path, help="model directory, .onnx file or TorchScript file")
+    parser.add_argument(
+        "model",
+        type=Path,
+        help="model directory, kd-convert export directory, .onnx, TorchScript or .pt2 file",
+    )
     parser.add_argument("--seq-lens", type=_ints, default=[32, 128], help="e.g. 32,128")
     parser.add_argument("--batch-sizes", type=_ints, default=[1], help="e.g. 1,8")
     parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated per request")
@@ -55,6 +59,13 @@ def register(subparsers: Any) -> None:
         "--tolerance", type=float, default=0.10, help="allowed slowdown vs the baseline (0.10)"
     )
     parser.add_argument("--save-baseline", type=Path, help="write this run as a baseline JSON")
+    parser.add_argument(
+        "--trust-artifact",
+        action="store_true",
+        help="open a TorchScript or torch.export file, which unpickles it: unpickling runs any "
+        "code its author put in it, so pass this only for a file you made or got from someone "
+        "you trust",
+    )
     add_output(parser)
     parser.set_defaults(func=run)
 
@@ -77,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     result = bench_model(
         args.model,
         settings,
+        trust_artifact=args.trust_artifact,
         progress=not args.no_progress,
         log=lambda line: print(line, file=sys.stderr),
     ).to_dict()
