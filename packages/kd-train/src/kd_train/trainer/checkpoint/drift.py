@@ -5,7 +5,7 @@ read (``data.train``, ``data.eval``, the tokenizer, the teacher: see
 :func:`kd_train.trainer.outputs.run_fingerprints`).
 :func:`~kd_train.trainer.checkpoint.require_same_run` compares them
 with the config and fingerprints of the run being resumed and refuses every difference,
-naming each key with its old and new value, in one line whose parts ``; `` separates::
+naming each key with its old and new value, all in one line::
 
     resume refused: the run differs from the checkpoint step-00000100 it resumes; ...
     train.batch_size: 8 -> 4; fingerprint.data.train: sha256:5d41402abc4b... -> ...

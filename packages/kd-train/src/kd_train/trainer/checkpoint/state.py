@@ -69,7 +69,7 @@ class TrainState:
     ``index`` counts the micro-batches already consumed in ``epoch``; the data order of an
     epoch is a pure function of ``(seed, epoch)``, so the cursor is all resume needs.
     ``sampler_rng`` holds the on-policy sampler's generator state of every rank
-    (:class:`kd_train.trainer.on_policy.Sampler`), ``None`` in an off-policy run.
+    (``kd_train.trainer.on_policy.Sampler``), ``None`` in an off-policy run.
     ``changes`` lists the config changes accepted on resume (:class:`ConfigChange`).
 
     ``trainer_state.json`` is checked against these fields when a checkpoint is read
