@@ -1,16 +1,21 @@
 import json
+from dataclasses import replace
 
+import pytest
+from kd_train.data.holdout import HeldOutOverlapError
 from kd_train.data.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.data.schema import SPAN_KINDS
 from kd_train.pipelines import mean_forward_kl
 from kd_train.pipelines.__main__ import main
-from kd_train.pipelines.common import completion_kl, label_accuracy
+from kd_train.pipelines.common import completion_kl, label_accuracy, split_held_out
 from kd_train.pipelines.toydata import (
+    TOOL_CALL_ROWS,
     eight_ball_answer,
     eight_ball_questions,
     eight_ball_records,
     tool_call_records,
 )
+from transformers import AutoTokenizer
 
 
 def test_kl_of_a_model_to_itself_is_zero(tiny_llama_dir):
@@ -21,6 +26,26 @@ def test_kl_of_a_model_to_itself_is_zero(tiny_llama_dir):
 
 def test_kl_between_different_models_is_positive(tiny_llama_dir, tiny_teacher_dir):
     assert completion_kl(tiny_teacher_dir, tiny_llama_dir, tool_call_records(2)) > 0
+
+
+def test_toy_generators_never_repeat_a_row():
+    rows = tool_call_records(TOOL_CALL_ROWS, seed=3)
+    assert len({(r.prompt, r.completion) for r in rows}) == TOOL_CALL_ROWS == 9828
+    assert tool_call_records(48, seed=3)[:40] == tool_call_records(40, seed=3)
+    with pytest.raises(ValueError, match="at most 9828 distinct rows"):
+        tool_call_records(TOOL_CALL_ROWS + 1)
+    balls = eight_ball_records()
+    assert len({(r.prompt, r.completion) for r in balls}) == len(balls) == 245
+
+
+def test_a_pipeline_split_that_repeats_training_rows_is_refused(tiny_llama_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    rows = tool_call_records(10)
+    train, held = split_held_out(rows, 8, tokenizer)
+    assert (len(train), len(held)) == (8, 2)
+    leaky = [*rows[:8], replace(rows[1], id="again")]
+    with pytest.raises(HeldOutOverlapError, match=r"1 of 1 held-out examples"):
+        split_held_out(leaky, 8, tokenizer)
 
 
 def test_tool_call_records_are_deterministic_and_spans_cover_their_text():

@@ -16,7 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.atomic import atomic_write_text
+from kd_train.data.holdout import refuse_overlap
 from kd_train.data.schema import KDRecord
+from kd_train.data.tokenization import TokenizeConfig, encode_record
 from kd_train.models import DEFAULT_CORPUS, llama_config, save_random_llama, train_tokenizer
 from kd_train.pipelines.toydata import corpus_of, write_jsonl
 from kd_train.trainer import parse_config, train
@@ -33,16 +35,39 @@ class Prepared:
     student_init: Path
 
 
+def split_held_out(
+    records: Sequence[KDRecord], n_train: int, tokenizer: Any
+) -> tuple[list[KDRecord], list[KDRecord]]:
+    """``records[:n_train]`` and the rest, refused when the rest repeats a training row.
+
+    Rows are compared by the token sequence the trainer builds from them with
+    ``tokenizer`` (:mod:`kd_train.data.holdout`), so a held-out figure is never measured
+    on training data.
+
+    Raises:
+        kd_train.data.holdout.HeldOutOverlapError: naming the count and the first ids.
+    """
+    train_records, heldout = list(records[:n_train]), list(records[n_train:])
+    config = TokenizeConfig(max_length=1 << 20)
+    refuse_overlap(
+        [encode_record(r, tokenizer, config) for r in train_records],
+        [encode_record(r, tokenizer, config) for r in heldout],
+        split="held-out",
+    )
+    return train_records, heldout
+
+
 def prepare(root: Path, records: Sequence[KDRecord], n_train: int) -> Prepared:
     """Split ``records`` into ``data/train.jsonl`` + ``data/heldout.jsonl`` under ``root``.
 
-    Then train a tokenizer on the records' text and save an untrained teacher (hidden 64,
-    3 layers) and a smaller GQA student (hidden 32, 2 layers) with it.
+    The tokenizer is trained on the records' text first, and the split is checked with it
+    (:func:`split_held_out`); then an untrained teacher (hidden 64, 3 layers) and a smaller
+    GQA student (hidden 32, 2 layers) are saved with that tokenizer.
     """
-    train_file = write_jsonl(root / "data" / "train.jsonl", records[:n_train])
-    heldout = list(records[n_train:])
-    write_jsonl(root / "data" / "heldout.jsonl", heldout)
     tokenizer = train_tokenizer([*DEFAULT_CORPUS, *corpus_of(records)])
+    train_records, heldout = split_held_out(records, n_train, tokenizer)
+    train_file = write_jsonl(root / "data" / "train.jsonl", train_records)
+    write_jsonl(root / "data" / "heldout.jsonl", heldout)
     teacher = llama_config(len(tokenizer), hidden_size=64, num_layers=3)
     teacher_init = save_random_llama(root / "teacher-init", teacher, tokenizer, seed=1)
     student = llama_config(len(tokenizer), hidden_size=32, num_layers=2)

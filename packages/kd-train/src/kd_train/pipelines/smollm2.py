@@ -30,7 +30,7 @@ from kd_train.commands.cache_logits import build_cache
 from kd_train.data.schema import KDRecord
 from kd_train.errors import KDTrainError
 from kd_train.models import llama_config, save_random_llama
-from kd_train.pipelines.common import report, run_stage, write_summary
+from kd_train.pipelines.common import report, run_stage, split_held_out, write_summary
 from kd_train.pipelines.toydata import write_jsonl
 from kd_train.teachers.fingerprint import dataset_fingerprint
 from kd_train.teachers.hf import HFTeacher
@@ -101,7 +101,7 @@ def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[s
     root = out / "smollm2"
     teacher = smollm2_teacher()
     records = local_text_records(360)
-    train_records, heldout = records[:-40], records[-40:]
+    train_records, heldout = split_held_out(records, len(records) - 40, teacher.tokenizer)
     train_file = write_jsonl(root / "data" / "train.jsonl", train_records)
     tokenizer_dir = root / "tokenizer"
     teacher.tokenizer.save_pretrained(tokenizer_dir)

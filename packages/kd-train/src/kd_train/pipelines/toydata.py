@@ -2,12 +2,13 @@
 
 * :func:`tool_call_records`: requests answered by a tool call
   ``<call>NAME {"arg": value, ...}</call>`` with ``tool_name`` and ``json_args`` spans, and
-  a share of small arithmetic tasks answered in code mode (``code_mode`` span).
+  a share of small arithmetic tasks answered in code mode (``code_mode`` span); at most
+  :data:`TOOL_CALL_ROWS` (9,828) distinct rows, every one at most once.
 * :func:`eight_ball_records`: yes/no questions answered with one of the twenty classic
   Magic 8-Ball replies; the reply is a pure function of the question (a rule the student
   has to learn from the teacher).
 
-The same ``seed`` always gives the same records.
+The same ``seed`` always gives the same records, and no generator repeats a row.
 
 >>> from kd_train.pipelines.toydata import tool_call_records
 >>> rec = tool_call_records(3, seed=0)[0]
@@ -27,10 +28,34 @@ from kd_train.atomic import atomic_write_text
 from kd_train.data.labels import MAGIC_8_BALL_ANSWERS
 from kd_train.data.schema import KDRecord, Span
 
-_CITIES = ("Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Quito", "Perth", "Delhi")
+_CITIES = (
+    "Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Quito", "Perth", "Delhi",
+    "Rome", "Lagos", "Seoul", "Dubai", "Hanoi", "Bogota", "Accra", "Riga",
+)  # fmt: skip
 _UNITS = ("celsius", "fahrenheit")
-_CONTACTS = ("Ana", "Bo", "Chen", "Dara", "Eli", "Femi")
-_TOPICS = ("lunch", "the report", "the trip", "rain", "the game")
+_DAYS = ("today", "Sunday", "Monday")
+_CLOCKS = ("12h", "24h", "iso")
+_CONTACTS = ("Ana", "Bo", "Chen", "Dara", "Eli", "Femi", "Gus", "Hana", "Ivo", "Jun")
+_TOPICS = (
+    "lunch",
+    "the report",
+    "the trip",
+    "rain",
+    "the game",
+    "dinner",
+    "the budget",
+    "the move",
+)
+_OPERANDS = range(2, 100)
+
+#: How many distinct records :func:`tool_call_records` can make (the sum over its four
+#: kinds: code-mode sums, weather, messages, clocks).
+TOOL_CALL_ROWS = (
+    len(_OPERANDS) ** 2
+    + len(_CITIES) * len(_UNITS) * len(_DAYS)
+    + len(_CONTACTS) * len(_TOPICS)
+    + len(_CITIES) * len(_CLOCKS)
+)
 
 
 def _tool_call(name: str, args: dict[str, object]) -> tuple[str, list[Span]]:
@@ -46,32 +71,60 @@ def _tool_call(name: str, args: dict[str, object]) -> tuple[str, list[Span]]:
     ]
 
 
+def _draw_tool_call(rng: random.Random, code_share: float) -> tuple[str, str, list[Span]]:
+    """One ``(prompt, completion, spans)``: about ``code_share`` of them code-mode sums."""
+    kind = rng.random()
+    if kind < code_share:
+        a, b = rng.choice(_OPERANDS), rng.choice(_OPERANDS)
+        code = f"print({a} + {b})"
+        return (
+            f"Use code to add {a} and {b}.\n",
+            f"<code>{code}</code>",
+            [Span("code_mode", 6, 6 + len(code))],
+        )
+    if kind < 0.6:
+        city, unit, day = rng.choice(_CITIES), rng.choice(_UNITS), rng.choice(_DAYS)
+        prompt = f"{city} weather {day}, in {unit}?\n"
+        return prompt, *_tool_call("get_weather", {"city": city, "unit": unit, "day": day})
+    if kind < 0.8:
+        who, topic = rng.choice(_CONTACTS), rng.choice(_TOPICS)
+        prompt = f"Send {who} a message about {topic}.\n"
+        return prompt, *_tool_call("send_message", {"to": who, "text": topic})
+    city, clock = rng.choice(_CITIES), rng.choice(_CLOCKS)
+    prompt = f"What time is it in {city} ({clock})?\n"
+    return prompt, *_tool_call("get_time", {"city": city, "clock": clock})
+
+
 def tool_call_records(n: int, seed: int = 0, code_share: float = 0.25) -> list[KDRecord]:
-    """``n`` tool-call records; about ``code_share`` of them are code-mode arithmetic."""
+    """``n`` distinct tool-call records; about ``code_share`` of them are code-mode arithmetic.
+
+    No two records share their prompt and completion (so no two share a token sequence,
+    and a held-out slice never repeats a training row): a draw that repeats an earlier
+    one is drawn again, so a kind whose rows run out gives way to the others. The first
+    ``m`` records of ``tool_call_records(n, seed)`` are ``tool_call_records(m, seed)``.
+
+    Raises:
+        ValueError: ``n`` is above :data:`TOOL_CALL_ROWS`, the distinct rows there are.
+
+    >>> from kd_train.pipelines.toydata import tool_call_records
+    >>> rows = tool_call_records(300, seed=1)
+    >>> len({(r.prompt, r.completion) for r in rows})
+    300
+    """
+    if n > TOOL_CALL_ROWS:
+        raise ValueError(f"tool_call_records makes at most {TOOL_CALL_ROWS} distinct rows, not {n}")
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
-    records = []
-    for i in range(n):
-        kind = rng.random()
-        if kind < code_share:
-            a, b = rng.randint(2, 99), rng.randint(2, 99)
-            prompt = f"Use code to add {a} and {b}.\n"
-            code = f"print({a} + {b})"
-            completion = f"<code>{code}</code>"
-            spans = [Span("code_mode", 6, 6 + len(code))]
-        elif kind < 0.6:
-            city, unit = rng.choice(_CITIES), rng.choice(_UNITS)
-            prompt = f"What is the weather in {city} in {unit}?\n"
-            completion, spans = _tool_call("get_weather", {"city": city, "unit": unit})
-        elif kind < 0.8:
-            who, topic = rng.choice(_CONTACTS), rng.choice(_TOPICS)
-            prompt = f"Send {who} a message about {topic}.\n"
-            completion, spans = _tool_call("send_message", {"to": who, "text": topic})
-        else:
-            city = rng.choice(_CITIES)
-            prompt = f"What time is it in {city}?\n"
-            completion, spans = _tool_call("get_time", {"city": city})
+    seen: set[tuple[str, str]] = set()
+    records: list[KDRecord] = []
+    while len(records) < n:
+        prompt, completion, spans = _draw_tool_call(rng, code_share)
+        if (prompt, completion) in seen:
+            continue
+        seen.add((prompt, completion))
         records.append(
-            KDRecord(id=f"tool-{seed}-{i}", prompt=prompt, completion=completion, spans=spans)
+            KDRecord(
+                id=f"tool-{seed}-{len(records)}", prompt=prompt, completion=completion, spans=spans
+            )
         )
     return records
 
@@ -92,7 +145,7 @@ def eight_ball_answer(verb: str, when: str) -> str:
 
 
 def eight_ball_questions() -> list[tuple[str, str]]:
-    """Every ``(question, answer)`` of the toy 8-ball grammar (245 of them), in a fixed order."""
+    """Every ``(question, answer)`` of the toy 8-ball grammar (245, all distinct), in order."""
     return [
         (f"Will {s} {v} {w}?", eight_ball_answer(v, w))
         for s in _SUBJECTS
