@@ -5,9 +5,17 @@ Each command line is an :mod:`argparse` parser whose subcommands are discovered 
 subcommand and sets ``func`` (a callable taking the parsed namespace and returning an exit
 code) as its default. Adding a subcommand is adding a module; nothing else changes.
 
-Errors derived from :class:`~kd_train.errors.KDTrainError` are printed as one line on
-standard error and the process exits with status 2; there is no traceback for an input
-problem.
+Exit status, the same for the three command lines: **0** done; **1** a check the command
+runs failed (``kd-eval bench`` targets or baseline, ``kd-convert export`` parity,
+``kd-train generate`` requests that failed after retries); **2** bad input; **3**
+``kd-train generate`` stopped at its budget (:data:`EXIT_CODES`). Bad input is any
+argument or input file the command cannot use: a usage error (argparse), an error derived
+from :class:`~kd_train.errors.KDTrainError`, a file the system refuses to read or write
+(:class:`OSError`: missing, a directory where a file is expected, no permission) or bytes
+that are not UTF-8. Each is printed as one line on standard error, with no traceback, and
+is found before the command writes anything. The argument types below (:func:`finite_float`,
+:func:`positive_int`, :func:`output_file`, :func:`output_dir`, ...) refuse the commonest
+ones while the command line is parsed.
 
 A command module imports only what its parser needs at the top (argparse, the standard
 library, light kd modules); torch, transformers and the modules that import them are
@@ -27,19 +35,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
+import math
 import pkgutil
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from kd_train.errors import KDTrainError
 
 #: Exit status for an input or usage error reported through :class:`~kd_train.errors.KDTrainError`.
 EXIT_INPUT_ERROR = 2
+
+#: Every exit status the command lines use, and what it means.
+EXIT_CODES = {
+    0: "done",
+    1: "a check failed (bench targets or baseline, export parity, generate requests)",
+    2: "bad input: a usage error or an argument, config value or file the command cannot use",
+    3: "kd-train generate stopped at its budget",
+}
 
 CommandFunc = Callable[[argparse.Namespace], int]
 
@@ -72,12 +91,26 @@ def build_parser(
     >>> parser.prog
     'kd-train'
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = OneLineErrorParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"{prog} {version}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _command_modules(commands):
         module.register(subparsers)
     return parser
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose usage errors are one line (exit status 2).
+
+    ``PROG: error: MESSAGE (see PROG --help)``; the full usage stays in ``--help``.
+    Subcommand parsers are of the same class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line on standard error and exit with status 2."""
+        self.exit(
+            EXIT_INPUT_ERROR, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n"
+        )
 
 
 def _command_modules(commands: ModuleType) -> list[ModuleType]:
@@ -102,8 +135,163 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> i
         with library_progress(None if no_progress is None else not no_progress):
             return func(args)
     except KDTrainError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        message = str(exc)
+    except OSError as exc:  # the system refused a path the user gave
+        message = describe_os_error(exc)
+    except UnicodeError as exc:
+        message = f"an input is not valid UTF-8 text ({exc}); re-encode it as UTF-8"
+    print(f"{parser.prog}: error: {one_line(message)}", file=sys.stderr)
+    return EXIT_INPUT_ERROR
+
+
+def one_line(message: str) -> str:
+    r"""``message`` on one line: line breaks become ``"; "``.
+
+    >>> from kd_train.cliutil import one_line
+    >>> one_line("bad config\n  lr: must be > 0\n")
+    'bad config; lr: must be > 0'
+    """
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``PATH: reason`` for an :class:`OSError` about a path, else the error's own text.
+
+    >>> from kd_train.cliutil import describe_os_error
+    >>> import errno
+    >>> describe_os_error(IsADirectoryError(errno.EISDIR, "Is a directory", "out"))
+    'out: Is a directory (a directory where a file is expected)'
+    """
+    if exc.filename is None or exc.strerror is None:
+        return str(exc) or type(exc).__name__
+    names = str(exc.filename) + ("" if exc.filename2 is None else f" -> {exc.filename2}")
+    return f"{names}: {exc.strerror}{_OS_HINTS.get(exc.errno or 0, '')}"
+
+
+_OS_HINTS = {
+    errno.EISDIR: " (a directory where a file is expected)",
+    errno.ENOTDIR: " (a file where a directory is expected)",
+    errno.EEXIST: " (a file where a directory is expected, or an output that exists)",
+}
+
+
+def finite_float(text: str) -> float:
+    """Argument type: a finite number (``nan`` and ``inf`` are refused).
+
+    >>> from kd_train.cliutil import finite_float
+    >>> finite_float("0.5")
+    0.5
+    >>> finite_float("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a finite number, got 'nan'
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """Argument type: a finite number ``>= 0``."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _int(text: str, least: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """Argument type: an integer ``>= 1``.
+
+    >>> from kd_train.cliutil import positive_int
+    >>> positive_int("3")
+    3
+    """
+    return _int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """Argument type: an integer ``>= 0``."""
+    return _int(text, 0, "an integer >= 0")
+
+
+def output_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be written as a file, or ``None`` when nothing is in the way.
+
+    In the way: a directory at ``path``, or a file where one of its folders should be.
+
+    >>> from kd_train.cliutil import output_file_problem
+    >>> output_file_problem("/dev/null/x.json")
+    '/dev/null/x.json: /dev/null is a file, not a directory'
+    """
+    target = Path(path)
+    if target.is_dir():
+        return f"{path} is a directory; expected the path of a file to write"
+    return _ancestor_problem(target)
+
+
+def _ancestor_problem(path: Path) -> str | None:
+    """A file where a folder above ``path`` should be (the nearest existing one is checked)."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{path}: {parent} is a file, not a directory"
+    return None
+
+
+def output_file(text: str) -> Path:
+    """Argument type: a file to write; refused when a directory is in the way.
+
+    >>> import tempfile
+    >>> from kd_train.cliutil import output_file
+    >>> output_file(tempfile.gettempdir())
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: ... is a directory; expected the path of a file to write
+    """
+    problem = output_file_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return Path(text)
+
+
+def output_dir(text: str) -> Path:
+    """Argument type: a directory to write into; refused when a file is in the way.
+
+    >>> from kd_train.cliutil import output_dir
+    >>> output_dir("/dev/null/run")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: /dev/null/run: /dev/null is a file, not a directory
+    """
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; expected a directory")
+    problem = _ancestor_problem(path)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return path
+
+
+def input_file(text: str) -> Path:
+    """Argument type: an existing file to read (not a directory)."""
+    path = Path(text)
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not found"
+        raise argparse.ArgumentTypeError(f"{text} is {what}; expected a file to read")
+    return path
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:

@@ -3,7 +3,13 @@ import json
 import pytest
 from kd_train.data.schema import KDRecord
 from kd_train.errors import KDTrainError
-from kd_train.generate.output import Prompt, RecordAppender, read_prompts, recover_output
+from kd_train.generate.output import (
+    Prompt,
+    RecordAppender,
+    read_prompts,
+    recover_output,
+    written_ids,
+)
 
 
 def write(path, lines):
@@ -53,6 +59,30 @@ def test_recover_refuses_a_foreign_file(tmp_path):
     path = write(tmp_path / "out.jsonl", ['{"id": "a"}', "not json"])
     with pytest.raises(KDTrainError, match=r"out\.jsonl:2: not a KD record line"):
         recover_output(path)
+
+
+def test_a_foreign_file_is_refused_unchanged_even_its_partial_last_line(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"from": "another run"}\nno newline at the end')
+    with pytest.raises(KDTrainError, match=r"out\.jsonl:1: not a KD record line"):
+        recover_output(path)
+    assert path.read_bytes() == b'{"from": "another run"}\nno newline at the end'
+
+
+def test_written_ids_reads_without_changing_the_file(tmp_path):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"id": "a"}\n{"id": "b"}\n{"id": "c", "pro')
+    assert written_ids(path) == ({"a", "b"}, 24)
+    assert path.read_bytes().endswith(b'"pro')
+    assert written_ids(tmp_path / "none.jsonl") == (set(), 0)
+
+
+@pytest.mark.parametrize("content", [b'{"id": "a"}\n\xff\xfe\n', b'{"id": "a"}\n\n'])
+def test_a_line_that_is_not_utf8_json_is_named(tmp_path, content):
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(KDTrainError, match=r"out\.jsonl:2: not a KD record line"):
+        written_ids(path)
 
 
 def test_appender_writes_one_complete_line_per_record(tmp_path):

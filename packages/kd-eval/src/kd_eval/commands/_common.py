@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
+
+from kd_train.cliutil import finite_float, non_negative_int, output_file, positive_int
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:
     """Add ``--out`` (report JSON) and ``--name`` options."""
     parser.add_argument(
-        "--out", type=Path, help="write the result as a kd-eval report (JSON) to this file"
+        "--out", type=output_file, help="write the result as a kd-eval report (JSON) to this file"
     )
     parser.add_argument("--name", help="name of the run in the report (default: the model's)")
     parser.add_argument(
@@ -23,9 +24,9 @@ def add_bootstrap(parser: argparse.ArgumentParser) -> None:
     """Add ``--resamples``, ``--seed`` and ``--confidence`` of the bootstrap intervals."""
     from kd_eval.stats.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--confidence", type=float, default=DEFAULT_CONFIDENCE)
+    parser.add_argument("--resamples", type=positive_int, default=DEFAULT_RESAMPLES)
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED)
+    parser.add_argument("--confidence", type=finite_float, default=DEFAULT_CONFIDENCE)
 
 
 def finish(args: argparse.Namespace, default_name: str, **sections: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kd_train.atomic import atomic_write_bytes
+from kd_train.cliutil import output_dir
 
 from kd_eval.commands._common import add_output, finish
 from kd_eval.curves import QUALITIES, curves_section
@@ -19,7 +20,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("reports", type=Path, nargs="+", help="one kd-eval report per student")
     parser.add_argument("--quality", choices=sorted(QUALITIES), default="forward_kl")
-    parser.add_argument("--png-dir", type=Path, help="write curves-<cost>.png here")
+    parser.add_argument("--png-dir", type=output_dir, help="write curves-<cost>.png here")
     add_output(parser)
     parser.set_defaults(func=run)
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import positive_int
+
 from kd_eval.commands._common import add_bootstrap, add_output, finish, print_aggregate
 
 
@@ -19,13 +21,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--student", type=Path, required=True, help="student model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
     parser.add_argument(
-        "--max-new-tokens", type=int, default=32, help="new tokens per prompt, greedy (32)"
+        "--max-new-tokens", type=positive_int, default=32, help="new tokens per prompt, greedy (32)"
     )
     parser.add_argument(
-        "--draft-tokens", type=int, default=5, help="tokens the student drafts per round (5)"
+        "--draft-tokens",
+        type=positive_int,
+        default=5,
+        help="tokens the student drafts per round (5)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=1, help="timed runs per prompt; the fastest is kept (1)"
+        "--repeats",
+        type=positive_int,
+        default=1,
+        help="timed runs per prompt; the fastest is kept (1)",
     )
     add_bootstrap(parser)
     add_output(parser)

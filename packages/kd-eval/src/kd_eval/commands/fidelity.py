@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import positive_int
+
 from kd_eval.commands._common import add_bootstrap, add_output, finish, print_aggregate
 
 
@@ -17,7 +19,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
     parser.add_argument("--student", type=Path, required=True, help="student model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
-    parser.add_argument("--top-k", type=int, default=5, help="k of the top-k overlap (5)")
+    parser.add_argument("--top-k", type=positive_int, default=5, help="k of the top-k overlap (5)")
     add_bootstrap(parser)
     add_output(parser)
     parser.set_defaults(func=run)

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import output_dir
+
 
 def register(subparsers: Any) -> None:
     """Add the ``report`` subcommand."""
@@ -13,7 +15,9 @@ def register(subparsers: Any) -> None:
         "report", help="merge fidelity, task, bench and curves results into JSON + HTML"
     )
     parser.add_argument("inputs", type=Path, nargs="+", help="reports written by kd-eval commands")
-    parser.add_argument("--out-dir", type=Path, required=True, help="writes report.json/.html")
+    parser.add_argument(
+        "--out-dir", type=output_dir, required=True, help="writes report.json/.html"
+    )
     parser.add_argument("--name", help="name of the run (default: the first input's)")
     parser.add_argument(
         "--before",

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import positive_int
+
 from kd_eval.commands._common import add_output, finish
 
 
@@ -17,7 +19,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fixtures", type=Path, help="recorded tool results (JSON list) to replay calls against"
     )
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=64)
     add_output(parser)
     parser.set_defaults(func=run)
 

@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kd_train.cliutil import progress_bar
+from kd_train.cliutil import output_dir, progress_bar
 from kd_train.errors import KDTrainError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--teacher", required=True, type=Path, help="teacher model directory")
     parser.add_argument("--data", required=True, type=Path, help="KD dataset (JSONL)")
-    parser.add_argument("--out", required=True, type=Path, help="cache directory to write")
+    parser.add_argument("--out", required=True, type=output_dir, help="cache directory to write")
     parser.add_argument("--k", required=True, type=int, help="top-k entries per position")
     parser.add_argument("--shard-size", type=int, default=1024, help="records per shard")
     parser.add_argument(
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             raise KDTrainError(f"--{name.replace('_', '-')} must be >= {least}, got {value}")
     if not args.data.is_file():
         raise KDTrainError(f"dataset {args.data} does not exist; pass a JSONL file with --data")
+    require_device(args.device)
     records = list(read_records(args.data))
     teacher = HFTeacher.from_pretrained(
         args.teacher,
@@ -115,6 +116,30 @@ def run(args: argparse.Namespace) -> int:
     }
     print(json.dumps(summary))
     return 0
+
+
+def require_device(name: str) -> None:
+    """Refuse a ``--device`` torch cannot use here (an unknown name, CUDA without a GPU).
+
+    Raises:
+        kd_train.errors.KDTrainError: naming the device and what would work.
+    """
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise KDTrainError(
+            f"--device {name!r} is not a device; use cpu, cuda, cuda:N or mps"
+        ) from None
+    usable = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available()
+        and (device.index is None or device.index < torch.cuda.device_count()),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not usable.get(device.type, False):
+        raise KDTrainError(f"--device {name!r} is not available on this machine; use cpu")
 
 
 def encode_for_cache(

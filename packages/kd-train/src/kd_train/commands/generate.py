@@ -15,6 +15,7 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+from kd_train.cliutil import output_file_problem
 from kd_train.errors import KDTrainError
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = _api_key(config)
     tokenizer = _tokenizer(config)
     prompts = read_prompts(config.prompts)
+    _check_output(config, tokenizer)
     store = open_store(config.store_url)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     _open_budget(store, config, owner)
@@ -110,6 +112,27 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _check_output(config: GenerateConfig, tokenizer: Any) -> None:
+    """Refuse an existing output that this run would not append to, before writing anything.
+
+    The output must hold only KD record lines (:func:`~kd_train.generate.output.written_ids`)
+    made by the same teacher settings (:func:`~kd_train.generate.manifest.check_teacher`),
+    and both are read-only checks here: the store, the manifest and the output are
+    touched only once they pass.
+    """
+    from kd_train.generate.manifest import TeacherSettings, check_teacher
+    from kd_train.generate.output import written_ids
+    from kd_train.teachers.fingerprint import tokenizer_fingerprint
+
+    problem = output_file_problem(config.out)
+    if problem is not None:
+        raise KDTrainError(f"out: {problem}")
+    ids, _ = written_ids(config.out)
+    if ids:  # with records, check_teacher only reads and compares
+        fingerprint = tokenizer_fingerprint(tokenizer) if tokenizer is not None else None
+        check_teacher(config.out, TeacherSettings.of(config.teacher, fingerprint), has_records=True)
 
 
 def _config(args: argparse.Namespace) -> GenerateConfig:

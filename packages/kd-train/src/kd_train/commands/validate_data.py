@@ -5,7 +5,8 @@ printing ``FILE:LINE: FIELD: REASON``. ``--mode quarantine`` reads the whole fil
 each rejected row verbatim to the quarantine file (``--quarantine PATH``, by default
 ``<stem>.quarantine.jsonl`` next to the input), prints a summary in which
 ``rows = accepted + quarantined`` and exits with status 0. ``--json`` prints the summary as
-JSON instead.
+JSON instead. An empty file is refused (status 2) in both modes, and so is, as a row, a
+record longer than ``--max-record-bytes`` (16 MiB by default), which is never read whole.
 """
 
 from __future__ import annotations
@@ -15,21 +16,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kd_train.cliutil import output_file, positive_int
 from kd_train.errors import KDTrainError
 
 #: The values of ``--mode``: :data:`kd_train.data.quarantine.MODES` (spelled out so that
 #: ``--help`` does not import torch; a test keeps the two equal).
 MODE_NAMES = ("strict", "quarantine")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -48,15 +40,22 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--quarantine",
-        type=Path,
+        type=output_file,
         metavar="PATH",
         help="where rejected rows go in quarantine mode (default: <stem>.quarantine.jsonl)",
     )
     parser.add_argument(
         "--vocab-size",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="reject teacher_topk ids >= N (the teacher's vocabulary size)",
+    )
+    parser.add_argument(
+        "--max-record-bytes",
+        type=positive_int,
+        metavar="N",
+        default=None,
+        help="reject a record (line) longer than N bytes (default 16 MiB)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
@@ -76,12 +75,15 @@ def run(args: argparse.Namespace) -> int:
         quarantine = args.quarantine or default_quarantine_path(path)
         if quarantine.resolve() == path.resolve():
             raise KDTrainError(f"{quarantine}: the quarantine file must not be the input file")
+        if quarantine.is_dir():
+            raise KDTrainError(f"{quarantine} is a directory; give --quarantine a file path")
     report = validate_file(
         path,
         mode=args.mode,
         quarantine_path=quarantine,
         vocab_size=args.vocab_size,
         progress=True,
+        max_record_bytes=args.max_record_bytes,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0

@@ -1,7 +1,12 @@
 r"""Streaming JSONL I/O for KD datasets: one record in memory at a time, atomic writes.
 
 Reading goes line by line through a buffered binary file (never ``readlines``), so memory
-stays flat whatever the dataset size. Duplicate ids are rejected through an
+stays flat whatever the dataset size, and each line is read with a bounded ``readline``:
+a line longer than :data:`MAX_RECORD_BYTES` (16 MiB; ``max_record_bytes=`` on every
+reader, ``--max-record-bytes`` on ``kd-train validate-data``) is skipped in 64 KiB pieces,
+never held, and reported as a row with code ``record_too_large`` naming its file and line.
+A file with no line at all is refused (code ``empty_file``): an empty dataset is a mistake.
+Duplicate ids are rejected through an
 :class:`IdRegistry`, whose memory is bounded too: it keeps up to :data:`IN_MEMORY_IDS`
 16-byte id hashes in memory, then moves them to a temporary SQLite file that is deleted
 when the reading ends (pass ``unique_ids=False`` to skip the check).
@@ -34,6 +39,7 @@ import sqlite3
 import tempfile
 import weakref
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -46,27 +52,88 @@ from kd_train.data.validate import check_dict, parse_line
 # What a reader accepts: a path, or a binary file object opened by the caller.
 Source = str | Path | IO[bytes]
 
+#: The most bytes one record (one line, without its newline) may have; longer lines are
+#: rejected without being held in memory.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
 
-def iter_lines(source: Source) -> Iterator[tuple[int, bytes]]:
+_SKIP_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class OversizedLine:
+    """Stands for a line longer than the limit, which :func:`iter_lines` did not keep.
+
+    Attributes:
+        size: the line's length in bytes (newline excluded).
+        limit: the limit it broke.
+    """
+
+    size: int
+    limit: int
+
+    def error(self, path: str, line: int) -> DataValidationError:
+        """The :class:`DataValidationError` that reports this line."""
+        return DataValidationError(
+            path,
+            line,
+            None,
+            "record_too_large",
+            f"record is {self.size:,} bytes, over the limit of {self.limit:,} bytes per "
+            "record; split it, or raise the limit (max_record_bytes, --max-record-bytes)",
+        )
+
+
+def iter_lines(
+    source: Source, *, max_record_bytes: int | None = None
+) -> Iterator[tuple[int, bytes | OversizedLine]]:
     r"""Yield ``(line_number, raw_bytes)`` for every line, newline (and ``\r``) removed.
 
-    Blank lines are yielded too (as ``b""``): they count as rows and are reported.
+    Blank lines are yielded too (as ``b""``): they count as rows and are reported. A line
+    over ``max_record_bytes`` (default :data:`MAX_RECORD_BYTES`) is read past in small
+    pieces and yielded as an :class:`OversizedLine`, so at most one line, and never more
+    than the limit, is held in memory.
 
     >>> import io
     >>> from kd_train.data.jsonl import iter_lines
     >>> list(iter_lines(io.BytesIO(b'{"a": 1}\r\n\nlast')))
     [(1, b'{"a": 1}'), (2, b''), (3, b'last')]
+    >>> list(iter_lines(io.BytesIO(b'12345\nok'), max_record_bytes=4))
+    [(1, OversizedLine(size=5, limit=4)), (2, b'ok')]
     """
+    limit = MAX_RECORD_BYTES if max_record_bytes is None else max_record_bytes
+    if limit < 1:
+        raise ValueError(f"max_record_bytes must be >= 1, got {limit}")
     with contextlib.ExitStack() as stack:
         handle = (
             stack.enter_context(open(source, "rb")) if isinstance(source, str | Path) else source
         )
-        for number, raw in enumerate(handle, start=1):
+        number = 0
+        while raw := handle.readline(limit + 2):  # room for the line's own "\r\n"
+            number += 1
             if raw.endswith(b"\n"):
                 raw = raw[:-1]
-            if raw.endswith(b"\r"):
+                ended = True
+            else:
+                ended = len(raw) < limit + 2  # the last line, without a newline
+            if raw.endswith(b"\r") and (ended or len(raw) <= limit):
                 raw = raw[:-1]
-            yield number, raw
+            if ended and len(raw) <= limit:
+                yield number, raw
+                continue
+            size = len(raw)
+            del raw  # hold no more of an oversized line while skipping the rest
+            while not ended:
+                piece = handle.readline(_SKIP_CHUNK)
+                ended = not piece or piece.endswith(b"\n")
+                size += len(piece) - (1 if piece.endswith(b"\n") else 0)
+            yield number, OversizedLine(size, limit)
+
+
+def empty_file_error(path: str) -> DataValidationError:
+    """The error for a dataset file with no line at all."""
+    return DataValidationError(
+        path, 1, None, "empty_file", "the file is empty; expected one JSON record per line"
+    )
 
 
 def source_name(source: Source) -> str:
@@ -224,7 +291,11 @@ def _drop_index(db: sqlite3.Connection, path: Path) -> None:
 
 
 def read_records(
-    source: Source, *, vocab_size: int | None = None, unique_ids: bool = True
+    source: Source,
+    *,
+    vocab_size: int | None = None,
+    unique_ids: bool = True,
+    max_record_bytes: int | None = None,
 ) -> Iterator[KDRecord]:
     """Yield the records of a JSONL dataset one at a time; stop at the first invalid row.
 
@@ -235,20 +306,28 @@ def read_records(
         source: a path, or a binary file object (read line by line, not closed here).
         vocab_size: when given, every ``teacher_topk`` id must be below it.
         unique_ids: reject a record whose ``id`` appeared on an earlier line.
+        max_record_bytes: the most bytes one line may have (default
+            :data:`MAX_RECORD_BYTES`).
 
     Yields:
         Each record, in file order.
 
     Raises:
-        DataValidationError: at the first invalid row (file, line, field and reason).
+        DataValidationError: at the first invalid row (file, line, field and reason), a
+            line over the byte limit, or a file with no line.
     """
     name = source_name(source)
+    number = 0
     with IdRegistry(name) if unique_ids else contextlib.nullcontext() as seen:
-        for number, raw in iter_lines(source):
+        for number, raw in iter_lines(source, max_record_bytes=max_record_bytes):
+            if isinstance(raw, OversizedLine):
+                raise raw.error(name, number)
             record = parse_line(raw, name, number, vocab_size=vocab_size)
             if seen is not None:
                 seen.add(record.id, number)
             yield record
+    if number == 0:
+        raise empty_file_error(name)
 
 
 def encode_record(record: KDRecord) -> bytes:

@@ -15,6 +15,8 @@ The quarantine file is JSONL, one object per rejected row, in input order::
 
 ``raw_base64`` holds the original bytes of the line (without its ``\n``) exactly, even when
 they are not UTF-8; ``raw`` is the same line as text, or ``null`` when it is not UTF-8.
+A line over the per-record byte limit (code ``record_too_large``) is never held in memory,
+so both are ``null`` for it.
 ``field`` is ``null`` when the whole line is at fault. The file is written atomically and
 appears when the iteration finishes; in quarantine mode it is always written, empty when
 nothing was rejected.
@@ -46,7 +48,7 @@ from typing import IO, Any, Literal
 from kd_train.atomic import atomic_open
 from kd_train.cliutil import progress_bar
 from kd_train.data.errors import DataValidationError
-from kd_train.data.jsonl import IdRegistry, iter_lines
+from kd_train.data.jsonl import IdRegistry, OversizedLine, empty_file_error, iter_lines
 from kd_train.data.schema import KDRecord
 from kd_train.data.validate import parse_line
 
@@ -131,7 +133,7 @@ class ValidationReport:
         }
 
 
-def quarantine_line(error: DataValidationError, raw: bytes) -> bytes:
+def quarantine_line(error: DataValidationError, raw: bytes | None) -> bytes:
     r"""Return the quarantine-file line for a rejected row (JSON + ``\n``).
 
     >>> import base64, json
@@ -142,10 +144,10 @@ def quarantine_line(error: DataValidationError, raw: bytes) -> bytes:
     >>> (entry["line"], entry["raw"], base64.b64decode(entry["raw_base64"]))
     (2, None, b'\xff{')
     """
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+    text: str | None = None
+    if raw is not None:
+        with contextlib.suppress(UnicodeDecodeError):
+            text = raw.decode("utf-8")
     entry = {
         "source": error.path,
         "line": error.line,
@@ -153,7 +155,7 @@ def quarantine_line(error: DataValidationError, raw: bytes) -> bytes:
         "code": error.code,
         "reason": error.reason,
         "raw": text,
-        "raw_base64": base64.b64encode(raw).decode("ascii"),
+        "raw_base64": None if raw is None else base64.b64encode(raw).decode("ascii"),
     }
     # ensure_ascii: a raw line with lone surrogates must still be written as valid UTF-8.
     return json.dumps(entry, ensure_ascii=True).encode("ascii") + b"\n"
@@ -185,6 +187,7 @@ def iter_valid_records(
     vocab_size: int | None = None,
     report: ValidationReport | None = None,
     progress: bool = False,
+    max_record_bytes: int | None = None,
 ) -> Iterator[KDRecord]:
     """Yield the valid records of ``path`` one at a time, in ``strict`` or ``quarantine`` mode.
 
@@ -197,12 +200,15 @@ def iter_valid_records(
         vocab_size: when given, every ``teacher_topk`` id must be below it.
         report: filled in as rows are read (pass one to read the counts afterwards).
         progress: show a progress bar (bytes read) on standard error.
+        max_record_bytes: the most bytes one line may have (default
+            :data:`kd_train.data.jsonl.MAX_RECORD_BYTES`); a longer one is a rejected row.
 
     Yields:
         Each valid record, in file order.
 
     Raises:
-        DataValidationError: in strict mode, at the first invalid row.
+        DataValidationError: in strict mode, at the first invalid row; in both modes, for
+            a file with no line at all (code ``empty_file``).
         ValueError: ``mode`` is unknown, or quarantine mode has no ``quarantine_path``.
     """
     if mode not in MODES:
@@ -227,20 +233,25 @@ def iter_valid_records(
             desc=name,
         ) as bar,
     ):
-        for number, raw in iter_lines(path):
+        for number, raw in iter_lines(path, max_record_bytes=max_record_bytes):
             report.rows += 1
-            bar.update(len(raw) + 1)
+            kept = raw if isinstance(raw, bytes) else None
+            bar.update((len(raw) if isinstance(raw, bytes) else raw.size) + 1)
             try:
+                if isinstance(raw, OversizedLine):
+                    raise raw.error(name, number)
                 record = parse_line(raw, name, number, vocab_size=vocab_size)
                 seen.add(record.id, number)
             except DataValidationError as error:
                 report.reject(error)
                 if mode == "strict":
                     raise
-                rejects.write(quarantine_line(error, raw))
+                rejects.write(quarantine_line(error, kept))
                 continue
             report.accepted += 1
             yield record
+        if report.rows == 0:
+            raise empty_file_error(name)
     if report.quarantined:
         logger.warning("%s", report.summary().splitlines()[0])
 
@@ -252,11 +263,12 @@ def validate_file(
     quarantine_path: str | Path | None = None,
     vocab_size: int | None = None,
     progress: bool = False,
+    max_record_bytes: int | None = None,
 ) -> ValidationReport:
     """Validate every row of ``path``; return the report (see :func:`iter_valid_records`).
 
     Raises:
-        DataValidationError: in strict mode, at the first invalid row.
+        DataValidationError: in strict mode, at the first invalid row; for an empty file.
     """
     report = ValidationReport(str(path), mode)
     for _ in iter_valid_records(
@@ -266,6 +278,7 @@ def validate_file(
         vocab_size=vocab_size,
         report=report,
         progress=progress,
+        max_record_bytes=max_record_bytes,
     ):
         pass
     return report

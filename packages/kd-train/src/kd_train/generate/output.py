@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from kd_train.atomic import fsync_dir
+from kd_train.data.jsonl import OversizedLine, iter_lines
 from kd_train.data.schema import KDRecord
 from kd_train.errors import KDTrainError
 
@@ -43,19 +44,29 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     """Read a JSONL prompts file (objects with string ``id`` and ``prompt``; ids unique).
 
     Raises:
-        kd_train.errors.KDTrainError: the file is missing, or a line is not such an object
-            (the message names file and line).
+        kd_train.errors.KDTrainError: the file is missing or holds no prompt, or a line is
+            not such an object, not UTF-8 or over the per-record byte limit (the message
+            names file and line).
     """
     source = Path(path)
     if not source.is_file():
         raise KDTrainError(f"prompts file {source} does not exist")
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
-    with source.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+    with source.open("rb") as handle:  # bounded lines (MAX_RECORD_BYTES), bytes checked
+        for number, raw in iter_lines(handle):
+            if isinstance(raw, OversizedLine):
+                raise raw.error(str(source), number)
+            if not raw.strip():
                 continue
             where = f"{source}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise KDTrainError(
+                    f"{where}: bytes are not valid UTF-8 ({exc.reason} at byte {exc.start + 1}); "
+                    "re-encode the file as UTF-8"
+                ) from None
             try:
                 row = json.loads(line)
             except ValueError as exc:
@@ -72,35 +83,74 @@ def read_prompts(path: str | Path) -> list[Prompt]:
                 )
             seen[row["id"]] = number
             prompts.append(Prompt(row["id"], row["prompt"]))
+    if not prompts:
+        raise KDTrainError(f"prompts file {source} holds no prompt; give one JSON object a line")
     return prompts
+
+
+def written_ids(path: str | Path) -> tuple[set[str], int]:
+    """Scan an output without changing it: the ids of its complete lines, and their length.
+
+    Lines are read one at a time (bounded by the per-record byte limit); a last line
+    without its newline is a write cut short by a kill and is not looked at.
+
+    Returns:
+        ``(ids, keep)``: the ids written, and the byte length of the complete lines
+        (``(set(), 0)`` when ``path`` does not exist).
+
+    Raises:
+        kd_train.errors.KDTrainError: ``path`` is not a file, or a complete line is not a
+            UTF-8 JSON object with an ``id`` (the file was written by something else).
+    """
+    target = Path(path)
+    if not target.exists():
+        return set(), 0
+    if not target.is_file():
+        raise KDTrainError(f"{target} is not a file; give the output JSONL file")
+    ids: set[str] = set()
+    keep = 0
+    with target.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        for number, raw in iter_lines(handle):
+            end = handle.tell()
+            if end == size and not _ends_with_newline(handle, size):
+                break  # the partial last line
+            keep = end
+            try:
+                if isinstance(raw, OversizedLine):
+                    raise ValueError("over the per-record byte limit")
+                row: Any = json.loads(raw.decode("utf-8"))
+                ids.add(str(row["id"]))
+            except (ValueError, KeyError, TypeError):
+                raise KDTrainError(
+                    f"{target}:{number}: not a KD record line; the output file was written "
+                    "by something else: pass another --out"
+                ) from None
+            handle.seek(end)
+    return ids, keep
+
+
+def _ends_with_newline(handle: IO[bytes], size: int) -> bool:
+    handle.seek(size - 1)
+    return handle.read(1) == b"\n"
 
 
 def recover_output(path: str | Path) -> set[str]:
     """Truncate ``path`` to its last complete line and return the ids written (``set()`` if new).
 
+    The file is checked (:func:`written_ids`) before anything is cut, so a file written
+    by something else is refused unchanged.
+
     Raises:
-        kd_train.errors.KDTrainError: a complete line is not a JSON object with a string ``id``.
+        kd_train.errors.KDTrainError: a complete line is not a JSON object with an ``id``.
     """
+    ids, keep = written_ids(path)
     target = Path(path)
-    if not target.exists():
-        return set()
-    with target.open("rb+") as handle:
-        data = handle.read()
-        keep = data.rfind(b"\n") + 1
-        if keep != len(data):
+    if target.exists() and target.stat().st_size != keep:
+        with target.open("rb+") as handle:
             handle.truncate(keep)
             handle.flush()
             os.fsync(handle.fileno())
-    ids: set[str] = set()
-    for number, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
-        try:
-            row: Any = json.loads(line)
-            ids.add(str(row["id"]))
-        except (ValueError, KeyError, TypeError):
-            raise KDTrainError(
-                f"{target}:{number}: not a KD record line; the output file was written by "
-                "something else: pass another --out"
-            ) from None
     return ids
 
 
