@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -69,3 +70,27 @@ def test_resume_of_a_moved_run_directory_writes_where_the_run_now_is(config_file
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (printed["run_dir"], printed["step"]) == (str(moved), 3)
     assert not original.exists()  # nothing written back to where the run first lived
+
+
+def test_the_run_manifest_records_the_held_out_check(tmp_path, tiny_llama_dir, tiny_teacher_dir):
+    rows = tool_call_records(20)
+    rows[17] = dataclasses.replace(rows[4], id="copy-of-4")  # held out, repeats a training row
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    cfg = {
+        "student": {"path": str(tiny_llama_dir)},
+        "teacher": {"kind": "hf", "path": str(tiny_teacher_dir)},
+        "data": {"train": "train.jsonl", "eval_fraction": 0.2, "max_length": 48},
+        "train": {"max_steps": 1, "batch_size": 4, "threads": 1},
+        "output_dir": "run",
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["distill", "--config", str(tmp_path / "run.yaml"), "--no-progress"]) == 0
+    held_out = json.loads((tmp_path / "run" / "run_manifest.json").read_text())["held_out"]
+    assert held_out == {
+        "split": "eval",
+        "policy": "drop",
+        "checked": 4,
+        "overlapping": 1,
+        "dropped": 1,
+        "first": [["copy-of-4", rows[4].id]],
+    }

@@ -10,6 +10,7 @@ the thing; the loop only sees their results.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
+from kd_train.data.holdout import OverlapReport, drop_overlap, refuse_overlap
 from kd_train.data.schema import SPAN_KINDS
 from kd_train.errors import KDTrainError
 from kd_train.losses.combined import DistillationLoss
@@ -34,12 +36,16 @@ from kd_train.trainer.config import DataConfig, HTTPSettings, StudentConfig, Tea
 __all__ = [
     "IGNORE_INDEX",
     "Example",
+    "Splits",
     "build_loss",
     "load_examples",
+    "load_splits",
     "load_student",
     "load_teacher",
     "require_teacher_serves",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
@@ -208,11 +214,34 @@ def require_cache_covers(
         )
 
 
-def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The tokenised train and eval examples, and what the held-out check found.
+
+    Attributes:
+        train: the training examples.
+        eval: the evaluation examples, none of which repeats a training token sequence.
+        overlap: the content check of ``eval`` against ``train``
+            (:class:`~kd_train.data.holdout.OverlapReport`; the run manifest records it).
+    """
+
+    train: list[Example]
+    eval: list[Example]
+    overlap: OverlapReport
+
+
+def load_splits(cfg: DataConfig, tokenizer: Any) -> Splits:
     """Read, validate and tokenise the train and eval splits (:mod:`kd_train.data`).
 
-    Without ``data.eval`` the last ``eval_fraction`` of the train file is held out. Records
-    longer than ``data.max_length`` have their completion cut (``truncation="truncate"``).
+    Without ``data.eval`` the last ``eval_fraction`` of the train file is held out, minus
+    the examples whose token sequence is also in the training part (dropped, counted in
+    ``overlap`` and logged). A separate ``data.eval`` file that repeats a training token
+    sequence is refused (:mod:`kd_train.data.holdout`). Records longer than
+    ``data.max_length`` have their completion cut (``truncation="truncate"``).
+
+    Raises:
+        kd_train.data.holdout.HeldOutOverlapError: ``data.eval`` repeats training examples.
+        kd_train.errors.KDTrainError: a file is missing, or a row is invalid.
     """
     tok_cfg = TokenizeConfig(max_length=cfg.max_length, truncation="truncate")
 
@@ -223,9 +252,20 @@ def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[
 
     train = encode(cfg.train)
     if cfg.eval is not None:
-        return train, encode(cfg.eval)
+        held = encode(cfg.eval)
+        return Splits(train, held, refuse_overlap(train, held, source=f"data.eval {cfg.eval}"))
     n_eval = int(len(train) * cfg.eval_fraction)
-    return train[: len(train) - n_eval], train[len(train) - n_eval :]
+    train, held = train[: len(train) - n_eval], train[len(train) - n_eval :]
+    kept, report = drop_overlap(train, held)
+    if report.dropped:
+        logger.warning("data.eval_fraction: %s; dropped them from eval", report.describe())
+    return Splits(train, kept, report)
+
+
+def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[Example]]:
+    """``(train, eval)`` of :func:`load_splits` (its held-out report left out)."""
+    splits = load_splits(cfg, tokenizer)
+    return splits.train, splits.eval
 
 
 def _require_dir(path: str, key: str) -> None:

@@ -59,7 +59,7 @@ from kd_train.trainer.components import (
     IGNORE_INDEX,
     Example,
     build_loss,
-    load_examples,
+    load_splits,
     load_student,
     load_teacher,
     require_cache_covers,
@@ -141,7 +141,8 @@ def train(
         environ=environ or {},
         layers=config.loss.hidden is not None,
     )
-    train_set, eval_set = load_examples(config.data, tokenizer)
+    splits = load_splits(config.data, tokenizer)
+    train_set, eval_set = splits.train, splits.eval
     require_cache_covers(teacher, train_set, "train", config.data.max_length)
     require_cache_covers(eval_teacher, eval_set, "eval", config.data.max_length)
     require_teacher_serves(config.loss, teacher, train_set, "train")
@@ -337,7 +338,14 @@ def train(
     digests = distributed.replica_digests(student, ctx)
     if ctx.is_main:
         save_student(student, tokenizer, student_dir, final.state_dict())
-        write_run_manifest(run_dir, config, state, tokenizer, replica_sha256=digests)
+        write_run_manifest(
+            run_dir,
+            config,
+            state,
+            tokenizer,
+            replica_sha256=digests,
+            held_out=splits.overlap.to_dict(),
+        )
     distributed.barrier(ctx)
     distributed.shutdown(ctx)
     return TrainResult(run_dir, student_dir, state, row)

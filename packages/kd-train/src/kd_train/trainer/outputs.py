@@ -89,12 +89,16 @@ def write_run_manifest(
     state: TrainState,
     tokenizer: Any,
     replica_sha256: list[str] | None = None,
+    held_out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``run_dir/run_manifest.json`` atomically and return its content.
 
     ``replica_sha256`` holds the SHA-256 of every rank's final weights (one entry per
     process; all equal in a healthy run; see
     :func:`kd_train.trainer.distributed.replica_digests` for what they show under FSDP).
+    ``held_out`` is the content check of the eval split against training
+    (:meth:`kd_train.data.holdout.OverlapReport.to_dict`: examples checked, overlapping,
+    dropped, the first pairs), stored under ``"held_out"``.
     """
     datasets = {"train": config.data.train}
     if config.data.eval is not None:
@@ -108,6 +112,7 @@ def write_run_manifest(
         "state": dataclasses.asdict(state),
         "allowed_changes": [dataclasses.asdict(change) for change in state.changes],
         "replica_sha256": replica_sha256 or [],
+        "held_out": held_out,
     }
     atomic_write_text(Path(run_dir) / "run_manifest.json", json.dumps(manifest, indent=2))
     return manifest
