@@ -8,7 +8,7 @@ and generate runners, ``kd-eval bench``):
   SHA-256 list of ``contract.json`` is no defence: whoever writes the artifact writes the
   contract. Such a file is opened only when the caller passes :data:`TRUST_FLAG` (or
   ``trust_artifact=True``); :func:`untrusted_message` is the refusal every package raises.
-  :func:`archive_problems` reads a zip archive with :mod:`zipfile` and :mod:`pickletools`
+  :func:`archive_problems` reads a zip archive with ``zipfile`` and ``pickletools``
   (which decode, never execute) and lists what kd's exporters never write: a pickle that
   imports anything beyond torch's tensor rebuilders, a ``use_pickle`` weights or constants
   entry, a compiled library, a legacy pickled weights file.
@@ -83,7 +83,7 @@ def archive_problems(path: str | Path) -> list[str]:
     """List what in the zip archive at ``path`` would unpickle more than tensors.
 
     Reads member names, the ``torch.export`` payload configs (JSON) and the opcodes of every
-    pickle (:func:`pickletools.genops` decodes without executing), including those of an
+    pickle (``pickletools.genops`` decodes without executing), including those of an
     archive nested one level down (``torch.export``'s sample inputs). An empty list means the
     archive holds nothing kd's exporters would not write; loading it still needs trust.
     """

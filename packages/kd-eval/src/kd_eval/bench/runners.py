@@ -201,7 +201,7 @@ class TorchScriptRunner(FullRecomputeRunner):
 
     @torch.no_grad()
     def run(self, feeds: list[np.ndarray]) -> torch.Tensor:
-        """Call the module; its refusal of a shape becomes a :class:`BenchError`."""
+        """Call the module; its refusal of a shape becomes a :class:`~kd_eval.errors.BenchError`."""
         try:
             return _pick_logits(self.module(*(torch.from_numpy(a) for a in feeds)))
         except (RuntimeError, AssertionError) as exc:  # a TorchScript error, a shape guard
@@ -292,7 +292,7 @@ class ONNXRunner(FullRecomputeRunner):
         return feed
 
     def run(self, feeds: list[np.ndarray]) -> torch.Tensor:
-        """Run the session; its refusal of a shape becomes a :class:`BenchError`."""
+        """Run the session; its refusal of a shape becomes a :class:`~kd_eval.errors.BenchError`."""
         names = ["input_ids", "attention_mask"][: len(feeds)]
         try:
             (out,) = self.session.run([self.output], dict(zip(names, feeds, strict=True)))
