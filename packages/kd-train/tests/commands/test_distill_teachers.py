@@ -230,7 +230,8 @@ def test_an_http_teacher_scores_the_students_own_samples_like_the_hf_teacher(
     hf = distill(workdir, "hf-sampled", teacher, tiny_llama_dir, train=sampled)
     with LoopbackTeacherServer(tiny_teacher_dir) as server:
         http = distill(workdir, "http-sampled", http_teacher(server), tiny_llama_dir, train=sampled)
-        scored_tokens = sum(usage["prompt_tokens"] for usage in server.answered)
+        # the first two answers are the endpoint's probe (kd_train.teachers.http.scoring)
+        scored_tokens = sum(usage["prompt_tokens"] for usage in server.answered[2:])
     # Same sampler seed and a student that does not move (lr 0): the same samples.
     hf_samples = (workdir / "hf-sampled" / "samples.jsonl").read_text()
     assert (workdir / "http-sampled" / "samples.jsonl").read_text() == hf_samples

@@ -4,7 +4,8 @@ Keys (a config file holds any of them; a flag given on the command line wins):
 
 ``prompts``, ``out`` (paths), ``base_url``, ``model``, ``api`` (``completions``/``chat``),
 ``api_key_env`` (the *name* of the environment variable holding the key), ``max_tokens``,
-``top_logprobs``, ``temperature``, ``timeout``, ``concurrency``, ``rpm``, ``budget``
+``top_logprobs``, ``temperature``, ``sampling_extensions``, ``timeout``, ``concurrency``,
+``rpm``, ``budget``
 (USD; needs a price above 0), ``budget_name``, ``change_budget`` (set the cap of an existing
 shared budget), ``price_per_1k_prompt``, ``price_per_1k_completion`` (USD),
 ``store`` (database URL; default: ``kd-store.sqlite`` next to ``out``), ``tokenizer``
@@ -81,6 +82,11 @@ class EndpointSettings(ConfigModel):
         description="How prompts are scored for training (``echo`` or vLLM's ``prompt_logprobs``).",
     )
     temperature: Float = Field(default=0.0, description="Sampling temperature (0: greedy).")
+    sampling_extensions: Bool = Field(
+        default=True,
+        description="Also send llama.cpp's and vLLM's sampling parameters at neutral values "
+        "(``repeat_penalty`` 1, ``top_k`` 0, ...); ``false`` for the OpenAI API.",
+    )
     timeout: Annotated[float, Strict(), Field(gt=0.0)] = Field(
         default=60.0, description="Seconds per attempt."
     )

@@ -27,7 +27,8 @@ from kd_train.generate.output import Prompt, RecordAppender, recover_output
 from kd_train.store import BudgetExhaustedError, BudgetOverrunError, nanos_to_usd
 from kd_train.teachers.fingerprint import tokenizer_fingerprint
 from kd_train.teachers.http import HTTPTeacher, HTTPTeacherError, Response
-from kd_train.teachers.openai_api import parse_generation, token_to_id
+from kd_train.teachers.openai_api import parse_generation
+from kd_train.teachers.tokens import TokenMap, generation_topk
 
 
 @dataclass
@@ -44,6 +45,10 @@ class GenerateSummary:
         unconfirmed_usd: the worst case charged for this run's requests that were sent but
             got no usable answer (the provider may have billed them); the budget counts it.
         failed: prompts whose requests failed for good (rerun to retry them).
+        topk_unmapped: records written without ``teacher_topk`` because a position's
+            returned tokens map to no single id (``metadata["teacher_topk_unmapped"]``).
+        chosen_not_top: records where, at temperature 0, a chosen token is not the
+            top-ranked one (``metadata["teacher_chosen_not_top"]``: the server sampled).
         budget_stop: the message of the budget stop, when the run stopped for the budget.
     """
 
@@ -55,6 +60,8 @@ class GenerateSummary:
     spent_usd: float = 0.0
     unconfirmed_usd: float = 0.0
     failed: int = 0
+    topk_unmapped: int = 0
+    chosen_not_top: int = 0
     budget_stop: str | None = None
 
     @property
@@ -91,7 +98,7 @@ def generate_dataset(
     check_teacher(out, TeacherSettings.of(teacher.config, fingerprint), has_records=bool(done))
     todo = [p for p in prompts if p.id not in done]
     summary = GenerateSummary(prompts=len(prompts), already_written=len(prompts) - len(todo))
-    vocab = dict(tokenizer.get_vocab()) if tokenizer is not None else None
+    vocab = TokenMap.of(tokenizer) if tokenizer is not None else None
     window = 2 * teacher.config.concurrency
     bar = progress_bar(
         total=len(prompts), initial=summary.already_written, enabled=progress, desc="generate"
@@ -119,8 +126,11 @@ def generate_dataset(
                 except HTTPTeacherError:
                     summary.failed += 1
                     continue
-                appender.append(to_record(prompt, response, teacher, vocab))
+                record = to_record(prompt, response, teacher, vocab)
+                appender.append(record)
                 summary.written += 1
+                summary.topk_unmapped += int("teacher_topk_unmapped" in record.metadata)
+                summary.chosen_not_top += int("teacher_chosen_not_top" in record.metadata)
                 summary.cache_hits += int(response.cached)
                 summary.paid += int(not response.cached)
                 summary.spent_usd += nanos_to_usd(response.cost_nanos)
@@ -131,25 +141,46 @@ def generate_dataset(
 
 
 def to_record(
-    prompt: Prompt, response: Response, teacher: HTTPTeacher, vocab: dict[str, int] | None
+    prompt: Prompt, response: Response, teacher: HTTPTeacher, vocab: TokenMap | None
 ) -> KDRecord:
     """Build the KD record of ``prompt`` from the endpoint's ``response``.
 
-    Top log-probs become ``teacher_topk`` (``[n_tokens][k]`` ids and log-probs, ``k`` the
-    fewest alternatives any token got) when ``vocab`` maps token strings to ids; otherwise
-    they are kept as strings in ``metadata["teacher_top_logprobs"]``.
+    With ``vocab`` (the teacher tokenizer's :class:`~kd_train.teachers.tokens.TokenMap`),
+    top log-probs become ``teacher_topk`` (``[n_tokens][k]`` ids and log-probs, ``k`` =
+    ``top_logprobs``) and the chosen tokens ``metadata["teacher_chosen"]`` (ids); a record
+    whose returned tokens cannot all be mapped, or whose chosen tokens do not join into the
+    completion, keeps no ``teacher_topk``: ``metadata["teacher_topk_unmapped"]`` says why
+    (:func:`~kd_train.teachers.tokens.generation_topk`). Without it they are kept as
+    strings in ``metadata["teacher_top_logprobs"]``. At temperature 0, the positions whose
+    chosen token is not the top-ranked one are listed in
+    ``metadata["teacher_chosen_not_top"]``.
     """
     gen = parse_generation(teacher.config.api, response.body)
     metadata: dict[str, Any] = {"teacher_model": teacher.config.model}
     topk = None
-    if gen.top and all(gen.top):
-        k = min(len(t) for t in gen.top)
-        tokens = [[tok for tok, _ in t[:k]] for t in gen.top]
-        logprobs = [[min(0.0, lp) for _, lp in t[:k]] for t in gen.top]
+    k = teacher.config.top_logprobs
+    if teacher.config.temperature == 0.0 and gen.top:
+        off = [
+            i
+            for i, (tok, top) in enumerate(zip(gen.tokens, gen.top, strict=False))
+            if top and tok != top[0][0]
+        ]
+        if off:
+            metadata["teacher_chosen_not_top"] = off
+    if gen.top and k > 0:
         if vocab is not None:
-            topk = TeacherTopK([[token_to_id(t, vocab) for t in row] for row in tokens], logprobs)
+            mapped = generation_topk(vocab, gen, k)
+            if mapped.chosen is not None:
+                metadata["teacher_chosen"] = mapped.chosen
+            if mapped.problem is None:
+                topk = TeacherTopK(mapped.ids, mapped.logprobs)
+            else:
+                metadata["teacher_topk_unmapped"] = mapped.problem
         else:
+            tokens = [[tok for tok, _ in t[:k]] for t in gen.top]
+            logprobs = [[min(0.0, lp) for _, lp in t[:k]] for t in gen.top]
             metadata["teacher_top_logprobs"] = {"tokens": tokens, "logprobs": logprobs}
+            metadata["teacher_chosen_tokens"] = gen.tokens
     return KDRecord(
         id=prompt.id,
         prompt=prompt.prompt,

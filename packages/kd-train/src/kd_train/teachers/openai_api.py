@@ -47,7 +47,7 @@ e.g. ``"Ġthe"``), or read directly from vLLM's ``"token_id:123"`` form.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kd_train.errors import KDTrainError
@@ -75,12 +75,23 @@ class Usage:
 
 @dataclass(frozen=True)
 class Generation:
-    """A parsed answer: text, generated token strings, and per token its top ``(token, lp)``."""
+    """A parsed answer: text, generated token strings, and per token its top ``(token, lp)``.
+
+    Attributes:
+        text: the completion (``text``, or the chat message's ``content``).
+        tokens: the chosen (generated) token of every position, as the endpoint names it.
+        top: per position, the alternatives ``(token, lp)``, most likely first.
+        usage: the reported token counts.
+        token_bytes: per position, the chosen token's ``bytes`` (``None`` where not given).
+        top_bytes: per position and alternative, its ``bytes`` (``None`` where not given).
+    """
 
     text: str
     tokens: list[str]
     top: list[list[tuple[str, float]]]
     usage: Usage | None
+    token_bytes: list[list[int] | None] = field(default_factory=list)
+    top_bytes: list[list[list[int] | None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -98,21 +109,74 @@ class PromptScores:
     returned: list[str | None]
 
 
+#: llama.cpp's and vLLM's sampling extensions, set so that they change nothing: llama.cpp
+#: applies ``repeat_penalty`` 1.1, ``top_k`` 40 and ``min_p`` 0.05 unless told otherwise.
+NEUTRAL_EXTENSIONS: dict[str, Any] = {
+    "repeat_penalty": 1.0,
+    "repetition_penalty": 1.0,
+    "top_k": 0,
+    "min_p": 0.0,
+    "typical_p": 1.0,
+    "tfs_z": 1.0,
+    "mirostat_mode": 0,
+}
+
+
+def sampling_params(temperature: float, extensions: bool = True) -> dict[str, Any]:
+    """Every sampling parameter that matters, sent explicitly (never a server's default).
+
+    The OpenAI ones always (``temperature``, ``top_p`` 1, both penalties 0, ``n`` 1);
+    with ``extensions``, :data:`NEUTRAL_EXTENSIONS` too (the OpenAI API refuses them).
+
+    >>> from kd_train.teachers.openai_api import sampling_params
+    >>> sampling_params(0.0)["repeat_penalty"], "top_k" in sampling_params(0.0, False)
+    (1.0, False)
+    """
+    params: dict[str, Any] = {
+        "temperature": temperature,
+        "top_p": 1.0,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+        "n": 1,
+    }
+    if extensions:
+        params.update(NEUTRAL_EXTENSIONS)
+    return params
+
+
 def generation_request(
-    api: Api, model: str, prompt: str, max_tokens: int, top_logprobs: int, temperature: float
+    api: Api,
+    model: str,
+    prompt: str,
+    max_tokens: int,
+    top_logprobs: int,
+    temperature: float,
+    extensions: bool = True,
 ) -> dict[str, Any]:
     """Return the JSON body asking ``model`` to answer ``prompt`` with top-k log-probs.
 
+    Every sampling parameter is explicit (:func:`sampling_params`); ``max_tokens`` must be
+    at least 1, since llama.cpp reads 0 as "no limit".
+
     >>> from kd_train.teachers.openai_api import generation_request
-    >>> generation_request("chat", "m", "hi", 8, 5, 0.0)["top_logprobs"]
-    5
+    >>> body = generation_request("chat", "m", "hi", 8, 5, 0.0)
+    >>> body["top_logprobs"], body["repeat_penalty"], body["max_tokens"]
+    (5, 1.0, 8)
+
+    Raises:
+        ValueError: ``max_tokens`` is below 1.
     """
+    if max_tokens < 1:
+        raise ValueError(
+            f"max_tokens must be >= 1 (0 means 'no limit' to llama.cpp), got {max_tokens}"
+        )
+    sampling = sampling_params(temperature, extensions)
     if api == "chat":
         return {
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
-            "temperature": temperature,
+            **sampling,
             "logprobs": top_logprobs > 0,
             "top_logprobs": top_logprobs,
         }
@@ -120,26 +184,29 @@ def generation_request(
         "model": model,
         "prompt": prompt,
         "max_tokens": max_tokens,
-        "temperature": temperature,
+        **sampling,
     }
     if top_logprobs > 0:
         body["logprobs"] = top_logprobs
     return body
 
 
-def echo_request(model: str, ids: list[int], k: int) -> dict[str, Any]:
-    """Return the ``echo`` body that scores token ids ``ids`` with top-``k`` log-probs."""
+def echo_request(model: str, ids: list[int] | str, k: int) -> dict[str, Any]:
+    """Return the ``echo`` body that scores a prompt (token ids, or text) with top-``k``.
+
+    ``max_tokens`` is 1, never 0 (llama.cpp reads 0 as "no limit").
+    """
     return {
         "model": model,
         "prompt": ids,
         "echo": True,
         "logprobs": k,
         "max_tokens": 1,
-        "temperature": 0.0,
+        **sampling_params(0.0, extensions=False),
     }
 
 
-def prompt_logprobs_request(model: str, ids: list[int], k: int) -> dict[str, Any]:
+def prompt_logprobs_request(model: str, ids: list[int] | str, k: int) -> dict[str, Any]:
     """Return vLLM's ``prompt_logprobs`` body that scores ``ids`` with top-``k`` log-probs.
 
     ``logprobs: k`` adds the distribution after the last prompt token (the generated
@@ -156,12 +223,12 @@ def prompt_logprobs_request(model: str, ids: list[int], k: int) -> dict[str, Any
         "prompt_logprobs": k,
         "logprobs": k,
         "max_tokens": 1,
-        "temperature": 0.0,
+        **sampling_params(0.0, extensions=False),
         "return_tokens_as_token_ids": True,
     }
 
 
-def scoring_request(scoring: Scoring, model: str, ids: list[int], k: int) -> dict[str, Any]:
+def scoring_request(scoring: Scoring, model: str, ids: list[int] | str, k: int) -> dict[str, Any]:
     """Return the body of the ``scoring`` form for ``ids`` (:func:`echo_request` or vLLM's)."""
     if scoring == "prompt_logprobs":
         return prompt_logprobs_request(model, ids, k)
@@ -194,25 +261,37 @@ def parse_generation(api: Api, body: Any) -> Generation:
     """
     try:
         choice = body["choices"][0]
+        token_bytes: list[list[int] | None] = []
+        top_bytes: list[list[list[int] | None]] = []
         if api == "chat":
             text = choice["message"]["content"] or ""
             entries = (choice.get("logprobs") or {}).get("content") or []
             tokens = [str(e["token"]) for e in entries]
-            top = [
-                _sorted([(str(a["token"]), float(a["logprob"])) for a in e["top_logprobs"]])
-                for e in entries
-            ]
+            token_bytes = [_raw(e.get("bytes")) for e in entries]
+            top = []
+            for e in entries:
+                alts = sorted(
+                    (
+                        (str(a["token"]), float(a["logprob"]), _raw(a.get("bytes")))
+                        for a in e["top_logprobs"]
+                    ),
+                    key=lambda a: -a[1],
+                )
+                top.append([(t, lp) for t, lp, _ in alts])
+                top_bytes.append([raw for _, _, raw in alts])
         else:
             text = choice["text"]
             logprobs = choice.get("logprobs") or {}
             tokens = [str(t) for t in logprobs.get("tokens") or []]
             # echo answers have None for the first prompt token: no context, no distribution
             top = [_sorted(_pairs(d or {})) for d in logprobs.get("top_logprobs") or []]
+            token_bytes = [None] * len(tokens)
+            top_bytes = [[None] * len(t) for t in top]
         if not isinstance(text, str):
             raise TypeError("text is not a string")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
         raise MalformedResponseError(f"unexpected {api} response shape: {exc!r}") from exc
-    return Generation(text, tokens, top, parse_usage(body))
+    return Generation(text, tokens, top, parse_usage(body), token_bytes, top_bytes)
 
 
 def parse_echo(body: Any, n_prompt: int) -> PromptScores:
@@ -308,15 +387,27 @@ def token_names(tokenizer: Any, token_id: int) -> set[str]:
     }
 
 
-def first_mismatch(tokenizer: Any, ids: list[int], returned: list[str | None]) -> int | None:
+def first_mismatch(
+    tokenizer: Any, ids: list[int], returned: list[str | None], shown: Any | None = None
+) -> int | None:
     """The first position ``i`` whose ``returned[i]`` is not a name of ``ids[i]``, else ``None``.
 
-    ``None`` entries (nothing returned) are not compared.
+    ``None`` entries (nothing returned) are not compared. With ``shown`` (a
+    :class:`~kd_train.teachers.tokens.TokenMap`), the text a server shows after dropping
+    invalid UTF-8 counts as a name too, and ``""`` for a special token (llama.cpp renders
+    neither part of a character nor a special token).
     """
     pieces = tokenizer.convert_ids_to_tokens(ids)  # the common case, in one call
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for i, (token_id, name) in enumerate(zip(ids, returned, strict=True)):
         if name is None or name == pieces[i] or name == f"token_id:{token_id}":
             continue
+        if shown is not None:
+            raw = shown.token_bytes[token_id] if token_id < len(shown.token_bytes) else None
+            if raw is not None and name == raw.decode("utf-8", errors="ignore"):
+                continue
+            if name == "" and token_id in special:
+                continue
         if name not in token_names(tokenizer, token_id):
             return i
     return None
@@ -347,6 +438,13 @@ def _decoded(item: Any, token_id: int) -> str:
         return f"<no entry for id {token_id}>"
     decoded = dict(item).get("decoded_token")
     return f"token_id:{token_id}" if decoded is None else str(decoded)
+
+
+def _raw(value: Any) -> list[int] | None:
+    """A token's ``bytes`` field: a list of byte values, or ``None``."""
+    if value is None:
+        return None
+    return [int(b) for b in value]
 
 
 def _pairs(entry: Any) -> list[tuple[str, float]]:

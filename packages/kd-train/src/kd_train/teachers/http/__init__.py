@@ -11,6 +11,14 @@ logits. ``scoring`` picks the request form (:mod:`kd_train.teachers.openai_api`)
 * ``"prompt_logprobs"``: vLLM's ``prompt_logprobs: k`` plus ``logprobs: k`` for the
   position after the last prompt token.
 
+**Probe.** Servers differ in what they accept and how they align the scores (llama.cpp's
+server takes text prompts only and shifts echoed scores by one), so the first scoring call
+probes the endpoint once with a prompt whose answer is known
+(:mod:`~kd_train.teachers.http.scoring`) and refuses one whose shape cannot be established.
+Returned token strings (vocabulary strings, token text, ``"token_id:N"``, ``bytes``) are
+mapped to ids the way the tokenizer family stores bytes (:mod:`~kd_train.teachers.tokens`);
+a position whose alternatives do not each fit one id is masked and counted, never shortened.
+
 **Token check.** The endpoint must read the ids with the student's tokenizer. Every prompt
 token the endpoint names (the echoed token, or the ``decoded_token`` in ``prompt_logprobs``)
 is compared with the local tokenizer's; a mismatch raises :class:`HTTPTeacherError` naming
@@ -39,7 +47,9 @@ of ``httpx``'s transports (:mod:`~kd_train.teachers.http.retrying` ->
    * sent, but no usable answer — a timeout on our side, a connection dropped after
      sending, a malformed 200 body, an HTTP 5xx: an *unconfirmed* charge of ``w`` with
      the reason, because the model may have run and been billed;
-   * never sent or refused — a connect error, an HTTP 4xx (429 included): released.
+   * never sent or refused — a connect error, an HTTP 4xx (429 included), any error status
+     whose body carries a validation error (llama.cpp answers an invalid request with a
+     500): released, and a validation error is not retried.
 
 Retries (429, 5xx, timeouts, dropped connections, malformed bodies; exponential backoff
 with jitter, honouring ``Retry-After``, :mod:`kd_train.teachers.retry`) repeat steps 1-4, so
@@ -56,7 +66,12 @@ logged, never part of a cache key, the ledger or a message.
 """
 
 from kd_train.teachers.http.config import UNLIMITED_NANOS, HTTPTeacherConfig
-from kd_train.teachers.http.exchange import Counters, HTTPTeacherError, Response
+from kd_train.teachers.http.exchange import (
+    Counters,
+    HTTPTeacherError,
+    RequestRefusedError,
+    Response,
+)
 from kd_train.teachers.http.teacher import PROMPT_OVERHEAD_TOKENS, HTTPTeacher
 
 __all__ = [
@@ -66,5 +81,6 @@ __all__ = [
     "HTTPTeacher",
     "HTTPTeacherConfig",
     "HTTPTeacherError",
+    "RequestRefusedError",
     "Response",
 ]

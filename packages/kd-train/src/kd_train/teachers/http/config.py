@@ -88,6 +88,10 @@ class HTTPTeacherConfig:
         scoring: how prompts are scored for training: ``"echo"`` (``echo`` + ``logprobs``)
             or ``"prompt_logprobs"`` (vLLM's); see the module docstring.
         temperature: sampling temperature (0: greedy).
+        sampling_extensions: also send llama.cpp's and vLLM's sampling parameters set to
+            neutral values (``repeat_penalty`` 1, ``top_k`` 0, ``min_p`` 0, ...; see
+            :data:`~kd_train.teachers.openai_api.NEUTRAL_EXTENSIONS`), so that no server
+            default changes the tokens; set it false for the OpenAI API, which refuses them.
         timeout: seconds per attempt (connect, read, write and pool).
         concurrency: requests in flight at most.
         rpm: request starts per minute at most (``None``: no limit).
@@ -108,6 +112,7 @@ class HTTPTeacherConfig:
     top_logprobs: int = 5
     scoring: Scoring = "echo"
     temperature: float = 0.0
+    sampling_extensions: bool = True
     timeout: float = 60.0
     concurrency: int = 4
     rpm: float | None = None

@@ -24,6 +24,14 @@ class HTTPTeacherError(KDTrainError):
     """
 
 
+class RequestRefusedError(HTTPTeacherError):
+    """The endpoint refused the request as invalid (a validation error): not retried, not billed.
+
+    Raised for a 4xx, and for a 5xx whose body carries a validation error (llama.cpp's
+    server answers a request it cannot parse with HTTP 500).
+    """
+
+
 @dataclass(frozen=True)
 class Call:
     """One request: the URL path, the JSON body, its cache key and its worst-case cost.
@@ -57,12 +65,14 @@ class Failure:
         billed: whether the provider may have run (and billed) the request.
         retry_after: the server's ``Retry-After`` in seconds, if it sent one.
         final: not worth retrying (a refusal such as HTTP 400 or 401).
+        refused: the endpoint said the request is invalid (a validation error).
     """
 
     problem: str
     billed: bool
     retry_after: float | None = None
     final: bool = False
+    refused: bool = False
 
 
 @dataclass
@@ -71,7 +81,8 @@ class Counters:
 
     ``spent_nanos`` is the confirmed cost of answered requests; ``unconfirmed`` counts the
     attempts sent without a usable answer and ``unconfirmed_nanos`` their worst case, charged
-    to the budget because the provider may have billed them.
+    to the budget because the provider may have billed them. ``unscored`` counts the prompt
+    positions scoring left masked (no distribution, or alternatives without one id each).
     """
 
     cache_hits: int = 0
@@ -81,6 +92,7 @@ class Counters:
     spent_nanos: int = 0
     unconfirmed: int = 0
     unconfirmed_nanos: int = 0
+    unscored: int = 0
 
 
 class Layer(Protocol):

@@ -11,7 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
-from kd_train.teachers.http.exchange import Call, Count, HTTPTeacherError, Layer, Response
+from kd_train.teachers.http.exchange import (
+    Call,
+    Count,
+    HTTPTeacherError,
+    Layer,
+    RequestRefusedError,
+    Response,
+)
 from kd_train.teachers.retry import RetryPolicy, Uniform
 
 logger = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ class Retrying:
         """The answer to ``call``.
 
         Raises:
+            RequestRefusedError: the endpoint refused the request as invalid.
             HTTPTeacherError: a final failure (such as HTTP 401), or every attempt failed.
         """
         policy = self._policy
@@ -51,6 +59,8 @@ class Retrying:
                 return outcome
             if outcome.final:
                 self._count(failed=1)
+                if outcome.refused:
+                    raise RequestRefusedError(outcome.problem)
                 raise HTTPTeacherError(outcome.problem)
             problem = outcome.problem
             if attempt == policy.max_attempts:

@@ -5,6 +5,7 @@ See :mod:`kd_train.teachers.http` for the request path.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -23,6 +24,7 @@ from kd_train.teachers.http.cache import ResponseCache
 from kd_train.teachers.http.config import HTTPTeacherConfig
 from kd_train.teachers.http.exchange import Call, Counters, HTTPTeacherError, Response
 from kd_train.teachers.http.retrying import Retrying
+from kd_train.teachers.http.scoring import EndpointShape, after_each, probe_endpoint, read_scores
 from kd_train.teachers.http.throttle import Throttle
 from kd_train.teachers.http.wire import Wire
 from kd_train.teachers.openai_api import (
@@ -30,11 +32,12 @@ from kd_train.teachers.openai_api import (
     MalformedResponseError,
     first_mismatch,
     generation_request,
-    parse_scores,
     scoring_request,
-    token_to_id,
 )
 from kd_train.teachers.retry import Uniform
+from kd_train.teachers.tokens import Mapped, TokenMap, map_alternatives
+
+logger = logging.getLogger(__name__)
 
 _CROSS = (
     "an HTTP teacher must share the student's tokenizer; cross-tokenizer distillation is "
@@ -77,8 +80,10 @@ class HTTPTeacher:
         self.tokenizer = tokenizer
         self.owner = owner
         self.counters = Counters()
-        self._vocab: dict[str, int] | None = None
+        self._token_map: TokenMap | None = None
+        self._shape: EndpointShape | None = None
         self._lock = threading.Lock()
+        self._probe_lock = threading.Lock()
         self._wire = Wire(config, api_key, transport)
         budget = Budget(self._wire, config, store, owner, self._count, self._count_tokens)
         limited = Throttle(budget, config.rpm, config.concurrency)
@@ -119,7 +124,13 @@ class HTTPTeacher:
         """
         cfg = self.config
         body = generation_request(
-            cfg.api, cfg.model, prompt, cfg.max_tokens, cfg.top_logprobs, cfg.temperature
+            cfg.api,
+            cfg.model,
+            prompt,
+            cfg.max_tokens,
+            cfg.top_logprobs,
+            cfg.temperature,
+            cfg.sampling_extensions,
         )
         return self._request(PATHS[cfg.api], body, self._prompt_bound(prompt), cfg.max_tokens)
 
@@ -140,24 +151,31 @@ class HTTPTeacher:
     def topk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int) -> TeacherOutput:
         r"""Top-``k`` next-token log-probs at every position of ``input_ids`` ``[B, T]``.
 
-        One request per row (``config.scoring``) scores the row's unmasked tokens through
-        the same path as generation (cache, budget, retries, rate limit); the rows are sent
+        The first call probes the endpoint (:meth:`endpoint_shape`). Then one request per
+        row (``config.scoring``; the row's token ids, or their text where the endpoint
+        takes no ids) scores the row's unmasked tokens through the same path as
+        generation (cache, budget, retries, rate limit); the rows are sent
         ``config.concurrency`` at a time. Returns a top-k
         :class:`~kd_train.teachers.base.TeacherOutput`: ``ids`` int64 and ``logprobs``
-        float32 ``[B, T, k]``, ``mask = attention_mask.bool()``, ``aligned="logits"`` (row
-        ``t`` is the distribution of the token after ``input_ids[:, t]``), on the device of
-        ``input_ids``. Masked positions hold distinct placeholder ids ``0 .. k-1`` at
-        :math:`\log \frac{1}{k+1}` each.
+        float32 ``[B, T, k]``, ``aligned="logits"`` (row ``t`` is the distribution of the
+        token after ``input_ids[:, t]``), on the device of ``input_ids``. ``mask`` is
+        ``attention_mask.bool()`` less the positions the endpoint gave no usable
+        distribution for: none (the first token, on a ``shifted`` endpoint), or one whose
+        alternatives fit several token ids (``""``); they are counted in
+        ``counters.unscored`` and logged, never shortened. Masked positions hold distinct
+        placeholder ids ``0 .. k-1`` at :math:`\log \frac{1}{k+1}` each.
 
         Raises:
-            HTTPTeacherError: the endpoint names a prompt token differently from the local
-                tokenizer (another tokenizer), returns fewer than ``k`` alternatives, or an
-                answer without the scores; or as for every request.
+            HTTPTeacherError: the endpoint's prompt scoring cannot be established; it names
+                a prompt token differently from the local tokenizer (another tokenizer), or
+                an alternative that is no token of it; or as for every request.
         """
-        vocab = self._vocab_map()
+        tm = self._tokens()
+        self.endpoint_shape(k)
         batch, length = input_ids.shape
         ids = torch.arange(k, dtype=torch.int64).expand(batch, length, k).clone()
         logprobs = torch.full((batch, length, k), -math.log(k + 1), dtype=torch.float32)
+        mask = attention_mask.bool().cpu().clone()
         rows = {}
         for row in range(batch):
             positions = attention_mask[row].nonzero().flatten().tolist()
@@ -165,61 +183,102 @@ class HTTPTeacher:
                 rows[row] = (positions, [int(t) for t in input_ids[row, positions].tolist()])
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             scored = {
-                row: pool.submit(self._score_row, row, positions, tokens, k)
+                row: pool.submit(self._score_row, row, positions, tokens, k, tm)
                 for row, (positions, tokens) in rows.items()
             }
+        unscored: list[str] = []
         for row, (positions, _tokens) in rows.items():
-            tops = scored[row].result()  # the first failed row, in row order, raises
-            for pos, top in zip(positions, tops, strict=True):
-                if len(top) < k:
+            mapped = scored[row].result()  # the first failed row, in row order, raises
+            for pos, got in zip(positions, mapped, strict=True):
+                if got is not None and got.problem is None:
+                    ids[row, pos] = torch.tensor(got.ids)
+                    logprobs[row, pos] = torch.tensor(got.logprobs)
+                    continue
+                if got is not None and got.foreign:
                     raise HTTPTeacherError(
-                        f"topk: the endpoint returned {len(top)} alternatives at position "
-                        f"{pos} of row {row}, fewer than k={k}; lower teacher.topk"
+                        f"topk: row {row}, position {pos}: {got.problem}, so not in the "
+                        f"student's tokenizer: the endpoint serves another tokenizer ({_CROSS})"
                     )
-                ids[row, pos] = torch.tensor(
-                    [self._token_id(t, vocab, row, pos) for t, _ in top[:k]]
-                )
-                logprobs[row, pos] = torch.tensor([lp for _, lp in top[:k]])
+                mask[row, pos] = False
+                unscored.append(f"row {row} position {pos}: {got.problem if got else 'none'}")
+        if unscored:
+            self._count(unscored=len(unscored))
+            logger.warning(
+                "%s: %d positions without a usable teacher distribution are masked (%s)",
+                self.config.base_url,
+                len(unscored),
+                "; ".join(unscored[:3]),
+            )
         return TeacherOutput(
             ids=ids.to(input_ids.device),
             logprobs=logprobs.to(input_ids.device),
-            mask=attention_mask.bool(),
+            mask=mask.to(input_ids.device),
             aligned="logits",
         )
 
+    def endpoint_shape(self, k: int | None = None) -> EndpointShape:
+        """How the endpoint scores prompts: probed once, on first use (a few requests).
+
+        See :func:`~kd_train.teachers.http.scoring.probe_endpoint`; the probe's requests go
+        through the cache and the budget like any other.
+
+        Raises:
+            HTTPTeacherError: the endpoint's shape or alignment cannot be established.
+        """
+        with self._probe_lock:
+            if self._shape is None:
+                self._shape = probe_endpoint(
+                    self._request,
+                    self.config.scoring,
+                    self.config.model,
+                    self._require_tokenizer(),
+                    k or max(1, self.config.top_logprobs),
+                    self.config.base_url,
+                    self._tokens(),
+                )
+                logger.info("%s scores prompts as %s", self.config.base_url, self._shape)
+            return self._shape
+
     def _score_row(
-        self, row: int, positions: list[int], tokens: list[int], k: int
-    ) -> list[list[tuple[str, float]]]:
-        """Request the scores of one row's ``tokens`` and check the endpoint's tokenizer."""
-        scoring = self.config.scoring
-        body = scoring_request(scoring, self.config.model, tokens, k)
-        answer = self._request(PATHS["completions"], body, len(tokens), 1)
+        self, row: int, positions: list[int], tokens: list[int], k: int, tm: TokenMap
+    ) -> list[Mapped | None]:
+        """Score one row's ``tokens``, check the endpoint read them so, map the alternatives."""
+        scoring, shape, tokenizer = self.config.scoring, self.endpoint_shape(k), self.tokenizer
+        if shape.ids:
+            prompt: list[int] | str = tokens
+            bound = len(tokens)
+        else:
+            prompt = str(
+                self._require_tokenizer().decode(
+                    tokens, skip_special_tokens=False, clean_up_tokenization_spaces=False
+                )
+            )
+            bound = len(tokens) + PROMPT_OVERHEAD_TOKENS
+        body = scoring_request(scoring, self.config.model, prompt, k)
+        answer = self._request(PATHS["completions"], body, bound, 1)
         try:
-            scores = parse_scores(scoring, answer.body, tokens)
+            scores = read_scores(scoring, answer.body, tokens)
         except MalformedResponseError as exc:
             raise HTTPTeacherError(f"topk: {exc}") from exc
-        bad = first_mismatch(self._require_tokenizer(), tokens, scores.returned)
+        names = scores.names[: len(tokens)]
+        if len(names) < len(tokens):
+            raise HTTPTeacherError(
+                f"topk: row {row}: the endpoint read the row as {len(names)} tokens, the "
+                f"student's tokenizer wrote {len(tokens)}"
+            )
+        bad = first_mismatch(tokenizer, tokens, names, tm)
         if bad is not None:
             sent = self._require_tokenizer().convert_ids_to_tokens(tokens[bad])
+            how = "" if shape.ids else " (it takes text only, and re-tokenized the row)"
             raise HTTPTeacherError(
                 f"topk: row {row}, position {positions[bad]}: sent token id {tokens[bad]} "
-                f"({sent!r}), the endpoint returned {scores.returned[bad]!r}: it serves "
+                f"({sent!r}), the endpoint returned {names[bad]!r}{how}: it serves "
                 f"another tokenizer than the student's ({_CROSS})"
             )
-        return scores.top
-
-    @staticmethod
-    def _token_id(token: str, vocab: dict[str, int], row: int, pos: int) -> int:
-        try:
-            return token_to_id(token, vocab)
-        except KDTrainError:
-            raise HTTPTeacherError(
-                f"topk: row {row}, position {pos}: the endpoint returned the alternative "
-                f"{token!r}, which is not in the student's tokenizer. Either the endpoint "
-                f"serves another tokenizer ({_CROSS}), or it names tokens by their text: "
-                "with vLLM, set teacher.http.scoring to 'prompt_logprobs' (it asks for "
-                "'token_id:N' names)"
-            ) from None
+        return [
+            None if entry is None else map_alternatives(tm, [(t, lp, None) for t, lp in entry], k)
+            for entry in after_each(scores, len(tokens), shape.alignment)
+        ]
 
     # -- the request path -------------------------------------------------------------
 
@@ -247,10 +306,11 @@ class HTTPTeacher:
             )
         return self.tokenizer
 
-    def _vocab_map(self) -> dict[str, int]:
-        if self._vocab is None:
-            self._vocab = dict(self._require_tokenizer().get_vocab())
-        return self._vocab
+    def _tokens(self) -> TokenMap:
+        with self._lock:
+            if self._token_map is None:
+                self._token_map = TokenMap.of(self._require_tokenizer())
+            return self._token_map
 
     def _count(self, **deltas: int) -> None:
         with self._lock:

@@ -4,11 +4,16 @@ Never sent: a connect error or a pool timeout (``billed=False``). Sent, but no u
 answer: a read/write timeout, a connection dropped after sending, a malformed 200 body
 (``billed=True``). An HTTP error: ``billed`` for a 5xx (the model may have run), not for a
 4xx refusal; retried when the status is in
-:data:`~kd_train.teachers.retry.RETRY_STATUSES`, else ``final``.
+:data:`~kd_train.teachers.retry.RETRY_STATUSES`, else ``final``. A 4xx or 5xx whose body
+carries a validation error (:func:`validation_error`: FastAPI's 422 ``detail`` list,
+pydantic's "N validation errors", OpenAI's ``invalid_request_error``) is a *refusal*:
+``final``, ``refused`` and not billed, whatever its status: the request never reached the
+model (llama.cpp's server answers a token-id prompt with such an HTTP 500).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -69,6 +74,13 @@ class Wire:
             return Failure(problem, billed=True)
         status = reply.status_code
         if status != 200:
+            invalid = (
+                validation_error(reply) if status >= 400 and status not in (401, 403) else None
+            )
+            if invalid is not None:
+                url = self._base_url + call.path
+                problem = f"POST {url}: HTTP {status}: the endpoint refused the request: {invalid}"
+                return Failure(problem, billed=False, final=True, refused=True)
             if status in RETRY_STATUSES:
                 retry_after = parse_retry_after(reply.headers.get("retry-after"))
                 return Failure(f"HTTP {status}", billed=status >= 500, retry_after=retry_after)
@@ -78,6 +90,42 @@ class Wire:
             return dict(reply.json())
         except (ValueError, TypeError) as exc:
             return Failure(f"malformed response body ({exc})", billed=True)
+
+
+_VALIDATION = re.compile(
+    r"validation errors?\b|invalid_request_error|unrecognized request argument|"
+    r"extra_forbidden|extra inputs are not permitted",
+    re.IGNORECASE,
+)
+
+
+def validation_error(reply: httpx.Response) -> str | None:
+    """The validation error an error answer carries (an excerpt), or ``None``.
+
+    >>> import httpx
+    >>> from kd_train.teachers.http.wire import validation_error
+    >>> body = {"error": {"message": "1 validation error: prompt: Input should be a valid "
+    ...         "string", "type": "internal_server_error"}}
+    >>> validation_error(httpx.Response(500, json=body))[:19]
+    '1 validation error:'
+    >>> validation_error(httpx.Response(500, json={"error": {"message": "CUDA OOM"}})) is None
+    True
+    """
+    try:
+        data = reply.json()
+    except ValueError:
+        data = None
+    if reply.status_code == 422 and isinstance(data, dict) and isinstance(data.get("detail"), list):
+        return str(data["detail"])[:300]
+    error = data.get("error") if isinstance(data, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    kind = error.get("type") if isinstance(error, dict) else None
+    text = " ".join(str(x) for x in (message, kind) if x) or reply.text
+    match = _VALIDATION.search(text)
+    if match is None:
+        return None
+    start = text.find(str(message)) if message and str(message) in text else match.start()
+    return " ".join(text[start : start + 300].split())
 
 
 def _header_safe(key: str) -> bool:

@@ -5,7 +5,9 @@ It serves real log-probs from a tiny real ``transformers`` model (greedy decodin
 a free one), in the formats of :mod:`kd_train.testing.server.answers`, with ``usage``
 figures. Each request gets the fault its :class:`~kd_train.testing.server.faults.FaultPlan`
 draws. ``extra_billed_tokens`` makes every answer report (and bill) that many completion
-tokens more than it produced: a provider that does not honour ``max_tokens``.
+tokens more than it produced: a provider that does not honour ``max_tokens``. ``style``
+picks the answers' format: ``"openai"`` (with vLLM's extensions) or ``"llama.cpp"``
+(llama-cpp-python's server, quirks included; :mod:`kd_train.testing.server.answers`).
 
 Like a real provider, the server *bills* every completion it computes, whether or not the
 client receives it (``drop``, ``malformed``, a ``stall`` the client gave up on): the
@@ -25,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from kd_train.testing.server.answers import build_answer
+from kd_train.testing.server.answers import Refusal, Style, build_answer
 from kd_train.testing.server.faults import FaultPlan
 from kd_train.testing.server.model import ServedModel
 
@@ -35,7 +37,8 @@ class LoopbackTeacherServer:
 
     Attributes:
         base_url: ``http://127.0.0.1:PORT/v1`` once started.
-        counts: requests seen per outcome (``"ok"`` and each fault name).
+        counts: requests seen per outcome (``"ok"``, ``"refused"`` and each fault name).
+        style: the answers' format (``"openai"`` or ``"llama.cpp"``).
         answered: the ``usage`` of every 200 answer with a valid body, in order.
         billed: the ``usage`` of every completion computed, received by the client or not.
         client_gone: requests whose client hung up before the answer was written (a killed
@@ -53,8 +56,10 @@ class LoopbackTeacherServer:
         stall_seconds: float = 5.0,
         report_usage: bool = True,
         extra_billed_tokens: int = 0,
+        style: Style = "openai",
     ) -> None:
         self.model = ServedModel(model_dir)
+        self.style = style
         self.faults = faults or FaultPlan()
         self.api_key = api_key
         self.retry_after = retry_after
@@ -124,7 +129,7 @@ class LoopbackTeacherServer:
 
     def _complete(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
         out, usage = build_answer(
-            self.model, path, body, extra_billed_tokens=self.extra_billed_tokens
+            self.model, path, body, extra_billed_tokens=self.extra_billed_tokens, style=self.style
         )
         if self.report_usage:
             out["usage"] = usage
@@ -132,9 +137,11 @@ class LoopbackTeacherServer:
             self.billed.append(usage)
         return out, usage
 
-    def _tally(self, outcome: str) -> None:
+    def _tally(self, outcome: str, instead_of: str | None = None) -> None:
         with self._lock:
             self.counts[outcome] += 1
+            if instead_of is not None:
+                self.counts[instead_of] -= 1
 
     def _answered(self, usage: dict[str, int]) -> None:
         with self._lock:
@@ -199,7 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             return self._send(400, {"error": {"message": "request body is not JSON"}})
-        out, usage = server._complete(self.path, body)  # billed now, delivered or not
+        try:
+            out, usage = server._complete(self.path, body)  # billed now, delivered or not
+        except Refusal as refusal:  # invalid: refused before the model runs, billed nothing
+            server._tally("refused", instead_of=fault)
+            return self._send(refusal.status, refusal.body)
         if fault == "drop":
             self.close_connection = True
             return None

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from kd_train.teachers.tokens import TokenMap
+
 
 class ServedModel:
     """A saved ``transformers`` model and its tokenizer, run one request at a time.
@@ -22,6 +24,7 @@ class ServedModel:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         self.lock = threading.Lock()
+        self._bytes: list[bytes | None] | None = None
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         """Token ids of a text prompt (ids are kept as given); ``[bos]`` for an empty one."""
@@ -40,6 +43,23 @@ class ServedModel:
                     break
             logprobs = torch.log_softmax(self.model(seq).logits[0].float(), dim=-1)
         return seq[0, len(ids) :].tolist(), logprobs
+
+    def vocab_size(self) -> int:
+        """How many token ids the model has."""
+        return int(self.model.get_input_embeddings().weight.shape[0])
+
+    def shown(self, ids: list[int]) -> list[str]:
+        """Token strings as llama.cpp's server shows them (its bytes, invalid UTF-8 dropped).
+
+        ``""`` for a token that holds part of a character, and for a special token.
+        """
+        special = set(self.tokenizer.all_special_ids)
+        if self._bytes is None:
+            self._bytes = TokenMap.of(self.tokenizer).token_bytes
+        return [
+            "" if i in special else (self._bytes[i] or b"").decode("utf-8", errors="ignore")
+            for i in ids
+        ]
 
     def names(self, ids: list[int], as_ids: bool) -> list[str]:
         """Token strings of ``ids``: vocabulary strings, or ``"token_id:N"`` (``as_ids``)."""
