@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kd_train.cliutil import output_dir, positive_int
 from rich.console import Console
 from rich.table import Table
 
@@ -24,15 +25,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
     parser.add_argument("model_dir", type=Path, metavar="MODEL_DIR")
-    parser.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    parser.add_argument("out_dir", type=output_dir, metavar="OUT_DIR")
     parser.add_argument(
         "--lengths",
         default=",".join(map(str, TOY_LENGTHS)),
         help="enumerated sequence lengths, comma separated (default: %(default)s)",
     )
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=positive_int, default=1)
     parser.add_argument("--quantize", choices=["int8"], default=None, help="Core ML only")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX only")
+    parser.add_argument("--opset", type=positive_int, default=18, help="ONNX only")
     parser.add_argument(
         "--for",
         choices=TASKS,
@@ -43,7 +44,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-length",
-        type=int,
+        type=positive_int,
         default=None,
         help="generation only: positions the KV cache may hold, prompt + new tokens "
         "(default: the model's max_position_embeddings)",

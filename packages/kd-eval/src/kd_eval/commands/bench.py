@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from kd_train.atomic import atomic_write_text
+from kd_train.cliutil import (
+    non_negative_float,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
 
 from kd_eval.bench.baseline import compare_to_baseline, load_baseline
 from kd_eval.bench.targets import check_targets, load_targets
@@ -44,21 +50,32 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seq-lens", type=_ints, default=[32, 128], help="e.g. 32,128")
     parser.add_argument("--batch-sizes", type=_ints, default=[1], help="e.g. 1,8")
-    parser.add_argument("--new-tokens", type=int, default=8, help="tokens generated per request")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed requests per config")
+    parser.add_argument(
+        "--new-tokens", type=positive_int, default=8, help="tokens generated per request"
+    )
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=5, help="untimed requests per config"
+    )
     parser.add_argument(
         "--repeats",
-        type=int,
+        type=positive_int,
         default=MIN_SAMPLES_FOR_P99,
         help=f"timed requests per config (default {MIN_SAMPLES_FOR_P99}, enough for a p99)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random prompts")
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the random prompts"
+    )
     parser.add_argument("--targets", type=Path, help="per-role targets (TOML)")
     parser.add_argument("--baseline", type=Path, help="baseline JSON to compare against")
     parser.add_argument(
-        "--tolerance", type=float, default=0.10, help="allowed slowdown vs the baseline (0.10)"
+        "--tolerance",
+        type=non_negative_float,
+        default=0.10,
+        help="allowed slowdown vs the baseline (0.10)",
     )
-    parser.add_argument("--save-baseline", type=Path, help="write this run as a baseline JSON")
+    parser.add_argument(
+        "--save-baseline", type=output_file, help="write this run as a baseline JSON"
+    )
     parser.add_argument(
         "--trust-artifact",
         action="store_true",
