@@ -258,8 +258,22 @@ def test_chat_api_returns_content_and_top_logprobs(tiny_teacher_dir):
         response = teacher.generate("hello")
     server.stop()
     entries = response.body["choices"][0]["logprobs"]["content"]
-    assert len(entries) == server.answered[0]["completion_tokens"]
+    # the first answer measured the chat template's prompt tokens (chat_overhead)
+    assert len(server.answered) == 2
+    assert len(entries) == server.answered[1]["completion_tokens"]
     assert all(len(e["top_logprobs"]) == 2 for e in entries)
+
+
+def test_chat_prompt_bound_counts_the_templates_tokens(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir)
+    with make_teacher(server, store, api="chat") as teacher:
+        overhead = teacher.chat_overhead()
+        probe = server.answered[0]["prompt_tokens"]
+        teacher.generate("hello")
+    server.stop()
+    assert overhead == probe - len(b"Hi")
+    assert teacher.chat_overhead() == overhead  # measured once
+    assert len(server.answered) == 2
 
 
 def test_rpm_limit_spaces_requests(tiny_teacher_dir):

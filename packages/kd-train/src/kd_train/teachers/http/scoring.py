@@ -51,8 +51,10 @@ Entry = list[tuple[str, float]]
 PROBE_TEXT = "Paris is the capital of France, and Rome is the capital of Italy."
 PROBE_PREFIX = "Paris is the capital of France"
 
-#: Largest log-prob difference between the generated and the scored distribution.
-PROBE_TOLERANCE = 0.05
+#: Largest log-prob difference between the generated and the scored distribution: llama.cpp
+#: scores a prefix alone and inside a longer batch differently (up to 0.29 over 47 positions
+#: of SmolLM2 Q4_1, mean 0.07).
+PROBE_TOLERANCE = 0.3
 
 #: ``send(path, body, prompt_tokens, completion_tokens)``: a request through the stack.
 Send = Callable[[str, dict[str, Any], int, int], Response]
@@ -138,18 +140,19 @@ def _entry(raw: Any) -> Entry:
 
 
 def _close(generated: Entry, entry: Entry | None, k: int) -> bool:
-    """Whether ``entry``'s top-``k`` is the ``generated`` distribution (names and values).
+    """Whether ``entry`` is the ``generated`` distribution, up to a server's noise.
 
-    At most the top 3 are compared: a server's tail order may differ between the prefix's
-    run and the whole text's (batched) run.
+    The same most likely token, and the top ``min(k, 3)`` of each share all but at most one
+    token, at log-probs within :data:`PROBE_TOLERANCE` (near ties may swap between runs).
     """
     k = min(k, 3)
-    if entry is None or len(entry) < k or len(generated) < k:
+    if entry is None or not entry or not generated or generated[0][0] != entry[0][0]:
         return False
     mine, theirs = dict(generated[:k]), dict(entry[:k])
-    if set(mine) != set(theirs):
+    shared = set(mine) & set(theirs)
+    if len(shared) < min(len(mine), len(theirs)) - 1:
         return False
-    return all(abs(mine[t] - theirs[t]) <= PROBE_TOLERANCE for t in mine)
+    return all(abs(mine[t] - theirs[t]) <= PROBE_TOLERANCE for t in shared)
 
 
 def probe_endpoint(

@@ -32,6 +32,7 @@ from kd_train.teachers.openai_api import (
     MalformedResponseError,
     first_mismatch,
     generation_request,
+    parse_usage,
     scoring_request,
 )
 from kd_train.teachers.retry import Uniform
@@ -44,8 +45,11 @@ _CROSS = (
     "not supported by this teacher kind"
 )
 
-#: Tokens added to a text prompt's byte count for the worst case (chat template, BOS).
+#: Tokens added to a text prompt's byte count for the worst case (BOS and the like).
 PROMPT_OVERHEAD_TOKENS = 16
+
+#: The prompt tokens reserved for the request that measures a chat template's overhead.
+CHAT_PROBE_TOKENS = 1024
 
 
 class HTTPTeacher:
@@ -82,6 +86,7 @@ class HTTPTeacher:
         self.counters = Counters()
         self._token_map: TokenMap | None = None
         self._shape: EndpointShape | None = None
+        self._chat_overhead: int | None = None
         self._lock = threading.Lock()
         self._probe_lock = threading.Lock()
         self._wire = Wire(config, api_key, transport)
@@ -120,9 +125,13 @@ class HTTPTeacher:
 
         The worst case counts the prompt's UTF-8 bytes +
         :data:`~kd_train.teachers.http.teacher.PROMPT_OVERHEAD_TOKENS` as
-        its tokens.
+        its tokens, plus, for ``chat``, the tokens the endpoint's chat template adds
+        (:meth:`chat_overhead`: a default system prompt is about 30 tokens on llama.cpp).
         """
         cfg = self.config
+        bound = self._prompt_bound(prompt)
+        if cfg.api == "chat":
+            bound += self.chat_overhead()
         body = generation_request(
             cfg.api,
             cfg.model,
@@ -132,7 +141,29 @@ class HTTPTeacher:
             cfg.temperature,
             cfg.sampling_extensions,
         )
-        return self._request(PATHS[cfg.api], body, self._prompt_bound(prompt), cfg.max_tokens)
+        return self._request(PATHS[cfg.api], body, bound, cfg.max_tokens)
+
+    def chat_overhead(self) -> int:
+        """Prompt tokens the endpoint's chat template adds to a message: measured once.
+
+        One chat request with a one-word message and ``max_tokens`` 1 (reserved at
+        :data:`CHAT_PROBE_TOKENS` prompt tokens, charged as billed): its
+        ``usage.prompt_tokens`` less the message's own bound. 0 when the endpoint reports no
+        usage.
+        """
+        with self._probe_lock:
+            if self._chat_overhead is None:
+                cfg = self.config
+                body = generation_request(
+                    "chat", cfg.model, "Hi", 1, 1, 0.0, cfg.sampling_extensions
+                )
+                answer = self._request(PATHS["chat"], body, CHAT_PROBE_TOKENS, 1)
+                usage = parse_usage(answer.body)
+                seen = usage.prompt_tokens if usage is not None else 0
+                self._chat_overhead = max(
+                    0, seen - self._prompt_bound("Hi") + PROMPT_OVERHEAD_TOKENS
+                )
+            return self._chat_overhead
 
     def __call__(self, batch: Batch) -> TeacherOutput:
         """Score the batch's rows: :meth:`topk` with ``k = config.top_logprobs``.
