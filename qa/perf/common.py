@@ -25,6 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 PERF = ROOT / "qa" / "perf"
 RESULTS = PERF / "results"
+#: Where a routine run (no ``--record``) writes: git-ignored.
+SCRATCH = ROOT / "qa" / "reports" / "perf"
 #: Where the docs pick up the committed charts.
 DOCS_CHARTS = ROOT / "docs" / "_static" / "perf"
 

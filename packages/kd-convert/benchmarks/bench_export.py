@@ -12,7 +12,8 @@ Run through ``nox -s bench`` (``python -m qa.perf bench [--quick]``) or directly
 
     python packages/kd-convert/benchmarks/bench_export.py [--quick] [--update-baseline]
 
-``qa/perf/results/export.json``: ``{"mode", "figures": {flat figures of the reference size
+``export.json`` (in ``$KD_PERF_RESULTS``: ``qa/reports/perf`` unless ``python -m qa.perf
+bench --record``): ``{"mode", "figures": {flat figures of the reference size
 (hidden 128; --quick: 64)}, "sizes": {hidden: {"hidden", "parameters", "export_seconds":
 {format: s}, "latency_ms": {"torch"|"onnxruntime": {length: ms}}, "ratio_ort_over_torch":
 {length: r}}}}``. Gate: per size, each ``export_seconds.<format>`` and
@@ -34,7 +35,7 @@ the KV cache, against the whole-sequence export recomputing the prefix for every
 ``ratio.cached_over_uncached.<runtime>.T<n>`` (seconds per new token with the cache over
 without; lower is better),
 against ``{mode: {"decode": {...}}}`` of the baseline. The scaling plot is
-``docs/_static/perf/export_decode.png``.
+``export_decode.png`` in ``$KD_PERF_CHARTS`` (``docs/_static/perf`` with ``--record``).
 
 A pipeline's student (``--student NAME=DIR``, repeatable; a directory written by
 ``save_pretrained``, such as the distilled student of ``python -m kd_train.pipelines toy``)
@@ -42,9 +43,9 @@ gets the same decode measurement instead of the tiny random student, and nothing
 A student whose ``max_position_embeddings`` is below the longest prompt + new tokens is
 measured on a copy with the limit raised (same weights; beyond its trained positions its
 outputs mean nothing, its timings are the same). Results go to
-``qa/perf/results/export_decode_students.json`` (``{"mode", "new_tokens", "students":
+``export_decode_students.json`` (``{"mode", "new_tokens", "students":
 {name: {model figures}}, "rows": [{"student", "runtime", "prompt", decode figures}]}``),
-the plot to ``docs/_static/perf/export_decode_speedup.png``; not gated (no baseline)::
+the plot to ``export_decode_speedup.png``, next to the others; not gated (no baseline)::
 
     python packages/kd-convert/benchmarks/bench_export.py --student toy=STUDENT_DIR
 """
@@ -71,7 +72,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = "export"
-RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}.json"
+#: This run's figures: ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it), else
+#: the git-ignored ``qa/reports/perf``; ``qa/perf/results`` changes only with ``--record``.
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / f"{NAME}.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 GATES = ROOT / "qa" / "gates.toml"
 FORMATS: tuple[Format, ...] = ("torchscript", "exported", "onnx", "coreml")
@@ -90,9 +94,11 @@ DECODE_LENGTHS = {"full": (64, 256, 1024), "quick": (64, 256)}
 DECODE_HIDDEN = {"full": 128, "quick": 64}
 NEW_TOKENS = 64
 DECODE_ROUNDS = 5
-DECODE_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode.png"
-STUDENTS_RESULTS = ROOT / "qa" / "perf" / "results" / "export_decode_students.json"
-STUDENTS_PLOT = ROOT / "docs" / "_static" / "perf" / "export_decode_speedup.png"
+#: This run's charts: ``$KD_PERF_CHARTS``, else ``charts/`` next to the figures.
+CHARTS = Path(os.environ.get("KD_PERF_CHARTS") or OUT / "charts")
+DECODE_PLOT = CHARTS / "export_decode.png"
+STUDENTS_RESULTS = OUT / "export_decode_students.json"
+STUDENTS_PLOT = CHARTS / "export_decode_speedup.png"
 
 
 def export_all(model_dir: Path, out: Path, lengths: tuple[int, ...], bar: Any) -> dict[str, Any]:
@@ -294,7 +300,7 @@ def measure_decode(model_dir: Path, work: Path, lengths: tuple[int, ...]) -> dic
             spec = ExportSpec(fmt, (8, 16), task="generation", max_length=longest)
             gen = export_model(model_dir, work / f"gen-{fmt}", spec)
             seq = export_model(model_dir, work / f"seq-{fmt}", ExportSpec(fmt, (8, longest)))
-            stepper = load_stepper(gen.out_dir, threads=1)
+            stepper = load_stepper(gen.out_dir, threads=1, trust_artifact=True)
             whole = _one_thread_graph(module, seq.artifact)
             figures["cache_bytes_per_token"] = (gen.contract.cache or {})["bytes_per_token"]
             if fmt == "exported":  # fp32 weights + graph: the model's size on disk
@@ -404,7 +410,7 @@ def _one_thread_graph(module: Any, path: Path) -> Callable[..., Any]:
             str(path), options, providers=["CPUExecutionProvider"]
         )
         return lambda ids, mask: session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    runner: Callable[..., Any] = module.load_runner(path)
+    runner: Callable[..., Any] = module.load_runner(path, trust_artifact=True)
     return runner
 
 
@@ -530,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             students = student_decode(dict(args.student), Path(tmp), mode)
+        STUDENTS_RESULTS.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(STUDENTS_RESULTS, json.dumps(students, indent=2) + "\n")
         plot_student_decode(students)
         print_student_decode(students)
@@ -567,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     if decode is not None:
         results["decode"] = decode
         plot_decode(decode)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
     stored = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
     (tol, seconds_tol), regressions = tolerance(), []

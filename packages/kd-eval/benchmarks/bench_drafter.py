@@ -10,7 +10,7 @@ distillation raises the acceptance rate with intervals that do not overlap and e
 is the teacher's.
 
 Usage: ``python bench_drafter.py [--quick]`` (quick: one timed run per prompt instead of the
-fastest of three); results go to ``qa/perf/results/drafter.json``.
+fastest of three); results go to ``drafter.json`` in ``OUT``.
 
 ``python bench_drafter.py --smollm2 RUN`` measures the SmolLM2 pipeline instead, from the
 ``--out`` directory ``RUN`` of an earlier ``python -m kd_train.pipelines smollm2 --out RUN``:
@@ -20,13 +20,14 @@ saved once with ``save_pretrained`` to a temporary directory, then loaded like a
 and distilled (``RUN/smollm2/distill-run/student``), on the pipeline's 40 held-out records
 (the last 40 of ``local_text_records(360)``, which the pipeline does not write out), with
 ``SMOLLM2_MAX_NEW_TOKENS`` new tokens, one timed run per prompt and one torch thread;
-results go to ``qa/perf/results/drafter_smollm2.json``.
+results go to ``drafter_smollm2.json`` in ``OUT``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,9 +40,15 @@ from kd_train.pipelines.toy import run_toy
 
 NAME = "drafter"
 ROOT = Path(__file__).resolve().parents[3]
-RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}.json"
+#: This run's figures: ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it), else
+#: the git-ignored ``qa/reports/perf``; ``qa/perf/results`` changes only with ``--record``.
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / f"{NAME}.json"
 MAX_NEW_TOKENS, DRAFT_TOKENS = 48, 5
-SMOLLM2_RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}_smollm2.json"
+SMOLLM2_RESULTS = (
+    Path(os.environ.get("KD_PERF_RESULTS", ROOT / "qa" / "reports" / "perf"))
+    / f"{NAME}_smollm2.json"
+)
 SMOLLM2_MAX_NEW_TOKENS = 32
 
 
@@ -159,6 +166,7 @@ def main(argv: list[str]) -> int:
         "figures": figures,
     }
     path = SMOLLM2_RESULTS if args.smollm2 else RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     pair = "SmolLM2 student as SmolLM2-135M-Instruct's" if args.smollm2 else "toy student as"
     pair += "" if args.smollm2 else " the toy teacher's"

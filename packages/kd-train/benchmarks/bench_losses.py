@@ -23,7 +23,9 @@ vocabulary-49,152 sizes only.
 
 Each configuration runs in a fresh subprocess: peak memory is the RSS high-water mark
 (``resource.getrusage``) minus the RSS after imports and input creation, so runs do not
-pollute each other. Time is the best of two forward + backward passes after a small warm-up.
+pollute each other. The gated time comes from one more process per configuration that runs
+every implementation that ran, interleaved (naive, chunked, Liger, ... round after round,
+best of ``TIMING_ROUNDS`` after a warm-up), so all of them see the same machine load.
 
 The naive path needs about a dozen ``[tokens, vocab]`` float32 tensors at once, so at
 49,152 x 8,192 it needs ~17 GB and the kernel kills it on a 24 GB machine. Before a naive
@@ -33,14 +35,19 @@ when the prediction exceeds ``NAIVE_MEMORY_SHARE`` of the available memory: the 
 carries ``naive_estimated_peak_mb`` and the ratio is marked ``estimated`` (reported, not
 gated).
 
-The regression check compares the ratios chunked/naive (time and memory) with the stored
-baseline ``qa/perf/baselines/losses.json`` (one entry per mode), with ``[perf] tolerance``
-from ``qa/gates.toml``. The full run also fails if chunked peak memory exceeds 0.25 x naive
+The regression check compares ratios measured in the same run with the stored baseline
+``qa/perf/baselines/losses.json`` (one entry per mode), with ``[perf] tolerance`` from
+``qa/gates.toml``: chunked/naive (time and memory), and where the peer ran (Liger: every
+quick size, the headline sizes in full mode) naive/Liger and chunked/Liger time, so each of
+our two paths is timed against a reference outside it and a slowdown of either one fails.
+The full run also fails if chunked peak memory exceeds 0.25 x naive
 at 8,192 tokens where naive was measured (the target); the wall-time target (<= 1.0 x
 naive) is reported.
 
 Usage: ``python bench_losses.py [--quick] [--update-baseline]``; results go to
-``qa/perf/results/losses.json``.
+``losses.json`` in ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it: git-ignored
+``qa/reports/perf/``, or ``qa/perf/results/`` with ``--record``). ``KD_BENCH_SLOWDOWN=
+losses:IMPL=N`` repeats IMPL's timed work N times: the qa tests plant a slowdown with it.
 """
 
 from __future__ import annotations
@@ -60,13 +67,18 @@ from typing import Any
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[3]
-RESULTS = ROOT / "qa" / "perf" / "results" / "losses.json"
+#: This run's figures: ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it), else
+#: the git-ignored ``qa/reports/perf``; ``qa/perf/results`` changes only with ``--record``.
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / "losses.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / "losses.json"
 GATES = ROOT / "qa" / "gates.toml"
 HIDDEN = 576
 CHUNK = 1024
 QUICK_CHUNK = 128
 REPEATS = 2
+#: Interleaved rounds of the timing process (all implementations of a configuration).
+TIMING_ROUNDS = 5
 MEMORY_TARGET = 0.25
 #: Skip a naive run whose predicted peak exceeds this share of MemAvailable.
 NAIVE_MEMORY_SHARE = 0.6
@@ -134,14 +146,32 @@ def torchtune_kd_losses() -> Any:
     return module
 
 
-def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[str, Any]:
-    """Measure one configuration in this (fresh) process."""
+def planted_slowdown(bench: str, path: str) -> int:
+    """How many times ``path``'s timed work runs: 1, unless ``KD_BENCH_SLOWDOWN`` plants more.
+
+    >>> os.environ["KD_BENCH_SLOWDOWN"] = "losses:chunked=2"
+    >>> planted_slowdown("losses", "chunked"), planted_slowdown("losses", "naive")
+    (2, 1)
+    >>> del os.environ["KD_BENCH_SLOWDOWN"]
+    """
+    for item in os.environ.get("KD_BENCH_SLOWDOWN", "").split(","):
+        where, _, factor = item.partition("=")
+        if where == f"{bench}:{path}":
+            return int(factor)
+    return 1
+
+
+def runner(loss: str, vocab: int, tokens: int, chunk: int, threads: int = 0) -> Any:
+    """Inputs of one configuration; return ``run(impl, n)``: one forward + backward, its loss.
+
+    ``threads``: torch threads (0: one per core).
+    """
     import torch
     from kd_train.losses import DistillationLoss, LossConfig
     from kd_train.teachers import TeacherOutput
 
     torch.manual_seed(0)
-    torch.set_num_threads(max(1, (os.cpu_count() or 1)))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)))
     h = torch.randn(tokens, HIDDEN) * 0.5
     w = (torch.randn(vocab, HIDDEN) * 0.05).requires_grad_(True)
     th = torch.randn(tokens, HIDDEN) * 0.5
@@ -151,7 +181,7 @@ def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[st
     cfg = LossConfig(divergence=loss, beta=0.5, chunk_size=chunk)
     ours = DistillationLoss(cfg)
 
-    def run(n: int) -> float:
+    def run(impl: str, n: int) -> float:
         hs = h[:n].clone().requires_grad_(True)
         if impl == "naive":
             s_logits = (hs @ w.T)[None]
@@ -187,20 +217,58 @@ def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[st
                 t_chunks = [(c @ tw.T)[None] for c in th[:n].chunk(chunks)]
             value = tt(s_chunks, t_chunks, labels[:, :n])
         value.backward()
+        w.grad = None
         return float(value.detach())
 
-    run(min(tokens, 64))  # warm-up: kernels, allocator
-    w.grad = None
+    return run
+
+
+def best_seconds(run: Any, impls: list[str], tokens: int, rounds: int) -> dict[str, float]:
+    """Fastest of ``rounds`` forward + backward passes per implementation, interleaved.
+
+    Round after round each implementation runs once, so every one of them sees the same
+    machine load: the ratios between them are what the gate compares.
+    """
+    best = {impl: float("inf") for impl in impls}
+    for _ in range(rounds):
+        for impl in impls:
+            start = time.perf_counter()
+            for _ in range(planted_slowdown("losses", impl)):
+                run(impl, tokens)
+            best[impl] = min(best[impl], time.perf_counter() - start)
+    return best
+
+
+def worker(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[str, Any]:
+    """Measure one implementation in this (fresh) process: peak memory, time, loss."""
+    run = runner(loss, vocab, tokens, chunk)
+    run(impl, min(tokens, 64))  # warm-up: kernels, allocator
     base = rss_bytes()
-    timings = []
-    for _ in range(REPEATS):  # best of a few: the CPU is shared, the minimum is the signal
-        start = time.perf_counter()
-        value = run(tokens)
-        timings.append(time.perf_counter() - start)
-        w.grad = None
-    seconds = min(timings)
+    value = run(impl, tokens)
+    seconds = best_seconds(run, [impl], tokens, REPEATS)[impl]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"seconds": seconds, "peak_mb": max(0, peak - base) / 2**20, "loss": value}
+
+
+def timing_worker(impls: list[str], loss: str, vocab: int, tokens: int, chunk: int) -> Any:
+    """Time every implementation in ``impls`` in this one process, interleaved.
+
+    The quick sizes (chunk 128) run on one thread: their passes take a tenth of a second,
+    and on a shared machine two threads of many small chunks suffer from the load far more
+    than one dense pass does, which would move the ratio by the load, not by the code.
+    """
+    run = runner(loss, vocab, tokens, chunk, threads=1 if chunk == QUICK_CHUNK else 0)
+    for impl in impls:
+        run(impl, min(tokens, 64))  # warm-up
+    return best_seconds(run, impls, tokens, TIMING_ROUNDS)
+
+
+def measure_times(impls: list[str], loss: str, vocab: int, tokens: int, chunk: int) -> Any:
+    """Run :func:`timing_worker` in a fresh interpreter: ``{impl: seconds}`` or ``{}``."""
+    what = [",".join(impls), loss, str(vocab), str(tokens), str(chunk)]
+    cmd = [sys.executable, __file__, "--timing", *what]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {}
 
 
 def measure(impl: str, loss: str, vocab: int, tokens: int, chunk: int) -> dict[str, Any]:
@@ -225,6 +293,10 @@ def tolerance() -> float:
 
 def main(argv: list[str]) -> int:
     """Run the benchmark (or one worker); print the table; check targets and baseline."""
+    if argv[:1] == ["--timing"]:
+        impls, loss, vocab, tokens, chunk = argv[1].split(","), argv[2], *map(int, argv[3:6])
+        print(json.dumps(timing_worker(impls, loss, vocab, tokens, chunk)))
+        return 0
     if argv[:1] == ["--worker"]:
         impl, loss, vocab, tokens, chunk = (
             argv[1],
@@ -273,6 +345,10 @@ def main(argv: list[str]) -> int:
                     f"{loss:<11}{vocab:>7}{tokens:>7}  {impl:<10}"
                     f"{fig['seconds']:>9.2f}{fig['peak_mb']:>10.0f}"
                 )
+        timed = [impl for impl, fig in rows[key].items() if "error" not in fig]
+        if len(timed) > 1:  # the gated times: all implementations in one process, interleaved
+            for impl, seconds in measure_times(timed, loss, vocab, tokens, chunk).items():
+                rows[key][impl]["seconds"] = seconds
         naive, chunked = rows[key]["naive"], rows[key]["chunked"]
         if "error" not in chunked and "estimated_peak_mb" in naive:
             ratios[key] = {
@@ -288,6 +364,13 @@ def main(argv: list[str]) -> int:
                 f"{'':<25}chunked/naive: time {r['chunked_time_ratio']:.2f}x, "
                 f"memory {r['chunked_memory_ratio']:.2f}x"
             )
+        peer = rows[key].get("liger", {"error": "not run"})
+        if key in ratios and "error" not in peer:
+            for impl in ("naive", "chunked"):
+                if "error" not in rows[key][impl]:
+                    ratio = rows[key][impl]["seconds"] / peer["seconds"]
+                    ratios[key][f"{impl}_over_liger_time_ratio"] = ratio
+                    tqdm.write(f"{'':<25}{impl}/liger: time {ratio:.2f}x")
     failures = check_targets(ratios, args.quick)
     if not args.update_baseline:  # a new reference is not judged by the one it replaces
         failures += compare_baseline(mode, ratios, tolerance())
@@ -331,13 +414,14 @@ def compare_baseline(mode: str, ratios: dict[str, dict[str, float]], tol: float)
 
 
 def write_results(mode: str, rows: dict[str, Any], ratios: dict[str, Any]) -> None:
-    """Write the figures of this run to qa/perf/results/losses.json (atomically)."""
+    """Write the figures of this run to ``RESULTS`` (atomically)."""
     from kd_train.atomic import atomic_write_text
 
     chunk = QUICK_CHUNK if mode == "quick" else CHUNK
     payload = {"mode": mode, "hidden": HIDDEN, "chunk_size": chunk, "figures": rows}
     payload["ratios"] = ratios
     payload["table"] = flat_table(rows, ratios)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 

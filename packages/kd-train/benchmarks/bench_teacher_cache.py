@@ -29,7 +29,7 @@ about a minute on CPU) over 8 chat prompts and its own greedy answers (32 tokens
 KD dataset holds them. Its figures are reported and stored in the results, not compared.
 
 Usage: ``python bench_teacher_cache.py [--quick] [--update-baseline] [--smollm2]``.
-Results go to ``qa/perf/results/teacher_cache.json``; the baseline is
+Results go to ``teacher_cache.json`` in ``OUT``; the baseline is
 ``qa/perf/baselines/teacher_cache.json`` (one entry per mode), compared as ratios with
 ``[perf] tolerance`` of ``qa/gates.toml`` (``[perf.teacher_cache] tolerance`` overrides).
 """
@@ -64,7 +64,10 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = "teacher_cache"
-RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}.json"
+#: This run's figures: ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it), else
+#: the git-ignored ``qa/reports/perf``; ``qa/perf/results`` changes only with ``--record``.
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / f"{NAME}.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 K = 16
 #: Values of k measured to show how size and KL scale (K among them).
@@ -299,6 +302,7 @@ def main(argv: list[str]) -> int:
             teacher = smollm2_teacher()
             records = smollm2_records(teacher)
             results["smollm2"] = measure(teacher, records, K, work / "smollm2")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(RESULTS, json.dumps(results, indent=2) + "\n")
     baselines = json.loads(BASELINE.read_text()) if BASELINE.is_file() else {}
     base = baselines.get(mode, {})

@@ -18,7 +18,7 @@ TRL: ``speed_ratio`` (tokens/s, target >= 1), ``memory_ratio`` (growth) and ``rs
 (peak RSS), targets <= 1.
 
 Usage: ``python bench_train.py [--quick] [--group all|batch|long] [--update-baseline]``.
-``qa/perf/results/train.json`` holds per mode ``steps``, ``batch_sizes``, ``sizes``
+``train.json`` (in ``OUT``) holds per mode ``steps``, ``batch_sizes``, ``sizes``
 (``{batch: {"kd", "trl", "ratios"}}``) and batch 16's ``figures`` and ``ratios``. Every
 size's ratios are compared with ``qa/perf/baselines/train.json``
 (``{mode: {"sizes": {batch: ratios}, **batch-16 ratios}}``; a file with only the
@@ -65,7 +65,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = "train"
-RESULTS = ROOT / "qa" / "perf" / "results" / f"{NAME}.json"
+#: This run's figures: ``$KD_PERF_RESULTS`` (``python -m qa.perf bench`` sets it), else
+#: the git-ignored ``qa/reports/perf``; ``qa/perf/results`` changes only with ``--record``.
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / f"{NAME}.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 GATES = ROOT / "qa" / "gates.toml"
 BATCH_SIZES, QUICK_BATCH_SIZES, REFERENCE_BATCH = (8, 16, 32), (16,), 16
@@ -319,6 +322,7 @@ def write_json(path: Path, mode: str, payload: dict[str, Any]) -> None:
 
     data = json.loads(path.read_text()) if path.exists() else {}
     data[mode] = payload
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
