@@ -3,10 +3,12 @@
 * ``run`` (the default): semgrep ``--test`` of our rules, then bandit, semgrep and the
   suppression scan (:mod:`qa.security.suppressions`: every ``# nosec``, ``# nosemgrep``,
   security ``# noqa``, ``# pragma: no cover`` and ``# type: ignore``) over the paths in
-  ``[security]`` of ``qa/gates.toml``; fails on any finding not in
-  ``qa/security/accepted.toml``, any register entry without a justification or that accepts
-  nothing (stale), any blanket ``# nosec`` / ``# nosemgrep`` (one that names no rule), or a
-  rule whose tests fail.
+  ``[security]`` of ``qa/gates.toml``, plus the exemptions written in configuration
+  (:func:`qa.security.suppressions.config`); fails on any finding not in
+  ``qa/security/accepted.toml``, a file in scope that a scanner did not read, a scope that
+  leaves out a package's sources, ``qa`` or ``noxfile.py``, any register entry without a
+  justification or that accepts nothing (stale), any blanket ``# nosec`` / ``# nosemgrep``
+  (one that names no rule), or a rule whose tests fail.
 * ``accept --rule RULE --location FILE:LINE --why TEXT``: add a finding to the register.
 * ``prune``: delete the register entries that match no finding any more.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from qa import gates, summary
 from qa.security import register, scan, suppressions
-from qa.security.findings import Finding, blanket_suppressions, source_line
+from qa.security.findings import Finding, blanket_suppressions, rel_path, source_line
 
 
 @dataclass
@@ -61,19 +63,24 @@ def check(
         print(text)
         if not ok:
             res.errors.append("semgrep rule tests failed (semgrep --test qa/security/semgrep)")
+    files = scan.python_files(root, paths, exclude)
     tools = (
         ("bandit", lambda: scan.bandit(root, paths, exclude, bandit_skips)),
         ("semgrep", lambda: scan.semgrep(root, paths, exclude)),
     )
     for name, tool in tools if scanners else ():
         try:
-            res.findings += tool()
+            found, scanned = tool()
         except (scan.ToolError, ValueError) as exc:
             res.errors.append(f"{name}: {exc}")
-    files = scan.python_files(root, paths, exclude)
+            continue
+        res.findings += found
+        skipped = sorted({rel_path(str(f), root) for f in files} - scanned)
+        if skipped:  # an ignore file (.semgrepignore, a size limit) must not shrink the scope
+            res.errors.append(f"{name} did not scan {len(skipped)} file(s) in scope: {skipped}")
     found, unreadable = suppressions.scan(root, files)
-    res.findings += found
-    res.errors += unreadable
+    res.findings += found + suppressions.config(root, exclude, bandit_skips)
+    res.errors += unreadable + suppressions.missing_scope(root, paths)
     entries = register.load(register_path)
     res.register_problems = register.problems(entries)
     res.new, res.stale = register.split(res.findings, entries)
@@ -138,6 +145,8 @@ def cmd_accept(rule: str, location: str, why: str, root: Path = gates.ROOT) -> i
     if not file or not line.isdigit():
         print("qa.security: --location must be FILE:LINE", file=sys.stderr)
         return 2
+    if rule.startswith(suppressions.CONFIG_PREFIX):
+        return _accept_config(rule, file, int(line), why, root)
     code = source_line(root, file, int(line))
     if not code:
         print(f"qa.security: {location} is not a line of a file under {root}", file=sys.stderr)
@@ -160,6 +169,30 @@ def cmd_accept(rule: str, location: str, why: str, root: Path = gates.ROOT) -> i
         print(f"qa.security: {exc}", file=sys.stderr)
         return 2
     print(f"accepted {rule} {file} ({finding.fingerprint})")
+    return 0
+
+
+def _accept_config(rule: str, file: str, line: int, why: str, root: Path) -> int:
+    """Register every configured exemption of ``rule`` on ``file:line``.
+
+    One line may hold several (``"S105", "S106"``): each gets an entry with the same reason.
+    """
+    sec = gates.security(gates.read())
+    found = [
+        f
+        for f in suppressions.config(root, list(sec.exclude), list(sec.bandit_skips))
+        if (f.rule, f.file, f.line) == (rule, file, line)
+    ]
+    if not found:
+        print(f"qa.security: no '{rule}' exemption at {file}:{line}", file=sys.stderr)
+        return 2
+    for f in found:
+        try:
+            register.accept(f, why)
+        except ValueError as exc:
+            print(f"qa.security: {exc}", file=sys.stderr)
+            return 2
+        print(f"accepted {f.rule} {f.code} ({f.fingerprint})")
     return 0
 
 

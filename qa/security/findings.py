@@ -71,7 +71,8 @@ class Finding:
         return f"{self.file}:{self.line}: [{self.rule}] {self.message} ({self.fingerprint})"
 
 
-def _rel(path: str, root: Path) -> str:
+def rel_path(path: str, root: Path) -> str:
+    """``path`` relative to ``root`` (as given when it is not below it), POSIX style."""
     p = Path(path)
     if p.is_absolute():
         try:
@@ -94,7 +95,7 @@ def parse_bandit(report: dict[str, Any], root: Path) -> list[Finding]:
     """Turn ``bandit -f json`` output into findings (code read back from the file)."""
     out = []
     for r in report.get("results", []):
-        file = _rel(str(r["filename"]), root)
+        file = rel_path(str(r["filename"]), root)
         line = int(r["line_number"])
         code = source_line(root, file, line)
         out.append(Finding(f"bandit:{r['test_id']}", file, line, code, str(r["issue_text"])))
@@ -105,7 +106,7 @@ def parse_semgrep(report: dict[str, Any], root: Path) -> list[Finding]:
     """Turn ``semgrep --json`` output into findings; rule ids lose their folder prefix."""
     out = []
     for r in report.get("results", []):
-        file = _rel(str(r["path"]), root)
+        file = rel_path(str(r["path"]), root)
         line = int(r["start"]["line"])
         rule = str(r["check_id"]).rsplit(".", 1)[-1]
         code = source_line(root, file, line)
@@ -127,7 +128,7 @@ def blanket_suppressions(root: Path, files: list[Path]) -> list[str]:
             if tok.type == tokenize.COMMENT and (
                 BLANKET_NOSEC.search(tok.string) or BLANKET_NOSEMGREP.search(tok.string)
             ):
-                out.append(f"{_rel(str(path), root)}:{tok.start[0]}: {tok.string}")
+                out.append(f"{rel_path(str(path), root)}:{tok.start[0]}: {tok.string}")
     return out
 
 

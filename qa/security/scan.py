@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qa.security.findings import Finding, parse_bandit, parse_semgrep
+from qa.security.findings import Finding, parse_bandit, parse_semgrep, rel_path
 
 RULES = Path(__file__).resolve().parent / "semgrep"
 RULE_TESTS = RULES / "tests"
@@ -40,9 +40,15 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, env=env)
 
 
-def bandit(root: Path, paths: list[str], exclude: list[str], skips: list[str]) -> list[Finding]:
-    """Run ``bandit -r -f json`` over ``paths`` (relative to ``root``)."""
-    cmd = [sys.executable, "-m", "bandit", "-r", "-q", "-f", "json", *paths]
+def bandit(
+    root: Path, paths: list[str], exclude: list[str], skips: list[str]
+) -> tuple[list[Finding], set[str]]:
+    """Run ``bandit -r -f json`` over ``paths``; return its findings and the files it read.
+
+    ``--ini`` points at an empty file, so a ``.bandit`` file dropped into a scanned folder
+    cannot add skips or exclusions.
+    """
+    cmd = [sys.executable, "-m", "bandit", "-r", "-q", "-f", "json", "--ini", os.devnull, *paths]
     if exclude:
         cmd += ["-x", ",".join(exclude)]
     if skips:
@@ -50,11 +56,17 @@ def bandit(root: Path, paths: list[str], exclude: list[str], skips: list[str]) -
     proc = _run(cmd, root)
     if proc.returncode not in (0, 1) or not proc.stdout.strip():
         raise ToolError(f"bandit failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return parse_bandit(json.loads(proc.stdout), root)
+    report = json.loads(proc.stdout)
+    if report.get("errors"):
+        raise ToolError(f"bandit could not scan: {json.dumps(report['errors'])[:2000]}")
+    scanned = {rel_path(k, root) for k in report.get("metrics", {}) if k != "_totals"}
+    return parse_bandit(report, root), scanned
 
 
-def semgrep(root: Path, paths: list[str], exclude: list[str], rules: Path = RULES) -> list[Finding]:
-    """Run semgrep with the rules in ``rules`` over ``paths`` (relative to ``root``)."""
+def semgrep(
+    root: Path, paths: list[str], exclude: list[str], rules: Path = RULES
+) -> tuple[list[Finding], set[str]]:
+    """Run semgrep with the rules in ``rules`` over ``paths``; return findings and files read."""
     cmd = [semgrep_executable(), "scan", *SEMGREP_FLAGS, "--json", "--quiet"]
     cmd += ["--config", str(rules)]
     for pattern in exclude:
@@ -65,7 +77,8 @@ def semgrep(root: Path, paths: list[str], exclude: list[str], rules: Path = RULE
     report = json.loads(proc.stdout)
     if report.get("errors"):
         raise ToolError(f"semgrep reported errors: {json.dumps(report['errors'])[:2000]}")
-    return parse_semgrep(report, root)
+    scanned = {rel_path(k, root) for k in report.get("paths", {}).get("scanned", [])}
+    return parse_semgrep(report, root), scanned
 
 
 def rule_tests(rules: Path = RULES, cases: Path = RULE_TESTS) -> tuple[bool, str]:

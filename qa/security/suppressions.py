@@ -22,10 +22,13 @@ file and the fingerprint of the code it sits on: widening the directive (``B602`
 from __future__ import annotations
 
 import io
+import json
 import re
 import tokenize
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from qa.security.findings import Finding
 
@@ -106,3 +109,94 @@ def scan(root: Path, files: list[Path]) -> tuple[list[Finding], list[str]]:
                 message = f"# {directive} {what}; register it with a reason or remove it"
                 findings.append(Finding(RULE_PREFIX + directive, rel, line, code, message))
     return findings, errors
+
+
+CONFIG_PREFIX = "suppress-config:"
+#: What the gate must always scan, where it exists (a scope that drops one fails).
+REQUIRED_SCOPE = ("packages/*/src", "qa", "noxfile.py")
+
+
+def _config_finding(
+    root: Path, file: str, what: str, value: str, message: str, anchor: str = ""
+) -> Finding:
+    """A finding for one configured exemption; its code quotes the value (no '#' cut).
+
+    Its line is the first that holds ``anchor`` (default: the quoted value), for people.
+    """
+    quoted = json.dumps(value)
+    needle = json.dumps(anchor) if anchor else quoted
+    line = 1
+    try:
+        lines = (root / file).read_text(encoding="utf-8").splitlines()
+        line = next((i for i, t in enumerate(lines, 1) if needle in t), 1)
+    except OSError:
+        pass
+    return Finding(CONFIG_PREFIX + what, file, line, f"{what} {quoted}", f"{quoted} {message}")
+
+
+def _codes(values: Any) -> list[str]:
+    return [str(v) for v in values or [] if re.fullmatch(r"S\d*", str(v))]
+
+
+def config(root: Path, exclude: list[str], bandit_skips: list[str]) -> list[Finding]:
+    """Findings for every exemption set in configuration rather than on a line.
+
+    ``pyproject.toml``: ruff ignores of security (``S``) codes, globally or per file; coverage's
+    ``exclude_lines`` / ``exclude_also`` / ``partial_branches`` / ``omit``; mypy's
+    ``ignore_errors`` and ``disable_error_code``. ``qa/gates.toml`` ``[security]``: each
+    ``exclude`` folder and each bandit test in ``bandit_skips``. Like a comment, each one
+    needs a register entry that says why.
+    """
+    out: list[Finding] = []
+    py = "pyproject.toml"
+    try:
+        data = tomllib.loads((root / py).read_text(encoding="utf-8"))
+    except OSError:
+        data = {}
+    tool = data.get("tool", {})
+    ruff = tool.get("ruff", {})
+    lint = ruff.get("lint", {})
+    for table in (ruff, lint):
+        for key in ("ignore", "extend-ignore"):
+            for code in _codes(table.get(key)):
+                out.append(_config_finding(root, py, "ruff ignore", code, "silences ruff's S rule"))
+        for key in ("per-file-ignores", "extend-per-file-ignores"):
+            for glob, codes in (table.get(key) or {}).items():
+                for code in _codes(codes):
+                    what = f"ruff per-file-ignores {glob}"
+                    msg = "silences ruff's S rule"
+                    out.append(_config_finding(root, py, what, code, msg, anchor=glob))
+    cov = tool.get("coverage", {})
+    for table, keys in (("report", ("exclude_lines", "exclude_also", "partial_branches")),
+                        ("run", ("omit",))):  # fmt: skip
+        for key in keys:
+            for value in cov.get(table, {}).get(key) or []:
+                msg = "hides code from the coverage floors and diff-cover"
+                out.append(_config_finding(root, py, f"coverage {key}", str(value), msg))
+    mypy = tool.get("mypy", {})
+    for table in [mypy, *(mypy.get("overrides") or [])]:
+        for code in table.get("disable_error_code") or []:
+            out.append(_config_finding(root, py, "mypy disable_error_code", code, "silences mypy"))
+        if table.get("ignore_errors"):
+            module = str(table.get("module", "*"))
+            out.append(_config_finding(root, py, "mypy ignore_errors", module, "silences mypy"))
+    gates = "qa/gates.toml"
+    for folder in exclude:
+        msg = "is never scanned by bandit, semgrep or the suppression scan"
+        out.append(_config_finding(root, gates, "security exclude", folder, msg))
+    for test in bandit_skips:
+        out.append(_config_finding(root, gates, "bandit skip", test, "is never run by bandit"))
+    return out
+
+
+def missing_scope(root: Path, paths: list[str]) -> list[str]:
+    """Name each part of :data:`REQUIRED_SCOPE` that exists but ``paths`` does not cover."""
+    covered = [(root / p).resolve() for p in paths]
+    out = []
+    for pattern in REQUIRED_SCOPE:
+        for found in sorted(root.glob(pattern)):
+            r = found.resolve()
+            if not any(r == c or r.is_relative_to(c) for c in covered):
+                rel = r.relative_to(root.resolve()).as_posix()
+                out.append(f"scope: {rel} is not in [security] paths of qa/gates.toml")
+    return out

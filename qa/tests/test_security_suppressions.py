@@ -7,12 +7,13 @@ calls; with nothing in the register every line must fail the gate.
 
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from qa.security import register, scan
+from qa.security import register, scan, suppressions
 from qa.security.__main__ import check, cmd_accept
 from qa.security.findings import Finding
 from qa.security.suppressions import RULE_PREFIX, directives
@@ -251,3 +252,86 @@ def test_a_rule_without_test_cases_fails(tmp_path: Path) -> None:
 def test_semgrep_is_found_through_kd_semgrep(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KD_SEMGREP", os.devnull)
     assert scan.semgrep_executable() == os.devnull
+
+
+def test_a_bandit_file_in_a_scanned_folder_cannot_skip_tests(tmp_path: Path) -> None:
+    root = _tree(tmp_path, '"""M."""\n\nimport pickle\n\nX = pickle.loads(b"")\n')
+    (root / "pkg" / ".bandit").write_text("[bandit]\nskips: B301,B403\n")
+    found, scanned = scan.bandit(root, ["pkg"], [], [])
+    assert {"bandit:B301", "bandit:B403"} <= {f.rule for f in found}
+    assert scanned == {"pkg/__init__.py", "pkg/planted.py"}
+
+
+def test_a_semgrepignore_that_hides_a_file_fails_the_gate(tmp_path: Path) -> None:
+    _semgrep_or_skip()
+    root = _tree(tmp_path, '"""M."""\n\nimport pickle\n\nX = pickle.loads(b"")\n')
+    # semgrep reads .semgrepignore (and .gitignore) inside a git work tree
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / ".semgrepignore").write_text("planted.py\n")
+    res = check(root, ["pkg"], [], root / "accepted.toml", run_rule_tests=False)
+    assert not res.passed
+    assert any(
+        "semgrep did not scan 1 file(s) in scope: ['pkg/planted.py']" in e for e in res.errors
+    )
+
+
+PYPROJECT = """
+[tool.ruff.lint]
+ignore = ["E501", "S301"]
+[tool.ruff.lint.per-file-ignores]
+"pkg/*" = ["D", "S"]
+[tool.coverage.report]
+exclude_also = ["def unsafe"]
+[tool.coverage.run]
+omit = ["pkg/planted.py"]
+[[tool.mypy.overrides]]
+module = "pkg.*"
+ignore_errors = true
+"""
+
+
+def test_exemptions_in_configuration_are_findings_too(tmp_path: Path) -> None:
+    root = _tree(tmp_path, '"""M."""\n')
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    res = check(
+        root, ["pkg"], ["pkg/gen"], root / "a.toml", ["B301"], run_rule_tests=False, scanners=False
+    )
+    assert not res.passed
+    assert sorted(f.code for f in res.new) == [
+        'bandit skip "B301"',
+        'coverage exclude_also "def unsafe"',
+        'coverage omit "pkg/planted.py"',
+        'mypy ignore_errors "pkg.*"',
+        'ruff ignore "S301"',
+        'ruff per-file-ignores pkg/* "S"',
+        'security exclude "pkg/gen"',
+    ]
+    _accept_all(root, res.new, root / "a.toml")
+    again = check(
+        root, ["pkg"], ["pkg/gen"], root / "a.toml", ["B301"], run_rule_tests=False, scanners=False
+    )
+    assert again.passed
+    (root / "pyproject.toml").write_text(PYPROJECT.replace('"def unsafe"', '"def "'))
+    widened = check(
+        root, ["pkg"], ["pkg/gen"], root / "a.toml", ["B301"], run_rule_tests=False, scanners=False
+    )
+    assert [f.code for f in widened.new] == ['coverage exclude_also "def "']
+
+
+def test_a_scope_without_a_package_source_fails(tmp_path: Path) -> None:
+    root = _tree(tmp_path, '"""M."""\n')
+    for folder in ("packages/a/src", "packages/b/src", "qa"):
+        (root / folder).mkdir(parents=True)
+    res = check(
+        root, ["packages/a/src", "qa"], [], root / "a.toml", run_rule_tests=False, scanners=False
+    )
+    assert res.errors == ["scope: packages/b/src is not in [security] paths of qa/gates.toml"]
+    assert not res.passed
+
+
+def test_the_repository_scope_is_complete() -> None:
+    from qa import gates
+
+    sec = gates.security(gates.read())
+    assert suppressions.missing_scope(gates.ROOT, list(sec.paths)) == []
+    assert "noxfile.py" in sec.paths
