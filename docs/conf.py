@@ -31,8 +31,8 @@ extensions = [
     "sphinx_argparse_cli",
     "kd_data",
     "kd_schemas",
-    "kd_mutation_report",
     "kd_qa_status",
+    "kd_mutation_report",
 ]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]

@@ -291,11 +291,10 @@ def live_functions(path: Path) -> dict[tuple[str, int], list[types.FunctionType]
     out: dict[tuple[str, int], list[types.FunctionType]] = {}
     with warnings.catch_warnings():  # isinstance on a deprecated torch alias warns
         warnings.simplefilter("ignore")
-        objects = gc.get_objects()
-    for obj in objects:
-        if isinstance(obj, types.FunctionType) and obj.__code__.co_filename == name:
-            key = (obj.__code__.co_qualname, obj.__code__.co_firstlineno)
-            out.setdefault(key, []).append(obj)
+        funcs = [o for o in gc.get_objects() if isinstance(o, types.FunctionType)]
+    for f in funcs:
+        if f.__code__.co_filename == name:
+            out.setdefault((f.__code__.co_qualname, f.__code__.co_firstlineno), []).append(f)
     return out
 
 

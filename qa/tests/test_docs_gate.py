@@ -70,7 +70,7 @@ def test_the_real_conf_is_nitpicky_without_a_blanket_ignore() -> None:
 def test_without_chromium_the_build_skips_screenshots_with_a_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(docs_main.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
     assert docs_main.main(["build", "--out", str(tmp_path)]) == 0
@@ -82,7 +82,7 @@ def test_without_chromium_the_build_skips_screenshots_with_a_line(
 def test_on_github_actions_a_missing_chromium_fails_the_docs_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(docs_main.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     assert docs_main.main(["build", "--out", str(tmp_path)]) == 1
@@ -92,9 +92,14 @@ def test_on_github_actions_a_missing_chromium_fails_the_docs_build(
 def test_with_chromium_the_build_runs_the_screenshot_check(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rendered = []
-    monkeypatch.setattr(docs_main.shutil, "which", lambda name: f"/usr/bin/{name}")
+    rendered: list[Path] = []
+
+    def render(html: Path, out: Path) -> int:
+        rendered.append(html)
+        return 1
+
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(docs_main, "build", lambda source, out: 0)
-    monkeypatch.setattr(docs_main, "render_pages", lambda html, out: rendered.append(html) or 1)
+    monkeypatch.setattr(docs_main, "render_pages", render)
     assert docs_main.main(["build", "--out", str(tmp_path)]) == 1
     assert rendered == [tmp_path / "html"]
