@@ -15,6 +15,7 @@ session. Skipped only when ``llama_cpp.server`` or the GGUF package is not insta
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -123,13 +124,20 @@ def test_generate_writes_topk_records_in_the_teacher_tokenizers_ids(
         assert "teacher_chosen_not_top" not in record["metadata"]
     for record in (r for r in records if "teacher_topk" not in r):
         assert record["metadata"]["teacher_topk_unmapped"]["reason"]
+    # what the teacher was conditioned on: the chat template adds a system prompt
+    for record in records:
+        raw = len(tokenizer(record["prompt"], add_special_tokens=False)["input_ids"])
+        seen = record["metadata"]["teacher_prompt_tokens"]
+        assert seen > raw + 20 if api == "chat" else seen == raw
 
 
-def test_partial_characters_are_marked_not_shrunk(server, tmp_path, tokenizer_dir):
+def test_partial_characters_are_marked_not_shrunk(server, tmp_path):
+    # the tokenizer given as the GGUF file the server serves
     proc, records = generate(
-        server, tmp_path, tokenizer_dir, prompts=["Emoji of a cat: 🐱 and a dog:"], top_logprobs=5
+        server, tmp_path, gguf_path(), prompts=["Emoji of a cat: 🐱 and a dog:"], top_logprobs=5
     )
     assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^top-k unmapped +1$", proc.stdout, re.MULTILINE)
     (record,) = records
     # the emoji comes back as tokens shown as "" (part of a character each), whose
     # alternatives merge into one key: marked, not stored with fewer than k

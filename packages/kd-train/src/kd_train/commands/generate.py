@@ -44,7 +44,7 @@ _FLAGS: dict[str, tuple[str, Any, str]] = {
     "--concurrency": ("concurrency", int, "requests in flight at most"),
     "--rpm": ("rpm", float, "requests per minute at most"),
     "--store": ("store", str, "store URL (sqlite:///..., postgresql://...)"),
-    "--tokenizer": ("tokenizer", str, "teacher tokenizer dir: store top-k as token ids"),
+    "--tokenizer": ("tokenizer", str, "teacher tokenizer dir or .gguf: store top-k as ids"),
 }
 _RETRY_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--max-attempts": ("max_attempts", int, "attempts per request, the first included"),
@@ -189,10 +189,10 @@ def _api_key(config: GenerateConfig) -> str | None:
 def _tokenizer(config: GenerateConfig) -> Any | None:
     if config.tokenizer is None:
         return None
-    from transformers import AutoTokenizer
+    from kd_train.teachers.tokens import load_tokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(config.tokenizer))
+        return load_tokenizer(config.tokenizer)
     except (OSError, ValueError) as exc:
         raise KDTrainError(f"cannot load the tokenizer from {config.tokenizer}: {exc}") from None
 
@@ -211,6 +211,8 @@ def _print_summary(summary: GenerateSummary, config: GenerateConfig, budget: Any
         ("cache hits", summary.cache_hits),
         ("paid requests", summary.paid),
         ("failed", summary.failed),
+        ("top-k unmapped", summary.topk_unmapped),
+        ("chosen not top", summary.chosen_not_top),
         ("spend this run", f"${summary.spent_usd:.6f}"),
         ("ledger spend", f"${nanos_to_usd(budget.spent_nanos):.6f}"),
         ("unconfirmed", f"${nanos_to_usd(budget.unconfirmed_nanos):.6f}"),

@@ -9,8 +9,8 @@ Keys (a config file holds any of them; a flag given on the command line wins):
 (USD; needs a price above 0), ``budget_name``, ``change_budget`` (set the cap of an existing
 shared budget), ``price_per_1k_prompt``, ``price_per_1k_completion`` (USD),
 ``store`` (database URL; default: ``kd-store.sqlite`` next to ``out``), ``tokenizer``
-(directory of the teacher's tokenizer), and ``retry`` (``max_attempts``, ``base_delay``,
-``max_delay``, ``max_retry_after``).
+(the teacher's tokenizer: a directory, or a ``.gguf`` model file), and ``retry``
+(``max_attempts``, ``base_delay``, ``max_delay``, ``max_retry_after``).
 
 The endpoint keys are :class:`EndpointSettings`, shared with the run config's
 ``teacher.http`` table.
@@ -160,7 +160,9 @@ class GenerateConfig(EndpointSettings):
         default=None, description="Store URL (default: ``kd-store.sqlite`` next to ``out``)."
     )
     tokenizer: Path | None = Field(
-        default=None, description="Directory of the teacher's tokenizer: store top-k as token ids."
+        default=None,
+        description="The teacher's tokenizer (a directory, or the model's .gguf file): store "
+        "top-k as token ids.",
     )
 
     @property

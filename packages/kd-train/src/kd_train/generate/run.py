@@ -153,10 +153,19 @@ def to_record(
     (:func:`~kd_train.teachers.tokens.generation_topk`). Without it they are kept as
     strings in ``metadata["teacher_top_logprobs"]``. At temperature 0, the positions whose
     chosen token is not the top-ranked one are listed in
-    ``metadata["teacher_chosen_not_top"]``.
+    ``metadata["teacher_chosen_not_top"]``. What the teacher was conditioned on is recorded
+    as ``metadata["teacher_prompt_tokens"]`` (the endpoint's count: with ``chat``, its
+    template and any default system prompt included) and, for ``chat``,
+    ``metadata["teacher_input"]``.
     """
     gen = parse_generation(teacher.config.api, response.body)
     metadata: dict[str, Any] = {"teacher_model": teacher.config.model}
+    if gen.usage is not None:  # what the teacher was conditioned on (a chat template adds)
+        metadata["teacher_prompt_tokens"] = gen.usage.prompt_tokens
+    if teacher.config.api == "chat":
+        metadata["teacher_input"] = (
+            "chat: the prompt as one user message in the endpoint's template"
+        )
     topk = None
     k = teacher.config.top_logprobs
     if teacher.config.temperature == 0.0 and gen.top:

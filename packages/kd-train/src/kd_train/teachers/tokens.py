@@ -34,6 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from kd_train.errors import KDTrainError
@@ -43,6 +44,24 @@ Family = Literal["byte_level", "sentencepiece"]
 
 _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 _SP_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """The ``transformers`` tokenizer at ``path``: a directory, or a model's GGUF file.
+
+    A ``.gguf`` file (the teacher llama.cpp serves) is read with ``gguf_file=`` (needs the
+    ``gguf`` package); nothing is downloaded.
+
+    Raises:
+        OSError: nothing loadable at ``path``.
+        ValueError: a file ``transformers`` cannot read as a tokenizer.
+    """
+    from transformers import AutoTokenizer
+
+    source = Path(path)
+    if source.suffix == ".gguf" and source.is_file():
+        return AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    return AutoTokenizer.from_pretrained(str(source))
 
 
 @cache
