@@ -213,6 +213,7 @@ def _print_summary(summary: GenerateSummary, config: GenerateConfig, budget: Any
         ("failed", summary.failed),
         ("top-k unmapped", summary.topk_unmapped),
         ("chosen not top", summary.chosen_not_top),
+        ("quarantined", summary.quarantined + summary.already_quarantined),
         ("spend this run", f"${summary.spent_usd:.6f}"),
         ("ledger spend", f"${nanos_to_usd(budget.spent_nanos):.6f}"),
         ("unconfirmed", f"${nanos_to_usd(budget.unconfirmed_nanos):.6f}"),

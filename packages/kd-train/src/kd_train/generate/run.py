@@ -2,8 +2,11 @@
 
 Every prompt is served from the output file (already written), the response cache (paid
 for by an earlier run that was killed before writing it) or the endpoint (paid now), and
-written exactly once. An output keeps to one teacher: its settings are recorded next to it
-and an append with other settings is refused (:mod:`kd_train.generate.manifest`). The loop
+written exactly once, or set aside: an answer no record can be made of (an empty
+completion) is quarantined in ``<out>.quarantine.jsonl`` with the reason
+(:func:`unusable`), counted, and not asked again by a rerun. An output keeps to one
+teacher: its settings are recorded next to it and an append with other settings is refused
+(:mod:`kd_train.generate.manifest`). The loop
 keeps at most ``2 × concurrency`` prompts in flight; a budget stop lets requests in flight
 finish and be written, then returns.
 
@@ -15,6 +18,8 @@ True
 
 from __future__ import annotations
 
+import json
+import os
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +54,8 @@ class GenerateSummary:
             returned tokens map to no single id (``metadata["teacher_topk_unmapped"]``).
         chosen_not_top: records where, at temperature 0, a chosen token is not the
             top-ranked one (``metadata["teacher_chosen_not_top"]``: the server sampled).
+        quarantined: answers this run set aside in ``<out>.quarantine.jsonl`` (unusable).
+        already_quarantined: prompts found quarantined at start (not asked again).
         budget_stop: the message of the budget stop, when the run stopped for the budget.
     """
 
@@ -62,12 +69,15 @@ class GenerateSummary:
     failed: int = 0
     topk_unmapped: int = 0
     chosen_not_top: int = 0
+    quarantined: int = 0
+    already_quarantined: int = 0
     budget_stop: str | None = None
 
     @property
     def complete(self) -> bool:
         """Whether every prompt is now in the output."""
-        return self.already_written + self.written == self.prompts
+        done = self.already_written + self.written + self.quarantined + self.already_quarantined
+        return done == self.prompts
 
 
 def generate_dataset(
@@ -96,12 +106,20 @@ def generate_dataset(
     done = recover_output(out)
     fingerprint = tokenizer_fingerprint(tokenizer) if tokenizer is not None else None
     check_teacher(out, TeacherSettings.of(teacher.config, fingerprint), has_records=bool(done))
-    todo = [p for p in prompts if p.id not in done]
-    summary = GenerateSummary(prompts=len(prompts), already_written=len(prompts) - len(todo))
+    held = quarantined_ids(quarantine_path(out))
+    todo = [p for p in prompts if p.id not in done and p.id not in held]
+    summary = GenerateSummary(
+        prompts=len(prompts),
+        already_written=sum(p.id in done for p in prompts),
+        already_quarantined=sum(p.id in held and p.id not in done for p in prompts),
+    )
     vocab = TokenMap.of(tokenizer) if tokenizer is not None else None
     window = 2 * teacher.config.concurrency
     bar = progress_bar(
-        total=len(prompts), initial=summary.already_written, enabled=progress, desc="generate"
+        total=len(prompts),
+        initial=summary.already_written + summary.already_quarantined,
+        enabled=progress,
+        desc="generate",
     )
     unconfirmed_before = teacher.counters.unconfirmed_nanos
     pending: dict[Future[Response], Prompt] = {}
@@ -126,18 +144,66 @@ def generate_dataset(
                 except HTTPTeacherError:
                     summary.failed += 1
                     continue
+                summary.cache_hits += int(response.cached)
+                summary.paid += int(not response.cached)
+                summary.spent_usd += nanos_to_usd(response.cost_nanos)
+                bar.update(1)
+                reason = unusable(response, teacher)
+                if reason is not None:
+                    quarantine(quarantine_path(out), prompt, reason, response)
+                    summary.quarantined += 1
+                    continue
                 record = to_record(prompt, response, teacher, vocab)
                 appender.append(record)
                 summary.written += 1
                 summary.topk_unmapped += int("teacher_topk_unmapped" in record.metadata)
                 summary.chosen_not_top += int("teacher_chosen_not_top" in record.metadata)
-                summary.cache_hits += int(response.cached)
-                summary.paid += int(not response.cached)
-                summary.spent_usd += nanos_to_usd(response.cost_nanos)
-                bar.update(1)
     bar.close()
     summary.unconfirmed_usd = nanos_to_usd(teacher.counters.unconfirmed_nanos - unconfirmed_before)
     return summary
+
+
+def quarantine_path(out: str | Path) -> Path:
+    """Where the answers of ``out`` that make no record are set aside."""
+    return Path(f"{out}.quarantine.jsonl")
+
+
+def unusable(response: Response, teacher: HTTPTeacher) -> str | None:
+    """Why no record can be made of ``response``, or ``None``: an empty completion.
+
+    An instruct model asked without its chat template often stops at once
+    (``finish_reason: stop``, no text); such a record is refused by ``validate-data``.
+    """
+    gen = parse_generation(teacher.config.api, response.body)
+    if gen.text.strip():
+        return None
+    choices = response.body.get("choices") or [{}]
+    finish = choices[0].get("finish_reason") if isinstance(choices[0], dict) else None
+    return (
+        f"empty completion ({len(gen.tokens)} tokens, finish_reason {finish!r}); with an "
+        "instruct model, try api 'chat' (its chat template)"
+    )
+
+
+def quarantine(path: Path, prompt: Prompt, reason: str, response: Response) -> None:
+    """Append one quarantined answer to ``path`` (one JSON line, flushed to disk)."""
+    row = {"id": prompt.id, "prompt": prompt.prompt, "code": "unusable_completion"}
+    row.update(reason=reason, response_key=response.key)
+    with path.open("ab") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def quarantined_ids(path: Path) -> set[str]:
+    """The prompt ids quarantined in ``path``; a partial last line (a kill) is cut off."""
+    if not path.exists():
+        return set()
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        path.write_bytes(data)
+    return {json.loads(line)["id"] for line in data.splitlines() if line.strip()}
 
 
 def to_record(

@@ -3,7 +3,9 @@
 ``429``: HTTP 429 with ``Retry-After``; ``500``: HTTP 500; ``slow``: answers after
 ``slow_seconds``; ``stall``: waits ``stall_seconds`` (longer than a client timeout) then
 answers; ``drop``: computes the completion, then closes the connection without a response;
-``malformed``: computes the completion, then sends HTTP 200 with a truncated JSON body.
+``malformed``: computes the completion, then sends HTTP 200 with a truncated JSON body;
+``empty``: computes (and bills) the completion, then answers HTTP 200 with an empty one
+(``finish_reason: stop`` at once, as an instruct model without its chat template does).
 
 >>> from kd_train.testing import FaultPlan
 >>> plan = FaultPlan(script=["500", "drop"])
@@ -18,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 
 #: The faults a :class:`FaultPlan` can inject.
-FAULTS = ("429", "500", "slow", "stall", "drop", "malformed")
+FAULTS = ("429", "500", "slow", "stall", "drop", "malformed", "empty")
 
 
 @dataclass

@@ -157,6 +157,18 @@ class LoopbackTeacherServer:
             self._idle.notify_all()
 
 
+def _blank(answer: dict[str, Any]) -> None:
+    """Make ``answer`` an empty completion that stopped at once."""
+    choice = answer["choices"][0]
+    if "message" in choice:
+        choice["message"]["content"] = ""
+        choice["logprobs"] = {"content": []} if choice.get("logprobs") else None
+    else:
+        choice["text"] = ""
+        choice["logprobs"] = {"tokens": [], "top_logprobs": []} if choice.get("logprobs") else None
+    choice["finish_reason"] = "stop"
+
+
 class _Server(ThreadingHTTPServer):
     """The HTTP server; a client that hangs up mid-answer is counted, not a traceback."""
 
@@ -216,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         if fault == "malformed":
             return self._send_raw(200, b'{"choices": [{"text": "trunc')
+        if fault == "empty":
+            _blank(out)
         self._send(200, out)
         server._answered(usage)
         return None
