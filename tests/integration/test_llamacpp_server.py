@@ -246,3 +246,16 @@ def test_generation_stops_at_the_budget_then_resumes_from_the_cache(
     third, again = generate(server, tmp_path, tokenizer_dir, prompts, budget=1.0)
     assert third.returncode == 0, third.stderr
     assert again == records
+
+
+def test_empty_completions_are_quarantined_not_written(server, tmp_path, tokenizer_dir):
+    # SmolLM2-Instruct asked without its chat template stops at once on some questions
+    proc, records = generate(server, tmp_path, tokenizer_dir, ["What is 2+2?", "Who wrote Hamlet?"])
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in records] == ["p1"]
+    assert records[0]["completion"].strip()
+    quarantined = tmp_path / "run" / "out.jsonl.quarantine.jsonl"
+    (row,) = [json.loads(line) for line in quarantined.read_text().splitlines()]
+    assert row["id"] == "p0"
+    assert "empty completion (0 tokens, finish_reason 'stop')" in row["reason"]
+    assert re.search(r"^quarantined +1$", proc.stdout, re.MULTILINE)

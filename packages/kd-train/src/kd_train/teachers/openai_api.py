@@ -109,8 +109,8 @@ class PromptScores:
     returned: list[str | None]
 
 
-#: llama.cpp's and vLLM's sampling extensions, set so that they change nothing: llama.cpp
-#: applies ``repeat_penalty`` 1.1, ``top_k`` 40 and ``min_p`` 0.05 unless told otherwise.
+#: The sampling extensions of llama.cpp and vLLM at values that change nothing (llama.cpp
+#: applies ``repeat_penalty`` 1.1, ``top_k`` 40 and ``min_p`` 0.05 unless told otherwise).
 NEUTRAL_EXTENSIONS: dict[str, Any] = {
     "repeat_penalty": 1.0,
     "repetition_penalty": 1.0,

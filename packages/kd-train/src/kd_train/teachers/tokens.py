@@ -103,7 +103,7 @@ def tokenizer_family(tokenizer: Any) -> Family:
     """How ``tokenizer``'s vocabulary strings stand for bytes (from its decoder).
 
     Raises:
-        KDTrainError: neither byte-level BPE nor SentencePiece (byte fallback or
+        kd_train.errors.KDTrainError: neither byte-level BPE nor SentencePiece (byte fallback or
             ``▁`` spaces): the returned token strings cannot be mapped back.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -170,7 +170,7 @@ class TokenMap:
         """The map of a ``transformers`` tokenizer (its family from its decoder).
 
         Raises:
-            KDTrainError: the family cannot be told (:func:`tokenizer_family`).
+            kd_train.errors.KDTrainError: the family cannot be told (:func:`tokenizer_family`).
         """
         family = tokenizer_family(tokenizer)
         vocab = dict(tokenizer.get_vocab())
@@ -275,8 +275,8 @@ def generation_topk(tm: TokenMap, gen: Generation, k: int) -> GenerationTopK:
     into ``gen.text``: otherwise the rows cannot be placed on the completion's tokens.
 
     Raises:
-        KDTrainError: a returned token is no token of the tokenizer at all: the tokenizer
-            given is not the teacher's.
+        kd_train.errors.KDTrainError: a returned token is no token of the tokenizer at all:
+            the tokenizer given is not the teacher's.
     """
     ids: list[list[int]] = []
     logprobs: list[list[float]] = []

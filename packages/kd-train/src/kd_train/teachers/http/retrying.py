@@ -48,7 +48,7 @@ class Retrying:
         """The answer to ``call``.
 
         Raises:
-            RequestRefusedError: the endpoint refused the request as invalid.
+            kd_train.teachers.http.RequestRefusedError: the endpoint refused the request as invalid.
             HTTPTeacherError: a final failure (such as HTTP 401), or every attempt failed.
         """
         policy = self._policy

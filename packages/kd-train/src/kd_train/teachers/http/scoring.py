@@ -51,9 +51,9 @@ Entry = list[tuple[str, float]]
 PROBE_TEXT = "Paris is the capital of France, and Rome is the capital of Italy."
 PROBE_PREFIX = "Paris is the capital of France"
 
-#: Largest log-prob difference between the generated and the scored distribution: llama.cpp
-#: scores a prefix alone and inside a longer batch differently (up to 0.29 over 47 positions
-#: of SmolLM2 Q4_1, mean 0.07).
+#: The largest log-prob difference between the generated and the scored distribution, since
+#: llama.cpp scores a prefix alone and inside a longer batch differently (up to 0.29 over 47
+#: positions of SmolLM2 Q4_1, mean 0.07).
 PROBE_TOLERANCE = 0.3
 
 #: ``send(path, body, prompt_tokens, completion_tokens)``: a request through the stack.

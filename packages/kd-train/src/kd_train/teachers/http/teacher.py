@@ -147,9 +147,9 @@ class HTTPTeacher:
         """Prompt tokens the endpoint's chat template adds to a message: measured once.
 
         One chat request with a one-word message and ``max_tokens`` 1 (reserved at
-        :data:`CHAT_PROBE_TOKENS` prompt tokens, charged as billed): its
-        ``usage.prompt_tokens`` less the message's own bound. 0 when the endpoint reports no
-        usage.
+        :data:`~kd_train.teachers.http.teacher.CHAT_PROBE_TOKENS` prompt tokens, charged as
+        billed): its ``usage.prompt_tokens`` less the message's own bound. 0 when the
+        endpoint reports no usage.
         """
         with self._probe_lock:
             if self._chat_overhead is None:

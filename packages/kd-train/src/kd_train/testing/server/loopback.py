@@ -25,9 +25,9 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from kd_train.testing.server.answers import Refusal, Style, build_answer
+from kd_train.testing.server.answers import Refusal, build_answer
 from kd_train.testing.server.faults import FaultPlan
 from kd_train.testing.server.model import ServedModel
 
@@ -56,7 +56,7 @@ class LoopbackTeacherServer:
         stall_seconds: float = 5.0,
         report_usage: bool = True,
         extra_billed_tokens: int = 0,
-        style: Style = "openai",
+        style: Literal["openai", "llama.cpp"] = "openai",
     ) -> None:
         self.model = ServedModel(model_dir)
         self.style = style
