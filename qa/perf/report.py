@@ -27,6 +27,11 @@ from qa.summary import write_json
 #: Result files that are not benchmark groups.
 NOT_BENCHMARKS = {"load"}
 
+#: Result files of experiments (training arms measured on held-out data), not timings of
+#: this machine: their scripts draw their own figures, so they are neither merged into the
+#: machine record nor charted here.
+EVIDENCE = {"on_policy_evidence", "showcase"}
+
 
 def numeric_leaves(data: Any, prefix: str = "") -> dict[str, float]:
     """Flatten nested dicts to ``{"a.b": number}`` (booleans and strings left out)."""
@@ -56,7 +61,9 @@ def merge(results: Path = RESULTS) -> Path:
     groups = benchmark_results(results)
     payload = {
         "machine": {"id": mid, **facts},
-        "benchmarks": {k: v for k, v in groups.items() if k not in NOT_BENCHMARKS},
+        "benchmarks": {
+            k: v for k, v in groups.items() if k not in NOT_BENCHMARKS and k not in EVIDENCE
+        },
         "load": groups.get("load", {}),
     }
     target = results / f"{mid}.json"
@@ -330,6 +337,8 @@ def draw_charts(results: Path = RESULTS, charts: Path = DOCS_CHARTS) -> list[Pat
     charts.mkdir(parents=True, exist_ok=True)
     written = []
     for name, data in benchmark_results(results).items():
+        if name in EVIDENCE:
+            continue
         out = charts / f"{name}.png"
         tmp = out.with_name(f".{out.stem}.tmp.png")
         draw = CHARTS.get(name)

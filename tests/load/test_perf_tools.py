@@ -25,6 +25,7 @@ def test_merge_gathers_groups_and_skips_machine_files(tmp_path):
     (tmp_path / "data.json").write_text(json.dumps({"ratios": {"x": 1.0}}))
     (tmp_path / "load.json").write_text(json.dumps({"validator": {"checks": []}}))
     (tmp_path / "old.json").write_text(json.dumps({"machine": {"id": "z"}}))
+    (tmp_path / "on_policy_evidence.json").write_text(json.dumps({"toy": {"steps": 300}}))
     merged = json.loads(report.merge(tmp_path).read_text())
     assert merged["benchmarks"] == {"data": {"ratios": {"x": 1.0}}}
     assert merged["load"] == {"validator": {"checks": []}}
@@ -43,6 +44,7 @@ def test_every_group_gets_a_png_chart(tmp_path):
     (results / "other.json").write_text(json.dumps({"a": {"b": 3.0}, "c": 0.5}))
     check = {"name": "x", "observed": 0, "expected": 0, "ok": True}
     (results / "load.json").write_text(json.dumps({"validator": {"checks": [check]}}))
+    (results / "showcase.json").write_text(json.dumps({"arms": {"ce": {"kl": 1.0}}}))
     written = report.draw_charts(results, tmp_path / "charts")
     assert sorted(p.name for p in written) == ["data.png", "load.png", "other.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)

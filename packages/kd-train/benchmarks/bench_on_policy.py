@@ -45,7 +45,8 @@ import bench_train  # the sibling benchmark: models, data and RSS helpers
 
 ROOT = Path(__file__).resolve().parents[3]
 NAME = "on_policy"
-RESULTS = Path(os.environ.get("KD_PERF_RESULTS", ROOT / "qa" / "reports" / "perf")) / f"{NAME}.json"
+OUT = Path(os.environ.get("KD_PERF_RESULTS") or ROOT / "qa" / "reports" / "perf")
+RESULTS = OUT / f"{NAME}.json"
 BASELINE = ROOT / "qa" / "perf" / "baselines" / f"{NAME}.json"
 GATES = ROOT / "qa" / "gates.toml"
 MAX_LENGTH, MAX_NEW_TOKENS, TEMPERATURE, BETA, LR, WARMUP = 64, 16, 0.9, 0.5, 1e-3, 2

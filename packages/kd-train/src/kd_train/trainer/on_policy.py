@@ -15,7 +15,7 @@ optimiser step has a *source* for its completions, drawn by :func:`step_source`:
 A sampled completion replaces the record's: the new example is ``prompt + completion``,
 where the completion ends at the first ``eos`` (kept, and learned) or after
 ``max_new_tokens``. Its labels are the completion tokens only: the prompt and everything
-after the ``eos`` are :data:`~kd_train.data.IGNORE_INDEX`, so the loss covers exactly the
+after the ``eos`` are ``kd_train.data.IGNORE_INDEX``, so the loss covers exactly the
 tokens that were sampled. The teacher then scores the new batch like any other (``hf`` and
 ``http`` teachers can; a cache or the records cannot, which the config refuses).
 
@@ -23,7 +23,7 @@ tokens that were sampled. The teacher then scores the new batch like any other (
 rank agrees on it (FSDP needs that: gathering the full weights for generation is a
 collective). Sampling draws from the :class:`Sampler`'s own generator, seeded from
 ``(train.seed, rank)`` and independent of the global one; its state is saved in every
-checkpoint (:attr:`~kd_train.trainer.checkpoint.TrainState.sampler_rng`, one entry per
+checkpoint (``TrainState.sampler_rng``, :mod:`kd_train.trainer.checkpoint`; one entry per
 rank), so a resumed run samples exactly what the uninterrupted one did.
 
 >>> from kd_train.trainer.on_policy import step_source
@@ -114,7 +114,7 @@ def completion_examples(
 
     Each example is the row's prompt followed by its sampled tokens up to and including the
     first ``eos`` (all ``N`` when there is none); its labels are the sampled tokens, with
-    the prompt at :data:`~kd_train.data.IGNORE_INDEX`. Span masks are all false: a sampled
+    the prompt at ``IGNORE_INDEX``. Span masks are all false: a sampled
     completion carries no labelled spans.
     """
     prompt_width = max(prompt_lengths)
@@ -154,7 +154,8 @@ class Sampler:
     """Samples completions from a model with its own, checkpointed random generator.
 
     Args:
-        cfg: the ``train.on_policy`` settings.
+        cfg (kd_train.trainer.train_config.OnPolicyConfig): the ``train.on_policy``
+            settings.
         seed: ``train.seed``.
         rank: this process's rank (each rank samples from its own stream).
         pad_id: the tokenizer's pad id.
