@@ -72,7 +72,7 @@ class OversizedLine:
     limit: int
 
     def error(self, path: str, line: int) -> DataValidationError:
-        """The :class:`DataValidationError` that reports this line."""
+        """The :class:`~kd_train.data.errors.DataValidationError` that reports this line."""
         return DataValidationError(
             path,
             line,

@@ -14,7 +14,7 @@ budget row first (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on Po
    * :meth:`Ledger.settle` — the answer arrived with cost ``c``: ``reserved -= w``,
      ``spent += c``, one *confirmed* charge row and the answer's cache entry, all in one
      transaction. When ``c > w`` (an endpoint that bills past ``max_tokens``) the same
-     transaction *halts* the budget: every later :meth:`reserve`, by any worker, raises.
+     transaction *halts* the budget: every later :meth:`Ledger.reserve`, by any worker, raises.
    * :meth:`Ledger.settle_unconfirmed` — the request was sent but no usable answer came
      back (timeout, dropped connection, malformed body, server error): the endpoint may
      have billed it, so ``reserved -= w``, ``spent += w``, one *unconfirmed* charge row
