@@ -1,7 +1,10 @@
+import re
+
 import pytest
 import torch
 from kd_convert.errors import ValidationError
 from kd_convert.spec import ExportSpec
+from kd_convert.stateful import DecodeWrapper, PrefillWrapper, cache_layout
 from kd_convert.validate import (
     MAX_LISTED,
     capture,
@@ -10,6 +13,7 @@ from kd_convert.validate import (
     int32_problems,
     unsupported_op_problems,
     validate,
+    validate_generation,
 )
 from kd_convert.wrapper import ExportWrapper, additive_causal_mask, load_student
 from torch import nn
@@ -93,8 +97,10 @@ def test_branching_on_tensor_values_is_dynamic_control_flow():
                 return input_ids.float()
             return input_ids.float() * 2
 
-    with pytest.raises(ValidationError, match="dynamic control flow"):
+    with pytest.raises(ValidationError, match="dynamic control flow") as info:
         validate(Branchy(), SPEC)
+    # torch's "Caused by: (file:line in function)" is carried over, not the fallback text
+    assert re.search(r"\(\S+\.py:\d+ in \w+\); compute both branches", str(info.value))
 
 
 def test_branching_on_the_sequence_length_is_dynamic_control_flow():
@@ -234,3 +240,127 @@ def test_on_macos_the_core_ml_runtime_notice_is_not_dropped(monkeypatch):
     monkeypatch.setattr(validate.sys, "platform", "darwin")
     validate.import_coremltools()
     assert dropped == [validate.COREML_TORCH_NOTICE]
+
+
+def test_off_macos_the_core_ml_runtime_notice_is_dropped_too(monkeypatch):
+    import kd_convert.validate as validate
+
+    pytest.importorskip("coremltools")
+    dropped = []
+    real = validate.drop_log_messages
+
+    def record(logger, pattern):
+        dropped.append(pattern)
+        return real(logger, pattern)
+
+    monkeypatch.setattr(validate, "drop_log_messages", record)
+    monkeypatch.setattr(validate.sys, "platform", "linux")
+    validate.import_coremltools()
+    assert dropped == [validate.COREML_TORCH_NOTICE, validate.COREML_RUNTIME_NOTICE]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [ExportSpec("onnx", (8, 16)), ExportSpec("coreml", (8,))],
+    ids=["onnx", "coreml"],
+)
+def test_the_export_wrapper_passes_every_check_of_the_target_format(student, spec):
+    if spec.format == "coreml":
+        pytest.importorskip("coremltools")
+    program = validate(ExportWrapper(student), spec)
+    ops = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
+    # ONNX judges the graph as captured (shape asserts and sym_size included); Core ML judges
+    # the decomposed graph ct.convert sees, where the aten.to casts became _to_copy
+    assert ("aten.to.dtype" in ops) == (spec.format == "onnx")
+    assert ("aten._to_copy.default" in ops) == (spec.format == "coreml")
+
+
+class RunningMax(nn.Module):
+    """Carries the mask forward with ``cummax``, an op torch.onnx has no translation for."""
+
+    def forward(self, input_ids, attention_mask):
+        seen = attention_mask.cummax(dim=1).values
+        return (input_ids * seen).float()
+
+
+def test_onnx_op_check_names_the_one_op_torch_onnx_cannot_translate():
+    spec = ExportSpec("onnx", (8,))
+    problems = unsupported_op_problems(capture(RunningMax(), spec), spec)
+    assert len(problems) == 1  # the cummax, not its getitem, mul or the cast
+    assert problems[0].startswith(
+        "op aten.cummax.default has no ONNX (opset 18) translation in torch.onnx"
+    )
+    assert "test_validate.py" in problems[0]  # the line that called cummax
+
+
+def test_onnx_rejection_is_what_torch_onnx_itself_fails_on():
+    spec = ExportSpec("onnx", (8,))
+    program = capture(RunningMax(), spec)
+    missing = r"No ONNX function found for <OpOverload\(op='aten\.cummax'"
+    with pytest.raises(torch.onnx.OnnxExporterError, match=missing):
+        torch.onnx.export(program, dynamo=True, opset_version=spec.opset, verbose=False)
+
+
+@pytest.mark.parametrize("fmt", ["exported", "torchscript"])
+def test_formats_without_an_op_registry_judge_no_ops(fmt):
+    spec = ExportSpec(fmt, (8,))
+    assert unsupported_op_problems(capture(RunningMax(), spec), spec) == []
+
+
+class LastRealToken(nn.Module):
+    """The last real position of each row from ``max(dim=1)``: a tuple read with getitem."""
+
+    def forward(self, input_ids, attention_mask):
+        positions = torch.arange(input_ids.shape[1], dtype=torch.int32) * attention_mask
+        last = positions.max(dim=1).indices
+        return (input_ids + last[:, None].int()).float()
+
+
+def test_an_int64_index_read_from_a_tuple_result_is_named_getitem():
+    with pytest.raises(ValidationError) as info:
+        validate(LastRealToken(), ExportSpec("exported", (8,)))
+    assert "op getitem produces an int64 tensor" in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "coreml"])
+def test_python_level_getitem_nodes_pass_the_op_checks(fmt):
+    if fmt == "coreml":
+        pytest.importorskip("coremltools")
+    spec = ExportSpec(fmt, (8,))
+    program = capture(LastRealToken(), spec)
+    if fmt == "coreml":
+        program = program.run_decompositions({})
+    assert "getitem" in {getattr(n.target, "__name__", "") for n in program.graph.nodes}
+    assert unsupported_op_problems(program, spec) == []
+
+
+def test_generation_graphs_are_traced_at_a_prompt_and_the_step_after_it(student):
+    spec = ExportSpec("onnx", (8,), task="generation")
+    layout = cache_layout(student, max_length=32)
+    prefill, decode = validate_generation(
+        PrefillWrapper(student), DecodeWrapper(student), spec, layout
+    )
+
+    def shapes(program):
+        nodes = {node.name: node for node in program.graph.nodes}
+        names = program.graph_signature.user_inputs
+        return [tuple(nodes[name].meta["val"].shape) for name in names]
+
+    ids, mask, positions = shapes(prefill)
+    assert ids == mask == positions
+    assert ids[0] == 1
+    assert isinstance(ids[1], torch.SymInt)  # the prompt axis is dynamic
+    ids, mask, positions, *past = shapes(decode)
+    assert ids == positions == (1, 1)
+    assert len(past) == 2 * layout.layers
+    for shape in past:
+        assert shape[:2] == (1, layout.kv_heads)
+        assert shape[3] == layout.head_dim
+        assert isinstance(shape[2], torch.SymInt)  # the cache axis is dynamic
+    assert str(mask[1]) == f"{past[0][2]} + 1"  # the mask covers the cache and the new token
+    step_ids, step_mask, step_positions, *step_past = decode.example_inputs[0]
+    n = spec.seq_lengths[0]
+    assert step_positions.tolist() == [[n]]  # the token right after an n-token prompt
+    assert step_mask.tolist() == [[1] * (n + 1)]
+    assert step_ids.tolist() == [[1]]
+    assert [tuple(t.shape) for t in step_past] == [(1, layout.kv_heads, n, layout.head_dim)] * 4
