@@ -31,7 +31,7 @@ from kd_train.testing.server.model import ServedModel
 Style = Literal["openai", "llama.cpp"]
 
 #: The most tokens a ``max_tokens: 0`` (no limit) request generates in the llama.cpp style.
-UNLIMITED_TOKENS = 64
+UNLIMITED_TOKENS = 16
 
 
 class Refusal(Exception):  # noqa: N818 - an answer, not a bug
