@@ -19,7 +19,7 @@ from kd_train.testing import LoopbackTeacherServer
 
 from tests.integration.llamacpp import ANSWERS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("llamacpp-recorded")]
 
 RECORDED = json.loads(ANSWERS.read_text("utf-8"))
 

@@ -37,6 +37,8 @@ from tests.integration.llamacpp import MODEL, gguf_path, llamacpp_server, server
 
 pytestmark = [
     pytest.mark.integration,
+    # one worker starts the server and reads the GGUF tokenizer once for the whole module
+    pytest.mark.xdist_group("llamacpp"),
     pytest.mark.skipif(server_available() is not None, reason=str(server_available())),
 ]
 
