@@ -133,12 +133,25 @@ def run(config: GenerateKillConfig) -> ScenarioResult:
                 from kd_train.store.schema import charges
                 from sqlalchemy import select
 
-                keys = conn.execute(select(charges.c.response_key)).scalars().all()
+                rows = conn.execute(
+                    select(charges.c.response_key, charges.c.unconfirmed_reason)
+                ).all()
         finally:
             store.close()
+        # A killed run's requests in flight may have been billed: the next run reclaims their
+        # reservations as unconfirmed charges (at most `concurrency` per kill). Every answer
+        # the output holds is paid for once by a confirmed charge.
+        keys = [key for key, reason in rows if reason is None]
+        reclaimed = len(rows) - len(keys)
         result.check("ledger spend == sum of charges", budget.spent_nanos, charged)
         result.check("responses paid for twice", len(keys) - len(set(keys)), 0)
+        result.check(
+            "reclaimed charges within kills x concurrency",
+            reclaimed <= config.kills * config.concurrency,
+            True,
+        )
         result.tried["paid responses"] = len(keys)
+        result.tried["reclaimed (unconfirmed) charges"] = reclaimed
         result.tried["reservations held by killed runs (nano-USD)"] = budget.reserved_nanos
     return result
 
