@@ -12,6 +12,7 @@ from kd_train.teachers.openai_api import Generation
 from kd_train.teachers.tokens import (
     TokenMap,
     generation_topk,
+    load_tokenizer,
     map_alternatives,
     tokenizer_family,
 )
@@ -172,3 +173,16 @@ def test_random_id_sequences_round_trip_through_text_lookup(byte_level):
         back = [tm.lookup(s) for s in shown]
         for token_id, name, got in zip(ids, shown, back, strict=True):
             assert got == (None if tm.ambiguous(name) else token_id)
+
+
+def test_a_tokenizer_name_that_is_no_local_path_is_refused_not_looked_up(tmp_path, monkeypatch):
+    # "gpt2" would be a hub repository to from_pretrained; here it is a path that is not there.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(FileNotFoundError, match="no such file or directory: gpt2"):
+        load_tokenizer("gpt2")
+
+
+def test_a_tokenizer_directory_loads_from_disk(tmp_path, byte_level):
+    byte_level.save_pretrained(tmp_path / "tok")
+    assert load_tokenizer(tmp_path / "tok").get_vocab() == byte_level.get_vocab()

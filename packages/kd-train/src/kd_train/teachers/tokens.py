@@ -50,18 +50,23 @@ def load_tokenizer(path: str | Path) -> Any:
     """The ``transformers`` tokenizer at ``path``: a directory, or a model's GGUF file.
 
     A ``.gguf`` file (the teacher llama.cpp serves) is read with ``gguf_file=`` (needs the
-    ``gguf`` package); nothing is downloaded.
+    ``gguf`` package). Only a local path is read (``local_files_only``): a name that is no
+    file or directory here is refused, never looked up on a hub.
 
     Raises:
-        OSError: nothing loadable at ``path``.
+        OSError: nothing loadable at ``path``, or no such file or directory.
         ValueError: a file ``transformers`` cannot read as a tokenizer.
     """
     from transformers import AutoTokenizer
 
     source = Path(path)
+    if not source.exists():
+        raise FileNotFoundError(f"no such file or directory: {source}")
     if source.suffix == ".gguf" and source.is_file():
-        return AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    return AutoTokenizer.from_pretrained(str(source))
+        return AutoTokenizer.from_pretrained(
+            str(source.parent), gguf_file=source.name, local_files_only=True
+        )
+    return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
 
 
 @cache
