@@ -96,9 +96,9 @@ def toy_setup(work: Path, progress: bool) -> dict[str, Any]:
 
 def smollm2_setup(work: Path, progress: bool) -> dict[str, Any]:
     """SmolLM2-135M-Instruct saved as a model dir, its tokenizer's small student, local text."""
-    from kd_train.models import llama_config, save_random_llama
+    from kd_train.models import save_random_llama
     from kd_train.pipelines.common import split_held_out
-    from kd_train.pipelines.smollm2 import local_text_records, smollm2_teacher
+    from kd_train.pipelines.smollm2 import local_text_records, smollm2_teacher, student_config
     from kd_train.pipelines.toydata import write_jsonl
 
     teacher = smollm2_teacher()
@@ -116,17 +116,9 @@ def smollm2_setup(work: Path, progress: bool) -> dict[str, Any]:
     tok.save_pretrained(teacher_dir)
     records = local_text_records(280)
     train_records, heldout = split_held_out(records, len(records) - 40, tok)
-    config = llama_config(
-        teacher.vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_layers=2,
-        tie_word_embeddings=True,
-        special_ids=(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
-    )
     return {
         "teacher": teacher_dir,
-        "student": save_random_llama(work / "student-init", config, tok, seed=0),
+        "student": save_random_llama(work / "student-init", student_config(teacher), tok, seed=0),
         "train": write_jsonl(work / "train.jsonl", train_records),
         "heldout": heldout,
         "max_length": 96,

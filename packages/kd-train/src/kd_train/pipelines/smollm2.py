@@ -94,6 +94,22 @@ def heldout_kl(teacher: HFTeacher, student: Any, records: list[KDRecord]) -> flo
     return total / max(count, 1)
 
 
+def student_config(teacher: Any) -> Any:
+    """The pipeline's small student: a 2-layer GQA Llama (hidden 128) on the teacher's vocabulary.
+
+    Its special ids are the teacher tokenizer's, so both read the same token sequences.
+    """
+    tok = teacher.tokenizer
+    return llama_config(
+        teacher.vocab_size,
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=2,
+        tie_word_embeddings=True,
+        special_ids=(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
+    )
+
+
 def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[str, Any]:
     """Run the smollm2 pipeline into ``out/smollm2``; return (and write) its figures."""
     from transformers import AutoModelForCausalLM
@@ -114,15 +130,7 @@ def run_smollm2(out: Path, *, steps: int = 300, progress: bool = True) -> dict[s
         progress=progress,
     )
     tok = teacher.tokenizer
-    config = llama_config(
-        teacher.vocab_size,
-        hidden_size=128,
-        intermediate_size=384,
-        num_layers=2,
-        tie_word_embeddings=True,
-        special_ids=(tok.bos_token_id, tok.eos_token_id, tok.pad_token_id),
-    )
-    student_init = save_random_llama(root / "student-init", config, tok, seed=0)
+    student_init = save_random_llama(root / "student-init", student_config(teacher), tok, seed=0)
     kl_before = heldout_kl(teacher, AutoModelForCausalLM.from_pretrained(student_init), heldout)
     stage = run_stage(
         {
