@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from qa import gates
 from qa.mutation import changes, html_report, stryker
 from qa.mutation.__main__ import Outcome, from_report, judge, module_files, parse_shard, select
-from qa.mutation.mutants import find, mutate
+from qa.mutation.mutants import Mutant, find, mutate
 
 SOURCE = '''\
 from __future__ import annotations
@@ -93,18 +94,18 @@ class _T:
         self.path = path
 
 
-def _pairs(root: Path, n: int) -> list[tuple[object, object]]:
+def _pairs(root: Path, n: int) -> list[tuple[Any, Mutant]]:
     t = _T(root / "packages" / "p" / "src" / "p" / "m.py")
     return [(t, m) for m in find("def f(a, b):\n" + "    x = a < b\n" * n)]
 
 
 def test_shards_split_the_complete_run_exactly_once(tmp_path: Path) -> None:
     everything = _pairs(tmp_path, 7)
-    seen: list[object] = []
+    seen: list[Mutant] = []
     for i in range(1, 4):
         part = select(everything, root=tmp_path, mode="shard", shard=(i, 3))
         seen += [m for _, m in part]
-    assert sorted(m.index for m in seen) == list(range(len(everything)))  # type: ignore[attr-defined]
+    assert sorted(m.index for m in seen) == list(range(len(everything)))
     assert parse_shard("3/3") == (3, 3)
 
 
@@ -112,7 +113,7 @@ def test_quick_mode_picks_the_mutants_on_changed_lines(tmp_path: Path) -> None:
     everything = _pairs(tmp_path, 4)
     rel = "packages/p/src/p/m.py"
     picked = select(everything, root=tmp_path, mode="quick", changed={rel: {3}})
-    assert {m.line for _, m in picked} == {3}  # type: ignore[attr-defined]
+    assert {m.line for _, m in picked} == {3}
     assert select(everything, root=tmp_path, mode="quick", changed={"other.py": {3}}) == []
     untracked = select(
         everything, root=tmp_path, mode="quick", changed={rel: set(changes.ALL_LINES)}

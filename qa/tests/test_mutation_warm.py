@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,9 +133,8 @@ def gate(root: Path, *args: str) -> tuple[int, str, dict[str, object]]:
     return proc.returncode, proc.stdout + proc.stderr, report
 
 
-def statuses(report: dict[str, object]) -> dict[tuple[int, str, str], str]:
-    files = report["files"]  # type: ignore[index]
-    [f] = files.values()  # type: ignore[union-attr]
+def statuses(report: dict[str, Any]) -> dict[tuple[int, str, str], str]:
+    [f] = report["files"].values()
     return {
         (m["location"]["start"]["line"], m["mutatorName"], m["replacement"]): m["status"]
         for m in f["mutants"]

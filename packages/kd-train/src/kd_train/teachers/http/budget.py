@@ -20,7 +20,8 @@ then pass the cap only by the excess of the requests already in flight: at most
 ``concurrency`` of them per worker (see :mod:`kd_train.store.ledger`).
 
 Opening the budget never changes a shared cap unless the config says ``change_budget``,
-and first reclaims reservations left by dead workers (:meth:`~kd_train.store.ledger.Ledger.reclaim`).
+and first reclaims reservations left by dead workers
+(:meth:`~kd_train.store.ledger.Ledger.reclaim`).
 Each reservation is leased for :data:`LEASE_FACTOR` times the attempt timeout, at least
 :data:`~kd_train.store.ledger.DEFAULT_LEASE_S` seconds.
 """
