@@ -1,10 +1,12 @@
-"""``python -m tests.load.runner [--quick] [--only NAME]``: run the load and fault scenarios.
+"""``python -m tests.load.runner [--quick] [--only NAME] [--record]``: load and fault scenarios.
 
 What ``nox -s load`` runs. Each scenario (a module of ``tests/load/scenarios/``) runs at its
 ``FULL`` configuration, or ``QUICK`` with ``--quick``; the runner prints what each tried and
-verified, writes ``qa/perf/results/load.json`` (the scenarios run this time replace their
-entries), then refreshes the machine file and the charts (:mod:`qa.perf.report`), and exits
-1 if any check failed or a scenario raised.
+verified, writes ``load.json`` (the scenarios run this time replace their entries), then
+refreshes the machine file and the charts (:mod:`qa.perf.report`), and exits 1 if any check
+failed or a scenario raised. Like ``python -m qa.perf bench``, a routine run writes under the
+git-ignored ``qa/reports/perf/`` only; ``--record`` writes the record (``qa/perf/results/``,
+charts in ``docs/_static/perf/``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import traceback
 from typing import Any
 
-from qa.perf.common import RESULTS, read_json
+from qa.perf.common import DOCS_CHARTS, RESULTS, SCRATCH, read_json
 from qa.perf.report import draw_charts, merge
 from qa.summary import write_json
 from tests.load.scenarios import ScenarioResult
@@ -29,7 +31,6 @@ SCENARIOS = {
     "shared_budget": "tests.load.scenarios.shared_budget",
     "validator": "tests.load.scenarios.validator",
 }
-LOAD_RESULTS = RESULTS / "load.json"
 
 
 def run_one(name: str, quick: bool) -> ScenarioResult:
@@ -59,22 +60,30 @@ def main(argv: list[str]) -> int:
         metavar="NAME",
         help=f"run only this scenario (repeatable): {', '.join(SCENARIOS)}",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write the record (qa/perf/results, docs/_static/perf), not qa/reports/perf",
+    )
     args = parser.parse_args(argv)
     names = args.only or list(SCENARIOS)
-    stored: dict[str, Any] = read_json(LOAD_RESULTS) if LOAD_RESULTS.is_file() else {}
+    results, charts = (RESULTS, DOCS_CHARTS) if args.record else (SCRATCH, SCRATCH / "charts")
+    results.mkdir(parents=True, exist_ok=True)
+    load_results = results / "load.json"
+    stored: dict[str, Any] = read_json(load_results) if load_results.is_file() else {}
     failed = []
     for name in names:
         print(f"-- {name} ({'quick' if args.quick else 'full'})", flush=True)
         result = run_one(name, args.quick)
         print(result.report(), flush=True)
         stored[name] = {"mode": "quick" if args.quick else "full", **result.to_dict()}
-        write_json(LOAD_RESULTS, stored)
+        write_json(load_results, stored)
         if not result.passed:
             failed.append(name)
     print(f"\nload: {len(names) - len(failed)}/{len(names)} scenarios passed"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
-    merge()
-    draw_charts()
+    merge(results)
+    draw_charts(results, charts)
     return 1 if failed else 0
 
 

@@ -107,3 +107,42 @@ def test_scaling_groups_get_their_own_charts_not_the_generic_bars(tmp_path, monk
     names = ["export.png", "losses.png", "teacher_cache.png", "train.png"]
     assert sorted(p.name for p in written) == names
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+FAKE_SCENARIO = """
+from tests.load.scenarios import ScenarioResult
+QUICK = FULL = None
+def run(config):
+    result = ScenarioResult("fake")
+    result.check("nothing lost", 0, 0)
+    return result
+"""
+
+
+def _load_runner_at(tmp_path, monkeypatch):
+    from tests.load import runner
+
+    (tmp_path / "fake_scenario_mod.py").write_text(FAKE_SCENARIO)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(runner, "SCENARIOS", {"fake": "fake_scenario_mod"})
+    monkeypatch.setattr(runner, "SCRATCH", tmp_path / "scratch")
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "DOCS_CHARTS", tmp_path / "charts")
+    return runner
+
+
+def test_a_routine_load_run_writes_only_under_the_scratch_directory(tmp_path, monkeypatch):
+    runner = _load_runner_at(tmp_path, monkeypatch)
+    assert runner.main(["--quick"]) == 0
+    assert json.loads((tmp_path / "scratch" / "load.json").read_text())["fake"]["mode"] == "quick"
+    assert (tmp_path / "scratch" / "charts" / "load.png").is_file()
+    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "charts").exists()
+
+
+def test_record_writes_the_load_results_into_the_record(tmp_path, monkeypatch):
+    runner = _load_runner_at(tmp_path, monkeypatch)
+    assert runner.main(["--quick", "--record"]) == 0
+    assert (tmp_path / "results" / "load.json").is_file()
+    assert (tmp_path / "charts" / "load.png").is_file()
+    assert not (tmp_path / "scratch").exists()
