@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from kd_train.losses.checks import LossArgumentError
 from kd_train.losses.chunked import chunked_linear_loss
 from torch.nn import functional
 
@@ -23,3 +25,60 @@ def test_frozen_hidden_states_still_give_the_lm_head_its_dense_gradient() -> Non
     functional.cross_entropy(hidden @ dense.T, labels, reduction="sum").backward()
     assert hidden.grad is None
     torch.testing.assert_close(weight.grad, dense.grad)
+
+
+def _ce_over(labels: torch.Tensor):
+    def ce(logits: torch.Tensor, rows: torch.Tensor):
+        value = functional.cross_entropy(logits, labels[rows], reduction="sum")
+        return value, {"ce": value}
+
+    return ce
+
+
+@pytest.mark.parametrize("chunk_size", [0, -2])
+def test_a_chunk_size_below_one_is_refused(chunk_size: int) -> None:
+    hidden, weight = torch.randn(3, 4), torch.randn(5, 4)
+    ce = _ce_over(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(LossArgumentError, match=rf"chunk_size must be > 0, got {chunk_size}"):
+        chunked_linear_loss(hidden, weight, None, torch.arange(3), ce, chunk_size=chunk_size)
+
+
+def test_under_no_grad_the_chunk_function_sees_logits_without_a_graph() -> None:
+    hidden = torch.randn(4, 3, requires_grad=True)
+    weight = torch.randn(6, 3, requires_grad=True)
+    labels = torch.tensor([1, 0, 5, 2])
+    seen: list[bool] = []
+
+    def ce(logits: torch.Tensor, rows: torch.Tensor):
+        seen.append(logits.requires_grad)
+        value = functional.cross_entropy(logits, labels[rows], reduction="sum")
+        return value, {"ce": value}
+
+    with torch.no_grad():
+        total, _ = chunked_linear_loss(hidden, weight, None, torch.arange(4), ce, chunk_size=3)
+    expected = functional.cross_entropy(hidden @ weight.T, labels, reduction="sum")
+    torch.testing.assert_close(total, expected.detach())
+    assert seen == [False, False]
+    assert not total.requires_grad
+
+
+@pytest.mark.parametrize("frozen", [True, False], ids=["constant", "other-parameter"])
+def test_a_chunk_loss_that_ignores_the_logits_gives_zero_gradients(frozen: bool) -> None:
+    hidden = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    other = torch.tensor(1.5, dtype=torch.float64, requires_grad=not frozen)
+
+    def regulariser(logits: torch.Tensor, rows: torch.Tensor):
+        value = other * 2.0
+        return value, {"reg": value}
+
+    total, terms = chunked_linear_loss(
+        hidden, weight, bias, torch.arange(5), regulariser, chunk_size=2
+    )
+    assert float(total.detach()) == pytest.approx(3 * 3.0)  # three chunks of 2, 2 and 1 rows
+    assert float(terms["reg"]) == pytest.approx(9.0)
+    if total.requires_grad:
+        total.backward()
+    for tensor in (hidden, weight, bias):
+        assert tensor.grad is None or not bool(tensor.grad.any())

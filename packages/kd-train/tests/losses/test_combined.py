@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kd_train.losses import DistillationLoss, LinearWarmup, LossConfig
+from kd_train.losses import DistillationLoss, LinearWarmup, LossArgumentError, LossConfig
 from kd_train.teachers.base import TeacherOutput
 from torch.nn import functional
 
@@ -496,3 +496,36 @@ def test_the_callers_teacher_logits_are_left_untouched(temperature):
         teacher=view(teacher),
     )
     assert torch.equal(teacher, data["teacher"])
+
+
+@pytest.mark.parametrize("bad", [V, V + 5, -3])
+def test_the_error_names_the_label_outside_the_vocabulary_among_valid_ones(bad: int) -> None:
+    labels = batch(14)["labels"]
+    labels[1, 2] = bad
+    with pytest.raises(ValueError, match=rf"labels holds id {bad}, outside the student vocabulary"):
+        DistillationLoss(LossConfig(weights={"ce": 1.0}))(
+            labels, student_logits=torch.randn(B, T, V)
+        )
+
+
+@pytest.mark.parametrize("given", ["student_hidden", "lm_head_weight"])
+def test_the_chunked_path_needs_both_hidden_states_and_the_lm_head(given: str) -> None:
+    data = batch(15)
+    inputs = {"student_hidden": data["hidden"], "lm_head_weight": data["weight"]}
+    with pytest.raises(LossArgumentError, match=r"pass student_logits"):
+        DistillationLoss(LossConfig(weights={"ce": 1.0}))(data["labels"], **{given: inputs[given]})
+
+
+def test_a_hidden_term_weighted_zero_builds_no_projection_and_reports_nothing() -> None:
+    cfg = LossConfig.from_dict(
+        {"weights": {"ce": 1.0, "hidden": 0.0}, "hidden": {"layer_map": [[1, 2]], "kind": "mse"}}
+    )
+    loss_fn = DistillationLoss(cfg)  # no hidden sizes needed for a term that never counts
+    assert loss_fn.hidden is None
+    assert list(loss_fn.parameters()) == []
+    data = batch(16)
+    out = loss_fn(data["labels"], student_logits=data["teacher"])
+    assert set(out) == {"ce", "loss"}
+    keep = data["labels"] != -100
+    expected = functional.cross_entropy(data["teacher"][keep], data["labels"][keep])
+    torch.testing.assert_close(out["loss"], expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -219,3 +220,55 @@ def test_shape_mismatch_raises_naming_both_shapes() -> None:
 def test_integer_log_probs_raise_naming_the_argument() -> None:
     with pytest.raises(ValueError, match=r"student_logp must be a floating-point tensor"):
         Divergence("tvd")(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("name", DIVERGENCES)
+def test_bf16_log_probs_are_promoted_to_float32(name: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    s = log_probs(torch.randn(3, 16, generator=g)).bfloat16()
+    t = log_probs(torch.randn(3, 16, generator=g)).bfloat16()
+    got = Divergence(name)(s, t)
+    assert got.dtype == torch.float32
+    expected = Divergence(name)(s.float(), t.float())
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def _forward_kl_rows(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Forward KL of each row of ``[N, V]`` float64 log-probs, 0 log 0 = 0, by hand."""
+    values = []
+    for s_row, t_row in zip(student.tolist(), teacher.tolist(), strict=True):
+        total = 0.0
+        for lq, lp in zip(s_row, t_row, strict=True):
+            if lp == -math.inf:
+                continue
+            total += math.inf if lq == -math.inf else math.exp(lp) * (lp - lq)
+        values.append(total)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def test_zero_teacher_mass_in_a_batch_of_sequences_sums_over_the_vocabulary() -> None:
+    g = torch.Generator().manual_seed(5)
+    zs = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    zt = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    zt[0, 1, 2] = -math.inf  # a token the teacher excludes, in one position only
+    zt[1, 0, :2] = -math.inf
+    s, t = log_probs(zs), log_probs(zt)
+    got = Divergence("forward_kl")(s, t)
+    assert got.shape == (2, 3)
+    expected = _forward_kl_rows(s.reshape(6, 5), t.reshape(6, 5)).reshape(2, 3)
+    torch.testing.assert_close(got, expected)
+
+
+def test_skew_zero_is_infinite_where_the_student_excludes_a_teacher_token() -> None:
+    zs = torch.tensor([[0.0, -math.inf, 1.0], [0.5, 0.0, -1.0]], dtype=torch.float64)
+    zt = torch.tensor([[0.0, 2.0, -math.inf], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    s, t = log_probs(zs), log_probs(zt)
+    got = Divergence("skew_forward_kl", skew=0.0)(s, t)
+    assert float(got[0]) == math.inf
+    torch.testing.assert_close(got, _forward_kl_rows(s, t))
+    torch.testing.assert_close(got[1:], Divergence("forward_kl")(s, t)[1:])
+
+
+def test_a_divergence_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Divergence().name = "tvd"  # type: ignore[misc]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kd_train.losses import HiddenStateLoss
+from kd_train.losses import HiddenStateLoss, LossArgumentError
 
 
 def test_mse_matches_reference_on_counted_positions() -> None:
@@ -43,3 +43,34 @@ def test_missing_layer_raises_naming_the_side() -> None:
 def test_invalid_construction_raises(args: tuple, needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         HiddenStateLoss(*args)
+
+
+def test_teacher_states_narrower_than_the_projection_are_refused() -> None:
+    # A [M, 1] teacher would broadcast silently against the [M, 4] projected student.
+    loss = HiddenStateLoss(3, 4, [(0, 0)])
+    with pytest.raises(LossArgumentError, match=r"project to \(2, 4\) but teacher layer 0 has"):
+        loss(
+            [torch.randn(1, 2, 3)],
+            [torch.randn(1, 2, 1)],
+            torch.ones(1, 2, dtype=torch.bool),
+            torch.tensor(2.0),
+        )
+
+
+def test_layer_indices_count_from_the_end_down_to_the_first_layer() -> None:
+    loss = HiddenStateLoss(2, 2, [(-3, -1)], kind="mse").double()
+    s = [torch.randn(1, 2, 2, dtype=torch.float64) for _ in range(3)]
+    t = [torch.randn(1, 2, 2, dtype=torch.float64) for _ in range(2)]
+    mask = torch.tensor([[True, True]])
+    proj = loss.projections[0].weight
+    expected = (s[0][0] @ proj.T - t[1][0]).pow(2).mean(-1).sum() / 2.0
+    torch.testing.assert_close(loss(s, t, mask, torch.tensor(2.0)), expected.float())
+
+
+@pytest.mark.parametrize(("pair", "side"), [((3, 0), "student"), ((0, -3), "teacher")])
+def test_a_layer_index_just_outside_the_states_is_refused(pair: tuple[int, int], side: str) -> None:
+    loss = HiddenStateLoss(2, 2, [pair])
+    states = [torch.zeros(1, 1, 2) for _ in range(3)]
+    index = pair[1] if side == "teacher" else pair[0]
+    with pytest.raises(LossArgumentError, match=rf"asks for {side} layer {index} but"):
+        loss(states, states[:2], torch.ones(1, 1, dtype=torch.bool), torch.tensor(1.0))

@@ -27,3 +27,8 @@ def test_negative_num_items_raises() -> None:
 def test_mask_shape_mismatch_raises() -> None:
     with pytest.raises(ValueError, match=r"mask has shape \(1, 3\), expected \(1, 4\)"):
         token_mask(torch.zeros(1, 4, dtype=torch.long), mask=torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_zero_num_items_is_accepted_and_divides_by_one() -> None:
+    assert float(denominator(torch.ones(2, 3, dtype=torch.bool), 0)) == 1.0
+    assert float(denominator(torch.ones(2, 3, dtype=torch.bool), torch.tensor(0))) == 1.0

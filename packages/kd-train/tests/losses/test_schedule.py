@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from kd_train.losses import LinearWarmup, weight_at
 from kd_train.losses.schedule import is_active
@@ -29,3 +31,8 @@ def test_terms_with_zero_weights_are_inactive() -> None:
 def test_negative_steps_raise(kwargs: dict) -> None:
     with pytest.raises(ValueError, match=r"must be >= 0"):
         LinearWarmup(**kwargs)
+
+
+def test_a_schedule_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LinearWarmup().end = 2.0  # type: ignore[misc]

@@ -46,3 +46,15 @@ def test_empty_span_raises() -> None:
 def test_tensors_are_right_padded_and_truncated() -> None:
     out = span_mask_tensors([{"code_mode": [True, True, True]}], 2, ["code_mode"])
     assert out["code_mode"].tolist() == [[True, True]]
+
+
+def test_tokens_ending_at_the_start_or_starting_at_the_end_are_outside() -> None:
+    offsets = [(0, 4), (4, 5), (5, 9), (9, 10)]
+    masks = span_token_masks(offsets, [Span("tool_name", 4, 9)], char_offset=0)
+    assert masks["tool_name"] == [False, True, True, False]
+
+
+def test_a_zero_width_token_inside_a_span_is_not_marked() -> None:
+    offsets = [(0, 2), (2, 4), (3, 3), (4, 6)]
+    masks = span_token_masks(offsets, [Span("json_args", 1, 5)], kinds=["json_args"])
+    assert masks["json_args"] == [True, True, False, True]

@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from kd_train.losses import Divergence, bucket_log_probs, log_probs
+from kd_train.losses import Divergence, LossArgumentError, bucket_log_probs, log_probs
+from kd_train.losses.sparse import safe_logsumexp
 
 
 def reference_buckets(student_logits: torch.Tensor, ids: list[int], teacher_probs: list[float]):
@@ -178,3 +179,106 @@ def test_float_ids_raise_naming_the_argument() -> None:
         bucket_log_probs(
             log_probs(torch.zeros(1, 4)), torch.tensor([[0.0]]), torch.tensor([[-1.0]])
         )
+
+
+def _log_softmax(values: list[float]) -> list[float]:
+    finite = [v for v in values if v != -math.inf]
+    top = max(finite)
+    log_z = top + math.log(sum(math.exp(v - top) for v in finite))
+    return [v - log_z for v in values]
+
+
+def reference_position(
+    student_logp: list[float],
+    ids: list[int],
+    teacher_logp: list[float],
+    tail_logp: float | None,
+    tail: str,
+    temperature: float,
+) -> tuple[list[float], list[float]]:
+    """The buckets of one position, from the module docstring, in Python floats."""
+    vocab = len(student_logp)
+    inside = [i for i in ids if i < vocab]
+    s_top = [student_logp[i] if i < vocab else -math.inf for i in ids]
+    t_top = [lp if i < vocab else -math.inf for i, lp in zip(ids, teacher_logp, strict=True)]
+    if tail == "renormalize":
+        return _log_softmax(s_top), _log_softmax([v / temperature for v in t_top])
+    rest = [math.exp(lp) for v, lp in enumerate(student_logp) if v not in inside]
+    s_tail = math.log(sum(rest)) if rest and sum(rest) > 0 else -math.inf
+    if tail_logp is None:
+        mass = max(1.0 - sum(math.exp(v) for v in t_top), 1e-12)
+    else:
+        dropped = [math.exp(lp) for i, lp in zip(ids, teacher_logp, strict=True) if i >= vocab]
+        mass = math.exp(tail_logp) + sum(dropped)
+    n = max(vocab - len(inside), 1)
+    soft = math.log(mass) / temperature + (1.0 - 1.0 / temperature) * math.log(n)
+    if s_tail == -math.inf:
+        soft = -math.inf
+    t_b = _log_softmax([*(v / temperature for v in t_top), soft])
+    return [*s_top, s_tail], t_b
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+@pytest.mark.parametrize("tail", ["bucket", "renormalize"])
+@pytest.mark.parametrize("stored_tail", [False, True], ids=["derived-tail", "stored-tail"])
+@pytest.mark.parametrize("beyond", [False, True], ids=["in-vocab", "beyond-vocab"])
+def test_buckets_of_every_position_of_a_batch_match_the_reference(
+    temperature: float, tail: str, stored_tail: bool, beyond: bool
+) -> None:
+    """``[B, T, V]`` inputs: each position is bucketed on its own (last axis only)."""
+    g = torch.Generator().manual_seed(21)
+    b, t, vocab, k = 2, 3, 6, 3
+    student = torch.log_softmax(torch.randn(b, t, vocab, generator=g, dtype=torch.float64), -1)
+    ids = torch.stack([torch.randperm(vocab, generator=g)[:k] for _ in range(b * t)])
+    ids = ids.reshape(b, t, k)
+    if beyond:
+        ids[0, 1, 2] = vocab  # the first id past the student's vocabulary
+        ids[1, 2, 0] = vocab + 4
+    probs = torch.softmax(torch.randn(b, t, k + 1, generator=g, dtype=torch.float64), -1)
+    teacher = probs[..., :k].log()
+    tail_logp = probs[..., k].log() if stored_tail else None
+    s, te = bucket_log_probs(
+        student,
+        ids,
+        teacher,
+        teacher_tail=tail_logp,
+        tail=tail,
+        temperature=temperature,
+        vocab_policy="truncate",
+    )
+    width = k if tail == "renormalize" else k + 1
+    assert s.shape == te.shape == (b, t, width)
+    for i in range(b):
+        for j in range(t):
+            rs, rt = reference_position(
+                student[i, j].tolist(),
+                ids[i, j].tolist(),
+                teacher[i, j].tolist(),
+                None if tail_logp is None else float(tail_logp[i, j]),
+                tail,
+                temperature,
+            )
+            expected = torch.tensor([rs, rt], dtype=torch.float64)
+            torch.testing.assert_close(torch.stack([s[i, j], te[i, j]]), expected)
+
+
+def test_an_id_equal_to_the_vocabulary_size_is_outside_it() -> None:
+    student = log_probs(torch.zeros(1, 4))
+    with pytest.raises(LossArgumentError, match=r"teacher top-k id 4 is outside the student"):
+        bucket_log_probs(student, torch.tensor([[1, 4]]), torch.tensor([[0.5, 0.2]]).log())
+
+
+def test_safe_logsumexp_reduces_the_last_axis_of_a_batch() -> None:
+    x = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x[0, 1] = -math.inf
+    x[1, 2, :3] = -math.inf
+    x.requires_grad_(True)
+    out = safe_logsumexp(x)
+    assert out.shape == (2, 3)
+    expected = torch.logsumexp(x.detach(), dim=-1)
+    torch.testing.assert_close(out.detach(), expected)
+    assert float(out[0, 1].detach()) == -math.inf
+    out.masked_fill(torch.isneginf(out), 0.0).sum().backward()
+    assert x.grad is not None
+    assert torch.isfinite(x.grad).all()
+    assert not bool(x.grad[0, 1].any())

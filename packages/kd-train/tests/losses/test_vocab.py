@@ -25,3 +25,21 @@ def test_padding_policy_is_refused() -> None:
 def test_shared_vocab_error_policy_raises() -> None:
     with pytest.raises(ValueError, match=r"teacher has 330 ids and the student 320"):
         shared_vocab(320, 330)
+
+
+def test_shared_vocab_of_equal_sizes_is_that_size_under_either_policy() -> None:
+    assert shared_vocab(320, 320) == 320
+    assert shared_vocab(320, 320, "truncate") == 320
+    assert shared_vocab(330, 320, "truncate") == 320
+
+
+def test_align_dense_compares_the_last_axis_of_a_batch() -> None:
+    student, teacher = torch.randn(2, 3, 5), torch.randn(2, 3, 8)
+    s, t = align_dense(student, teacher, "truncate")
+    assert s.shape == t.shape == (2, 3, 5)
+    assert torch.equal(t, teacher[..., :5])
+    assert torch.equal(s, student)
+    with pytest.raises(ValueError, match=r"teacher has 8 ids and the student 5"):
+        align_dense(student, teacher)
+    s, t = align_dense(torch.randn(2, 4, 6), torch.randn(2, 4, 6))  # same V, different T, B
+    assert s.shape == t.shape == (2, 4, 6)
