@@ -117,9 +117,14 @@ def test_a_masked_teacher_row_contributes_no_kd() -> None:
     assert float(kd[4]) == 0.0
 
 
-def test_a_teacher_with_hidden_states_must_be_turned_into_rows_first() -> None:
+@pytest.mark.parametrize("stray_ids", [False, True], ids=["plain", "ids-without-logprobs"])
+def test_a_teacher_with_hidden_states_must_be_turned_into_rows_first(stray_ids: bool) -> None:
+    # Only ids *and* log-probs make a top-k teacher; ids alone do not take that path.
     student, _ = _logits(7)
-    teacher = TeacherOutput(hidden=torch.randn(C, 3), head_weight=torch.randn(V, 3), aligned="view")
+    ids = torch.zeros(C, 2, dtype=torch.long) if stray_ids else None
+    teacher = TeacherOutput(
+        hidden=torch.randn(C, 3), head_weight=torch.randn(V, 3), ids=ids, aligned="view"
+    )
     with pytest.raises(LossArgumentError, match=r"neither logits nor top-k; call rows\(\)"):
         kd_per_token(student, teacher, TermSpec())
 
