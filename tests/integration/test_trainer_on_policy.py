@@ -27,7 +27,7 @@ TIMING = ("tokens_per_s", "elapsed_s", "peak_memory_mb", "generate_s", "teacher_
 
 def torchrun(*args):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run([*cmd, "-m", "kd_train.cli", *args, "--no-progress"], check=True, timeout=300)
+    subprocess.run([*cmd, "-m", "kd_train.cli", *args, "--no-progress"], check=True, timeout=600)
 
 
 def rows(run_dir):

@@ -3,8 +3,9 @@
 Two processes answer two disjoint prompt files against the same loopback teacher, with
 the same ``--store`` (a PostgreSQL database) and ``--budget-name``, so they reserve and
 settle against one budget row. The cap covers about half of all prompts, so both race to
-the end of it. Verified: both workers were admitted some requests and stopped at the
-budget (exit status 3) or finished (0); the combined spend never exceeds the cap; the
+the end of it. Verified: both workers were admitted some requests (or, where one started
+only after the other had reserved the whole cap, it was stopped by that budget at once) and
+stopped at the budget (exit status 3) or finished (0); the combined spend never exceeds the cap; the
 spend equals the sum of the charges of both owners; no reservation is left open; no
 output has a duplicate.
 
@@ -116,7 +117,18 @@ def run(config: SharedBudgetConfig) -> ScenarioResult:
                      ok=all(s in (0, 3) for s in statuses))  # fmt: skip
         result.check("workers stopped by the budget", statuses.count(3), ">= 1",
                      ok=statuses.count(3) >= 1)  # fmt: skip
-        result.check("workers that were paid for some requests", len(by_owner), 2)
+        # Both workers were admitted requests, unless one started only after the other had
+        # reserved the whole cap (a loaded machine starts processes seconds apart): then it
+        # must have been stopped by that same budget at once, which a budget of its own
+        # (the defect this scenario guards against) would not have done.
+        unpaid = [w for w in range(2) if written[w] == 0]
+        result.check("workers paid for some requests", len(by_owner), ">= 1",
+                     ok=len(by_owner) >= 1 and len(by_owner) + len(unpaid) == 2)  # fmt: skip
+        result.check("workers never paid were stopped by the shared budget",
+                     [statuses[w] for w in unpaid], "each 3",
+                     ok=all(statuses[w] == 3 for w in unpaid))  # fmt: skip
+        if unpaid:
+            result.notes.append(f"worker {unpaid[0]} started after the cap was reserved")
         cap_nanos = usd_to_nanos(cap)
         result.check("combined spend <= cap (nano-USD)", status.spent_nanos,
                      f"<= {cap_nanos}", ok=status.spent_nanos <= cap_nanos)  # fmt: skip
