@@ -314,3 +314,89 @@ def test_a_non_finite_best_eval_loss_is_never_written(tmp_path, trained):
     with pytest.raises(NonFiniteError, match=r"^step 2: the trainer state .*best_eval_loss=nan"):
         save_checkpoint(tmp_path, state, *trained, {})
     assert not list((tmp_path / "checkpoints").iterdir())
+
+
+# -- a forger who recomputes the hashes: what each state file must still be ---------------
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors", "rng.safetensors"])
+def test_a_rehashed_state_file_that_is_not_safetensors_is_refused(ckpt, trained, name):
+    (ckpt / name).write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
+    rehash(ckpt, name)
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)} is not (a )?safetensors"):
+        load_checkpoint(ckpt, *trained)
+
+
+def _rewrite(ckpt, name, edit):
+    tensors = load_file(str(ckpt / name))
+    edit(tensors)
+    save_file(tensors, str(ckpt / name))
+    rehash(ckpt, name)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.update(torch_cpu=t["torch_cpu"].float()), "torch_cpu is missing or not"),
+        (lambda t: t.pop("numpy_keys"), "numpy_keys is missing or not torch.int64"),
+        (lambda t: t.update(torch_cpu=t["torch_cpu"][:-1]), "torch_cpu has shape"),
+    ],
+)
+def test_rng_tensors_of_another_dtype_or_shape_are_refused(ckpt, trained, edit, message):
+    _rewrite(ckpt, "rng.safetensors", edit)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_checkpoint(ckpt, *trained)
+
+
+def test_a_non_finite_optimiser_value_is_refused_naming_the_tensor(ckpt, trained):
+    def poison(tensors):
+        key = sorted(k for k in tensors if k.endswith("exp_avg"))[0]
+        tensors[key] = tensors[key].clone()
+        tensors[key].view(-1)[0] = math.nan
+
+    _rewrite(ckpt, "optimizer.safetensors", poison)
+    with pytest.raises(CheckpointError, match=r"non-finite values in \S*exp_avg"):
+        load_checkpoint(ckpt, *trained)
+
+
+@pytest.mark.parametrize(("slot", "shape"), [("exp_avg_sq", (1,)), ("step", (2,))])
+def test_optimiser_state_of_another_shape_is_refused(ckpt, trained, slot, shape):
+    # set_optimizer_state_dict took a [1] moment silently; AdamW would broadcast it
+    def reshape(tensors):
+        key = sorted(k for k in tensors if k.endswith(f".{slot}"))[0]
+        tensors[key] = torch.zeros(shape)
+
+    _rewrite(ckpt, "optimizer.safetensors", reshape)
+    with pytest.raises(CheckpointError, match=re.escape(f".{slot} has shape {shape}")):
+        load_checkpoint(ckpt, *trained)
+
+
+def test_optimiser_groups_naming_a_parameter_beyond_the_model_are_refused(ckpt, trained):
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["param_groups"][0]["params"].append(10_000)
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    rehash(ckpt, "trainer_state.json")
+    with pytest.raises(CheckpointError, match="parameter index beyond the"):
+        load_checkpoint(ckpt, *trained)
+
+
+def test_read_verified_reads_only_listed_present_regular_files(ckpt):
+    from kd_train.trainer.checkpoint.manifest import read_manifest, read_verified
+
+    manifest = read_manifest(ckpt)
+    with pytest.raises(CheckpointError, match=r"does not list extra\.json"):
+        read_verified(ckpt, "extra.json", manifest)
+    (ckpt / "rng.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"rng\.safetensors is missing"):
+        read_verified(ckpt, "rng.safetensors", manifest)
+    (ckpt / "rng.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"rng\.safetensors cannot be read"):
+        read_verified(ckpt, "rng.safetensors", manifest)
+
+
+def test_a_changed_fingerprint_is_shown_short():
+    from kd_train.trainer.checkpoint.drift import _show
+
+    digest = "sha256:" + "ab" * 32
+    assert _show(digest) == digest[:19] + "..."
+    assert _show("plain") == '"plain"'  # any other value as JSON

@@ -230,6 +230,7 @@ def load_optimizer(
     if bad is not None:
         raise CheckpointError(f"checkpoint optimiser state holds non-finite values in {bad}")
     full = _unflatten_optimizer(tensors, param_groups, names)
+    _require_shapes(full["state"], model)
     try:
         set_optimizer_state_dict(model, optimizer, full, options=_SCATTER)
     except (KeyError, ValueError, RuntimeError, IndexError) as exc:
@@ -294,6 +295,23 @@ def _param_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> li
     name_of = {id(param): name for name, param in model.named_parameters()}
     params = chain.from_iterable(group["params"] for group in optimizer.param_groups)
     return [name_of[id(param)] for param in params]
+
+
+def _require_shapes(state: dict[str, dict[str, torch.Tensor]], model: torch.nn.Module) -> None:
+    """Every slot is shaped like its parameter (``step``: a scalar); else a one-line refusal.
+
+    ``set_optimizer_state_dict`` takes a moment of another shape without a word, and AdamW
+    then broadcasts it against the gradient: training goes on, wrongly.
+    """
+    shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
+    for name, slots in sorted(state.items()):
+        for slot, tensor in sorted(slots.items()):
+            want = () if slot == "step" else shapes[name]
+            if tuple(tensor.shape) != want:
+                raise CheckpointError(
+                    f"checkpoint optimiser state of {name}.{slot} has shape "
+                    f"{tuple(tensor.shape)}, not {want}"
+                )
 
 
 def _flatten_optimizer(
