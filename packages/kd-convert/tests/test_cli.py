@@ -39,3 +39,11 @@ def test_lengths_beyond_the_model_context_exit_2(tiny_llama_dir, tmp_path, capsy
     )
     assert code == 2
     assert "max_position_embeddings (512)" in capsys.readouterr().err
+
+
+def test_an_unknown_format_name_is_refused_naming_the_formats():
+    from kd_convert.errors import ExportConfigError
+    from kd_convert.formats import format_module
+
+    with pytest.raises(ExportConfigError, match="unknown export format 'tflite': choose one of"):
+        format_module("tflite")

@@ -177,3 +177,20 @@ def test_the_stepper_checks_every_call_against_the_contract(exports, fmt):
     longer = [np.concatenate([p] * 13, axis=2) for p in past]  # 104 cached positions
     with pytest.raises(ValidationError, match=f"beyond the {MAX_LENGTH} positions"):
         stepper.run_decode(5, np.ones((1, 9), np.int32), 8, longer)
+
+
+def test_a_tampered_generation_export_is_refused_before_its_stepper_loads(exports, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(exports("onnx").out_dir, copy)
+    (copy / "prefill.onnx").write_bytes(b"tampered")
+    with pytest.raises(ContractError, match=r"does not match its contract: .*prefill\.onnx"):
+        load_stepper(copy)
+
+
+def test_a_generation_export_is_no_sequence_runner(exports):
+    from kd_convert.contract import open_runner
+
+    with pytest.raises(ContractError, match="holds a 'generation' export: run it with"):
+        open_runner(exports("onnx").out_dir)
