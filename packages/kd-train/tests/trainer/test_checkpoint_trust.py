@@ -400,3 +400,29 @@ def test_a_changed_fingerprint_is_shown_short():
     digest = "sha256:" + "ab" * 32
     assert _show(digest) == digest[:19] + "..."
     assert _show("plain") == '"plain"'  # any other value as JSON
+
+
+def test_an_unknown_rng_tensor_is_refused_and_a_cuda_state_is_not(ckpt, trained):
+    from kd_train.trainer.checkpoint.rng import _require_layout
+
+    tensors = load_file(str(ckpt / "rng.safetensors"))
+    _require_layout({**tensors, "torch_cuda_0": torch.zeros(16, dtype=torch.uint8)})
+    _rewrite(ckpt, "rng.safetensors", lambda t: t.update(evil=torch.zeros(1)))
+    with pytest.raises(CheckpointError, match="unknown tensor 'evil'"):
+        load_checkpoint(ckpt, *trained)
+
+
+def test_an_optimiser_index_one_past_the_last_parameter_is_refused(ckpt, trained):
+    n = len(list(trained[0].parameters()))
+    _rewrite(ckpt, "optimizer.safetensors", lambda t: t.update({f"{n}.step": torch.tensor(1.0)}))
+    with pytest.raises(CheckpointError, match=rf"'{n}\.step': not '<index>\.<slot>'"):
+        load_checkpoint(ckpt, *trained)
+
+
+def test_groups_naming_the_index_one_past_the_last_parameter_are_refused(ckpt, trained):
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    state["param_groups"][0]["params"].append(len(list(trained[0].parameters())))
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    rehash(ckpt, "trainer_state.json")
+    with pytest.raises(CheckpointError, match="parameter index beyond the"):
+        load_checkpoint(ckpt, *trained)

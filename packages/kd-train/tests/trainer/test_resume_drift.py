@@ -270,3 +270,23 @@ def test_the_loop_refuses_drift_for_library_callers_too(make_config, tmp_path):
     assert result.state.step == 3
     assert [c.key for c in result.state.changes] == ["train.batch_size", "train.max_steps"]
     assert Path(cfg["output_dir"], "checkpoints", "step-00000003").is_dir()
+
+
+def test_tables_inside_lists_compare_whatever_their_key_order():
+    from kd_train.trainer.checkpoint import changed_keys
+
+    before = {"loss": {"hidden": {"layer_map": [{"s": 1, "t": 2}]}}}
+    after = {"loss": {"hidden": {"layer_map": [{"t": 2, "s": 1}]}}}
+    assert changed_keys(before, after) == {}
+
+
+def test_a_table_replaced_by_a_value_is_one_change():
+    from kd_train.trainer.checkpoint import changed_keys
+
+    assert changed_keys({"a": {"x": 1}}, {"a": 5}) == {"a": ({"x": 1}, 5)}
+
+
+def test_an_absent_side_is_shown_as_absent():
+    from kd_train.trainer.checkpoint.drift import _ABSENT, _show
+
+    assert _show(_ABSENT) == "(absent)"
