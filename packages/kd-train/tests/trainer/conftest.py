@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from kd_train.pipelines.toydata import tool_call_records, write_jsonl
+from transformers import AutoModelForCausalLM
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,13 @@ def make_config(tiny_llama_dir, tiny_teacher_dir, toy_train_file, tmp_path):
         return cfg
 
     return make
+
+
+@pytest.fixture
+def trained(tiny_llama_dir: Path) -> tuple[Any, torch.optim.Optimizer]:
+    """A student after one AdamW step, and its optimiser."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits.sum().backward()
+    optimizer.step()
+    return model, optimizer

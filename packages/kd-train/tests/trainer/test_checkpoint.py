@@ -20,16 +20,6 @@ from safetensors.torch import save_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 
-@pytest.fixture
-def trained(tiny_llama_dir):
-    """A student after one AdamW step, and its optimiser."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits.sum().backward()
-    optimizer.step()
-    return model, optimizer
-
-
 def fresh(tiny_llama_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     return model, torch.optim.AdamW(model.parameters(), lr=5.0)

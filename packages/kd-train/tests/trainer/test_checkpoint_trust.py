@@ -31,16 +31,6 @@ from transformers import AutoModelForCausalLM
 
 
 @pytest.fixture
-def trained(tiny_llama_dir):
-    """A student after one AdamW step, and its optimiser."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model(input_ids=torch.tensor([[1, 5, 9, 2]])).logits.sum().backward()
-    optimizer.step()
-    return model, optimizer
-
-
-@pytest.fixture
 def ckpt(tmp_path, trained):
     return save_checkpoint(tmp_path, TrainState(step=3, epoch=1, index=2), *trained, {"k": 1})
 
