@@ -55,6 +55,8 @@ def check_result(result):
     for arm, diffs in result["vs_ce"].items():
         for m in METRICS:
             check_interval(diffs[m], f"{arm} - ce {m}")
+    for m in METRICS:
+        check_interval(result["topk16_vs_dense"][m], f"topk16 - forward_kl {m}")
 
 
 def test_tiny_showcase_writes_a_well_formed_result(tmp_path, monkeypatch):

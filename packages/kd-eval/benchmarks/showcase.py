@@ -374,6 +374,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], heldout: list[Any]) -> d
         "vs_ce": {
             arm: paired_differences(entry, arms["ce"]) for arm, entry in arms.items() if arm != "ce"
         },
+        # the cached top-16 against the dense teacher in the loop, same loss (forward KL)
+        "topk16_vs_dense": paired_differences(arms["topk16_cached"], arms["forward_kl"]),
     }
 
 
@@ -405,6 +407,12 @@ def markdown_table(result: dict[str, Any]) -> str:
             for m in METRICS
         ]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    diffs = result["topk16_vs_dense"]
+    cells = [
+        f"{diffs[m]['value']:+.3f} [{diffs[m]['low']:+.3f}, {diffs[m]['high']:+.3f}]"
+        for m in METRICS
+    ]
+    lines.append("| `topk16_cached` − `forward_kl` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
