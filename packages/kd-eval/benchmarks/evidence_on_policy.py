@@ -296,6 +296,17 @@ def paired_differences(arm: dict[str, Any], base: dict[str, Any]) -> dict[str, A
     }
 
 
+def interval_bars(ax: Any, arms: dict[str, Any], key: str) -> None:
+    """One bar per arm of its figure ``key``, its 95% interval as the error bar."""
+    names = list(arms)
+    values = [arms[n][key]["value"] for n in names]
+    errors = [
+        [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
+        [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
+    ]
+    ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+
+
 def plot(task: str, result: dict[str, Any], path: Path) -> None:
     """The held-out JSD curves, and the final on-policy KL (and task score) with intervals."""
     import matplotlib
@@ -317,13 +328,7 @@ def plot(task: str, result: dict[str, Any], path: Path) -> None:
         (axes[1], "onpolicy_kl", "KL(student || teacher) on its own greedy text"),
         (axes[2], metric, f"{metric} (teacher: {result['teacher'][metric]['value']:.2f})"),
     ):
-        names = list(arms)
-        values = [arms[n][key]["value"] for n in names]
-        errors = [
-            [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
-            [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
-        ]
-        ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+        interval_bars(ax, arms, key)
         ax.set(title=label)
     fig.suptitle(
         f"on-policy distillation, {task}: {result['steps']} steps after a shared warm start, "

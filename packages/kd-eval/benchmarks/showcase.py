@@ -379,39 +379,34 @@ def summarise(results: dict[str, list[dict[str, Any]]], heldout: list[Any]) -> d
     }
 
 
+def cell(estimate: dict[str, float], sign: str = "") -> str:
+    """``value [low, high]`` to 3 decimals (``sign="+"``: signed, for differences).
+
+    >>> cell({"value": -0.1528, "low": -0.1849, "high": -0.1223}, "+")
+    '-0.153 [-0.185, -0.122]'
+    """
+    spec = f"{sign}.3f"
+    return f"{estimate['value']:{spec}} [{estimate['low']:{spec}}, {estimate['high']:{spec}}]"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The result as two Markdown tables: figures per arm, and paired differences to CE."""
     head = "| arm | bits per byte ↓ | KL to teacher (nats/token) ↓ | top-1 agreement ↑ |"
     lines = [head, "|---|---|---|---|"]
-    teacher = result["teacher"]["bpb"]
-    lines.append(
-        f"| teacher (ceiling) | {teacher['value']:.3f} [{teacher['low']:.3f}, "
-        f"{teacher['high']:.3f}] | 0 | 1 |"
-    )
+    lines.append(f"| teacher (ceiling) | {cell(result['teacher']['bpb'])} | 0 | 1 |")
     untrained = result["untrained"]
     lines.append(
         "| untrained student | " + " | ".join(f"{untrained[m]:.3f}" for m in METRICS) + " |"
     )
     for arm, entry in result["arms"].items():
-        cells = [
-            f"{entry[m]['value']:.3f} [{entry[m]['low']:.3f}, {entry[m]['high']:.3f}] "
-            f"(seed sd {entry[m]['seed_sd']:.3f})"
-            for m in METRICS
-        ]
+        cells = [f"{cell(entry[m])} (seed sd {entry[m]['seed_sd']:.3f})" for m in METRICS]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
     lines += ["", "| arm − `ce` (paired) | bits per byte | KL to teacher | top-1 agreement |"]
     lines.append("|---|---|---|---|")
     for arm, diffs in result["vs_ce"].items():
-        cells = [
-            f"{diffs[m]['value']:+.3f} [{diffs[m]['low']:+.3f}, {diffs[m]['high']:+.3f}]"
-            for m in METRICS
-        ]
+        cells = [cell(diffs[m], "+") for m in METRICS]
         lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
-    diffs = result["topk16_vs_dense"]
-    cells = [
-        f"{diffs[m]['value']:+.3f} [{diffs[m]['low']:+.3f}, {diffs[m]['high']:+.3f}]"
-        for m in METRICS
-    ]
+    cells = [cell(result["topk16_vs_dense"][m], "+") for m in METRICS]
     lines.append("| `topk16_cached` − `forward_kl` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

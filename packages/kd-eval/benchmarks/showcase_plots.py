@@ -11,16 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from evidence_on_policy import interval_bars  # on sys.path: showcase.py's directory
+
 PANELS = (("bpb", "held-out bits per byte"), ("kl", "held-out KL(teacher || student), nats"))
 
 
-def plot_arm(arm: str, result: dict[str, Any], path: Path) -> None:
-    """The learning curves of ``arm`` (seeds and their mean) against CE-only's mean."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_arm(arm: str, result: dict[str, Any], path: Path) -> None:
+    """The learning curves of ``arm`` (seeds and their mean) against CE-only's mean."""
+    plt = pyplot()
     entry, ce = result["arms"][arm], result["arms"]["ce"]["curve"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, (metric, label) in zip(axes, PANELS, strict=True):
@@ -68,13 +76,8 @@ def plot_arm(arm: str, result: dict[str, Any], path: Path) -> None:
 
 def plot_summary(result: dict[str, Any], path: Path) -> None:
     """Bars of every arm's final figures, with their 95% bootstrap intervals across examples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     arms = result["arms"]
-    names = list(arms)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, metric, label in zip(
         axes,
@@ -82,12 +85,7 @@ def plot_summary(result: dict[str, Any], path: Path) -> None:
         ("bits per byte (lower is better)", "KL to teacher (lower)", "top-1 agreement (higher)"),
         strict=True,
     ):
-        values = [arms[n][metric]["value"] for n in names]
-        errors = [
-            [v - arms[n][metric]["low"] for n, v in zip(names, values, strict=True)],
-            [arms[n][metric]["high"] - v for n, v in zip(names, values, strict=True)],
-        ]
-        ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+        interval_bars(ax, arms, metric)
         ax.tick_params(axis="x", labelrotation=30)
         ax.set(title=label)
     fig.suptitle("held-out figures after training, 95% bootstrap intervals across sentences")
