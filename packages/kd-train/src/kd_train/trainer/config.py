@@ -1,6 +1,6 @@
 """The run configuration: typed, validated at the edge, read from YAML, TOML or JSON.
 
-A run config is plain data with seven sections (every key optional unless marked)::
+A run config is plain data with eight sections (every key optional unless marked)::
 
     student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
     teacher:   {kind: hf | cached | records | http | none, path: DIR, topk: K,
@@ -15,6 +15,7 @@ A run config is plain data with seven sections (every key optional unless marked
                 on_policy: {lmbda, temperature, top_p, top_k, max_new_tokens, seq_kd,
                             log_samples}}
     distributed: {strategy: ddp | fsdp}
+    qat:       {scheme: int8 | int4 (required), group_size: 32 | 64 (int4), start_step: 0}
     output_dir: DIR (required)
 
 :class:`RunConfig` is a pydantic model; its sections live in
@@ -58,6 +59,7 @@ from kd_train.trainer.train_config import (
     DistributedConfig,
     OnPolicyConfig,
     OptimConfig,
+    QATConfig,
     StudentConfig,
     TrainConfig,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "HTTPSettings",
     "OnPolicyConfig",
     "OptimConfig",
+    "QATConfig",
     "RunConfig",
     "RunConfigError",
     "StudentConfig",
@@ -121,6 +124,10 @@ class RunConfig(ConfigModel):
     distributed: DistributedConfig = Field(
         default=DistributedConfig(),
         description="How ``torchrun`` processes share the student.",
+    )
+    qat: QATConfig | None = Field(
+        default=None,
+        description="Quantization-aware distillation (``null``: the student trains in float).",
     )
 
     @model_validator(mode="before")
@@ -188,6 +195,11 @@ class RunConfig(ConfigModel):
                     "endpoint, make the teacher's completions once with 'kd-train generate' "
                     "and train on that dataset, or set seq_kd: false"
                 )
+        if self.qat is not None and self.distributed.strategy == "fsdp":
+            raise InvalidConfigError(
+                "qat: not supported with distributed.strategy 'fsdp' (torchao's fake "
+                "quantizers do not run on sharded weights); use strategy 'ddp' or drop qat"
+            )
         if "hidden" in active and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "
@@ -200,6 +212,8 @@ class RunConfig(ConfigModel):
         data = self.model_dump(mode="json")
         if data["teacher"]["http"] is None:  # the stored form has no empty http table
             del data["teacher"]["http"]
+        if data["qat"] is None:  # runs without QAT store the form they stored before it
+            del data["qat"]
         return data
 
 

@@ -30,6 +30,10 @@ from kd_train.typed_config import (
 PRECISIONS = ("fp32", "bf16")
 #: The values ``distributed.strategy`` accepts.
 STRATEGIES = ("ddp", "fsdp")
+#: The values ``qat.scheme`` accepts.
+QAT_SCHEMES = ("int8", "int4")
+#: The int4 weight group sizes ``qat.group_size`` accepts.
+QAT_GROUP_SIZES = (32, 64)
 
 NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
@@ -205,3 +209,60 @@ class DistributedConfig(ConfigModel):
     strategy: Annotated[str, OneOf(STRATEGIES)] = Field(
         default="ddp", description="``ddp`` or ``fsdp`` (FSDP2)."
     )
+
+
+class QATConfig(ConfigModel):
+    """The ``qat`` section: quantization-aware distillation from ``start_step`` on.
+
+    From optimiser step ``start_step`` the student's linear layers (all but the output
+    head) compute with fake-quantized weights, and for ``int8`` activations, through
+    torchao's QAT (:mod:`kd_train.trainer.qat`); gradients pass straight through the
+    rounding. Schemes:
+
+    ``int8``
+        int8 weights, symmetric, one scale per output channel; int8 activations,
+        asymmetric, one scale and zero point per token, computed at run time.
+    ``int4``
+        int4 weights, symmetric, one scale per ``group_size`` input columns; activations
+        stay float.
+
+    >>> from kd_train.trainer.train_config import QATConfig
+    >>> QATConfig(scheme="int4").weight_group_size
+    32
+    """
+
+    scheme: Annotated[str, OneOf(QAT_SCHEMES)] = Field(
+        description="``int8`` (int8 per-channel weights, int8 per-token dynamic activations) "
+        "or ``int4`` (int4 grouped weights only)."
+    )
+    group_size: Annotated[int, Strict(), Field(ge=1)] | None = Field(
+        default=None,
+        description="Input columns per int4 weight scale, 32 or 64 (``int4`` only; default 32).",
+    )
+    start_step: NonNegativeInt = Field(
+        default=0, description="The optimiser step from which the student trains fake-quantized."
+    )
+
+    @model_validator(mode="after")
+    def _group_size_fits_scheme(self) -> QATConfig:
+        """``group_size`` is an int4 setting, and one of :data:`QAT_GROUP_SIZES`."""
+        if self.group_size is None:
+            return self
+        if self.scheme != "int4":
+            raise InvalidConfigError(
+                f"qat.group_size: applies to scheme 'int4' only (scheme is {self.scheme!r}, "
+                "whose weights have one scale per output channel); remove qat.group_size"
+            )
+        if self.group_size not in QAT_GROUP_SIZES:
+            raise InvalidConfigError(
+                f"qat.group_size: {self.group_size} is not allowed (allowed: "
+                f"{', '.join(map(str, QAT_GROUP_SIZES))})"
+            )
+        return self
+
+    @property
+    def weight_group_size(self) -> int | None:
+        """Input columns per weight scale: ``group_size`` (32 by default) for int4, else None."""
+        if self.scheme != "int4":
+            return None
+        return self.group_size or QAT_GROUP_SIZES[0]
