@@ -2,7 +2,8 @@
 
 A run config is plain data with eight sections (every key optional unless marked)::
 
-    student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
+    student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR},
+               lora: {rank: 8, alpha: 16.0, dropout: 0.0, target_modules: [q_proj, ...]}
     teacher:   {kind: hf | cached | records | http | none, path: DIR, topk: K,
                 eval_path: DIR, http: {base_url, model, scoring, api_key_env, store, ...}}
     data:      {train: FILE (required), eval: FILE, eval_fraction: 0.1, max_length: 256}
@@ -57,6 +58,7 @@ from kd_train.trainer.train_config import (
     STRATEGIES,
     DataConfig,
     DistributedConfig,
+    LoraConfig,
     OnPolicyConfig,
     OptimConfig,
     QATConfig,
@@ -75,6 +77,7 @@ __all__ = [
     "DataConfig",
     "DistributedConfig",
     "HTTPSettings",
+    "LoraConfig",
     "OnPolicyConfig",
     "OptimConfig",
     "QATConfig",
@@ -195,6 +198,18 @@ class RunConfig(ConfigModel):
                     "endpoint, make the teacher's completions once with 'kd-train generate' "
                     "and train on that dataset, or set seq_kd: false"
                 )
+        if self.qat is not None and self.student.lora is not None:
+            raise InvalidConfigError(
+                "qat: not supported with student.lora: torchao would fake-quantize the "
+                "adapters' own small linear layers, and the merged weights would be quantized "
+                "with scales training never saw. Train the LoRA student first, then run QAT "
+                "on its merged student (student.path: RUN/student) without student.lora"
+            )
+        if self.student.lora is not None and self.distributed.strategy == "fsdp":
+            raise InvalidConfigError(
+                "student.lora: not supported with distributed.strategy 'fsdp' (the frozen "
+                "base would be sharded with its adapters); use strategy 'ddp'"
+            )
         if self.qat is not None and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "qat: not supported with distributed.strategy 'fsdp' (torchao's fake "
@@ -212,8 +227,11 @@ class RunConfig(ConfigModel):
         data = self.model_dump(mode="json")
         if data["teacher"]["http"] is None:  # the stored form has no empty http table
             del data["teacher"]["http"]
-        if data["qat"] is None:  # runs without QAT store the form they stored before it
+        # runs without QAT or LoRA store the form they stored before those existed
+        if data["qat"] is None:
             del data["qat"]
+        if data["student"]["lora"] is None:
+            del data["student"]["lora"]
         return data
 
 

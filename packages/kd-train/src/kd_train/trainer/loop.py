@@ -44,7 +44,7 @@ from kd_train.data import Batch, collate
 from kd_train.errors import KDTrainError
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.hf import HFTeacher
-from kd_train.trainer import distributed, qat
+from kd_train.trainer import distributed, lora, qat
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
     TrainState,
@@ -170,7 +170,7 @@ def train(
     # DDP wraps the distiller; FSDP shards it in place, which is why the optimiser comes after.
     model = distributed.wrap(distiller, ctx, config.distributed.strategy)
     optimizer = torch.optim.AdamW(
-        trained.parameters(),
+        [p for p in trained.parameters() if p.requires_grad],  # a LoRA student: the adapters
         lr=config.optim.lr,
         betas=config.optim.betas,
         eps=config.optim.eps,
@@ -336,6 +336,7 @@ def train(
 
     # ---- save --------------------------------------------------------------------------
     student_dir = run_dir / "student"
+    student = lora.merge_adapters(student)  # a LoRA student is saved merged
     final = gather_state(student)  # the whole weights on rank 0, FSDP shards gathered
     digests = distributed.replica_digests(student, ctx)
     if ctx.is_main:

@@ -26,7 +26,7 @@ from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.provenance import git_commit, installed_versions
 from kd_train.teachers import fingerprint
 from kd_train.teachers.cached import MANIFEST as CACHE_MANIFEST
-from kd_train.trainer import qat
+from kd_train.trainer import lora, qat
 from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
 
@@ -71,7 +71,9 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     teacher's weight files, a ``cached`` teacher's cache manifest (which holds the SHA-256
     of every shard) and ``teacher.eval_path``'s. A ``records`` teacher is part of the
     dataset; an ``http`` endpoint cannot be fingerprinted (its ``base_url`` and ``model``
-    are in the config), so ``teacher`` is ``None`` for those and for ``none``.
+    are in the config), so ``teacher`` is ``None`` for those and for ``none``. A LoRA run
+    adds ``student``: the base model's weight files
+    (:func:`kd_train.trainer.lora.base_fingerprint`).
     """
     found: dict[str, str | None] = {
         "data.train": fingerprint.dataset_fingerprint(config.data.train)
@@ -79,6 +81,8 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     if config.data.eval is not None:
         found["data.eval"] = fingerprint.dataset_fingerprint(config.data.eval)
     found["tokenizer"] = fingerprint.tokenizer_fingerprint(tokenizer)
+    if config.student.lora is not None:  # a LoRA run resumes on the same base only
+        found["student"] = lora.base_fingerprint(config.student)
     teacher = config.teacher
     found["teacher"] = None
     if teacher.kind == "hf" and teacher.path is not None:

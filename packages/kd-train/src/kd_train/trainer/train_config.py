@@ -41,6 +41,30 @@ Positive = Annotated[int, Strict(), Field(ge=1)]
 Beta = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
 
 
+class LoraConfig(ConfigModel):
+    """The ``student.lora`` section: train low-rank adapters (peft LoRA) instead of the student.
+
+    Each linear layer named in ``target_modules`` gets ``W x + (alpha / rank) · B A x`` with
+    ``A`` ``[rank, in]`` and ``B`` ``[out, rank]`` (``B`` starts at 0, so the first step starts
+    from the student as it is); only ``A`` and ``B`` train
+    (:mod:`kd_train.trainer.lora`). The final student is saved with the adapters merged.
+
+    >>> from kd_train.trainer.train_config import LoraConfig
+    >>> LoraConfig(rank=4).target_modules
+    ('q_proj', 'k_proj', 'v_proj', 'o_proj')
+    """
+
+    rank: Positive = Field(default=8, description="The rank of each adapter.")
+    alpha: Annotated[float, Strict(), Field(gt=0.0)] = Field(
+        default=16.0, description="The adapters' scale is ``alpha / rank``."
+    )
+    dropout: Beta = Field(default=0.0, description="Dropout on the adapters' input, in [0, 1).")
+    target_modules: Annotated[tuple[Str, ...], Field(min_length=1)] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        description="Names (last part) of the linear layers that get adapters.",
+    )
+
+
 class StudentConfig(ConfigModel):
     """The student: a saved ``transformers`` model dir, or a config plus a tokenizer dir.
 
@@ -57,6 +81,10 @@ class StudentConfig(ConfigModel):
     )
     tokenizer: PathStr | None = Field(
         default=None, description="The tokenizer directory (required with ``config``)."
+    )
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="Train LoRA adapters (peft) instead of every weight (``null``: full training).",
     )
 
     @model_validator(mode="after")
