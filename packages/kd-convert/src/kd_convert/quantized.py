@@ -72,7 +72,7 @@ class QuantizedLinear(nn.Module):
         scheme: ``"int8"`` (per-token activations too) or ``"int4"`` (weights only).
     """
 
-    def __init__(self, layer: nn.Module, scheme: str) -> None:
+    def __init__(self, layer: torch.nn.Module, scheme: str) -> None:
         super().__init__()
         q, scale = qat.weight_qparams(layer)
         out_features, in_features = q.shape

@@ -89,7 +89,7 @@ class QuantizationRecord(ConfigModel):
             )
         return self
 
-    def config(self) -> QATConfig:
+    def qat_config(self) -> QATConfig:
         """The :class:`~kd_train.trainer.train_config.QATConfig` of this record."""
         return QATConfig(scheme=self.scheme, group_size=self.group_size)
 
@@ -269,7 +269,7 @@ def apply_record(model: nn.Module, record: QuantizationRecord, source: str = "")
             f"{source or QUANTIZATION_FILE}: layers do not match the model's linear layers "
             f"(not listed: {missing}; not in the model: {extra}); re-save the student"
         )
-    prepare_qat(model, record.config())
+    prepare_qat(model, record.qat_config())
 
 
 def load_fake_quantized(model: nn.Module, model_dir: str | Path) -> QuantizationRecord | None:

@@ -290,7 +290,7 @@ class QATConfig(ConfigModel):
 
     @property
     def weight_group_size(self) -> int | None:
-        """Input columns per weight scale: ``group_size`` (32 by default) for int4, else None."""
+        """The input columns per int4 weight scale (``group_size``, 32 by default), else None."""
         if self.scheme != "int4":
             return None
         return self.group_size or QAT_GROUP_SIZES[0]
