@@ -14,7 +14,7 @@ import onnxruntime
 import pytest
 import torch
 from kd_convert.contract import read_contract, verify
-from kd_convert.errors import ExportConfigError
+from kd_convert.errors import ContractError, ExportConfigError
 from kd_convert.pipeline import export_model
 from kd_convert.quantized import QuantizedLinear, fake_quantize_per_token, load_qat_student
 from kd_convert.spec import ExportSpec
@@ -180,3 +180,18 @@ def test_a_float_students_contract_stays_version_1_without_quantization(export_o
     data = json.loads((result.out_dir / "contract.json").read_text())
     assert data["schema_version"] == 1
     assert "quantization" not in data
+
+
+def test_an_unknown_qat_scheme_is_refused_by_the_spec():
+    with pytest.raises(ExportConfigError, match="unknown QAT scheme 'int2'"):
+        ExportSpec("onnx", LENGTHS, qat="int2")
+
+
+def test_a_contract_of_an_unknown_schema_version_is_refused(export_once, tmp_path):
+    out = tmp_path / "export"
+    shutil.copytree(export_once("onnx").out_dir, out)
+    data = json.loads((out / "contract.json").read_text())
+    data["schema_version"] = 3
+    (out / "contract.json").write_text(json.dumps(data))
+    with pytest.raises(ContractError, match="schema_version 3 is not one this kd-convert reads"):
+        read_contract(out)

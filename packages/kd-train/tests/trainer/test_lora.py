@@ -5,13 +5,20 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import sys
 
 import pytest
 import torch
 from kd_train.trainer.checkpoint import ResumeDriftError
 from kd_train.trainer.config import RunConfigError, parse_config
 from kd_train.trainer.loop import train
-from kd_train.trainer.lora import add_adapters, has_adapters, merge_adapters
+from kd_train.trainer.lora import (
+    LoraUnavailableError,
+    add_adapters,
+    base_fingerprint,
+    has_adapters,
+    merge_adapters,
+)
 from kd_train.trainer.train_config import LoraConfig
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -137,3 +144,22 @@ def test_bad_lora_config_is_refused_naming_the_key(make_config, sections, messag
 def test_a_target_module_the_student_lacks_is_refused_naming_it(student):
     with pytest.raises(ValueError, match=r"student\.lora\.target_modules: \['qkv'\] name no"):
         add_adapters(student, LoraConfig(target_modules=("q_proj", "qkv")))
+
+
+def test_without_peft_the_error_names_the_extra(student, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)  # import now fails
+    with pytest.raises(LoraUnavailableError, match=r"pip install kd-train\[lora\]"):
+        add_adapters(student, LoraConfig())
+
+
+def test_merging_a_student_without_adapters_returns_it_unchanged(student):
+    assert merge_adapters(student) is student
+
+
+def test_a_student_built_from_a_config_has_no_base_fingerprint(make_config):
+    cfg = parse_config(
+        make_config(student={"path": None, "config": {"model_type": "llama"}, "tokenizer": "t"})
+    )
+    assert base_fingerprint(cfg.student) is None
+    with_lora = cfg.student.model_copy(update={"lora": LoraConfig()})
+    assert base_fingerprint(with_lora) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -12,12 +13,14 @@ from kd_train.trainer.config import RunConfigError, parse_config
 from kd_train.trainer.loop import train
 from kd_train.trainer.qat import (
     QUANTIZATION_FILE,
+    QATUnavailableError,
     QuantizationRecordError,
     is_fake_quantized,
     load_fake_quantized,
     prepare_qat,
     quantizable_layers,
     read_quantization,
+    switch_at_step,
     weight_qparams,
 )
 from kd_train.trainer.train_config import QATConfig
@@ -200,3 +203,20 @@ def test_a_malformed_quantization_record_is_refused_naming_the_field(tmp_path):
     (tmp_path / QUANTIZATION_FILE).write_text("{not json")
     with pytest.raises(QuantizationRecordError, match="not a readable JSON file"):
         read_quantization(tmp_path)
+
+
+def test_without_torchao_the_error_names_the_extra(student, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.quantization", None)  # import now fails
+    with pytest.raises(QATUnavailableError, match=r"pip install kd-train\[qat\]"):
+        prepare_qat(student, QATConfig(scheme="int8"))
+
+
+def test_a_checkpoint_with_qat_on_needs_the_qat_section(student):
+    with pytest.raises(QuantizationRecordError, match="written with QAT on"):
+        switch_at_step(student, None, 5, on=True)
+    assert switch_at_step(student, None, 5, on=False) is False
+
+
+def test_weight_qparams_refuses_a_float_layer(student):
+    with pytest.raises(QuantizationRecordError, match="not a fake-quantized layer"):
+        weight_qparams(student.model.layers[0].mlp.up_proj)
