@@ -29,7 +29,7 @@ PACKAGES = ("kd-train", "kd-eval", "kd-convert")
 SOURCES = [f"packages/{p}/src" for p in PACKAGES]
 #: The three packages, editable, with the extras their tests use.
 EDITABLE = [
-    *("-e", "packages/kd-train[postgres,testing]"),
+    *("-e", "packages/kd-train[postgres,testing,qat,lora]"),
     *("-e", "packages/kd-eval[test]"),
     *("-e", "packages/kd-convert[coreml]"),
 ]

@@ -31,6 +31,11 @@ from kd_convert.stateful import STEP_INPUTS, CacheLayout, past_names, present_na
 CONTRACT_FILE = "contract.json"
 PARITY_FILE = "parity.json"
 SCHEMA_VERSION = 1
+#: The version of a contract with a ``quantization`` record (a QAT student's export); a
+#: contract without one is written exactly as version 1 was.
+QUANTIZED_SCHEMA_VERSION = 2
+#: The contract versions this kd-convert reads.
+SCHEMA_VERSIONS = (SCHEMA_VERSION, QUANTIZED_SCHEMA_VERSION)
 #: Distributions whose versions a contract records, when installed.
 TOOLS = ("kd-convert", "kd-train", "torch", "transformers", "onnx", "onnxscript",
          "onnxruntime", "coremltools", "numpy")  # fmt: skip
@@ -73,10 +78,14 @@ class Contract:
     graphs: dict[str, GraphContract] = field(default_factory=dict)
     cache: dict[str, Any] | None = None
     special_tokens: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
 
     def to_json(self) -> str:
-        """Return the contract as indented, key-sorted JSON."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        """Return the contract as indented, key-sorted JSON (no ``quantization``: none)."""
+        data = asdict(self)
+        if data["quantization"] is None:
+            del data["quantization"]
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def expected_io(spec: ExportSpec, vocab_size: int) -> tuple[list[TensorSig], list[TensorSig]]:
@@ -94,8 +103,14 @@ def build_contract(
     source_sha256: dict[str, str],
     tokenizer_fingerprint: str | None,
     opset: int | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Contract:
-    """Hash the artifact under ``out_dir`` and return its contract."""
+    """Hash the artifact under ``out_dir`` and return its contract.
+
+    ``quantization`` describes a QAT student's scheme
+    (:meth:`kd_convert.quantized.QATStudent.summary`); such a contract is version
+    :data:`QUANTIZED_SCHEMA_VERSION`.
+    """
     inputs, outputs = expected_io(spec, vocab_size)
     return Contract(
         format=spec.format,
@@ -110,6 +125,8 @@ def build_contract(
         tools=tool_versions(),
         opset=opset,
         quantize=spec.quantize,
+        quantization=quantization,
+        schema_version=SCHEMA_VERSION if quantization is None else QUANTIZED_SCHEMA_VERSION,
     )
 
 
@@ -207,7 +224,7 @@ def read_contract(out_dir: str | Path) -> Contract:
     """Load ``contract.json`` from ``out_dir``.
 
     Raises:
-        ContractError: missing, not JSON, or missing fields.
+        ContractError: missing, not JSON, missing fields or an unknown ``schema_version``.
     """
     path = Path(out_dir) / CONTRACT_FILE
     try:
@@ -222,13 +239,19 @@ def read_contract(out_dir: str | Path) -> Contract:
             )
             for name, graph in data.get("graphs", {}).items()
         }
-        return Contract(**data)
+        contract = Contract(**data)
     except FileNotFoundError as exc:
         raise ContractError(
             f"{path} does not exist: verify a directory written by 'kd-convert export'"
         ) from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ContractError(f"{path} is not a valid kd-convert contract: {exc}") from exc
+    if contract.schema_version not in SCHEMA_VERSIONS:
+        raise ContractError(
+            f"{path}: schema_version {contract.schema_version!r} is not one this kd-convert "
+            f"reads ({', '.join(map(str, SCHEMA_VERSIONS))}); upgrade kd-convert or re-export"
+        )
+    return contract
 
 
 def verify(out_dir: str | Path, *, trust_artifact: bool = False) -> Contract:

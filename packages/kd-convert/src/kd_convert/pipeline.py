@@ -47,6 +47,7 @@ from kd_convert.parity import (
     golden_cases,
     needs_macos,
 )
+from kd_convert.quantized import load_qat_student
 from kd_convert.spec import ExportSpec
 from kd_convert.stateful import DecodeWrapper, PrefillWrapper, StatefulWrapper, cache_layout
 from kd_convert.validate import validate, validate_generation, validate_stateful
@@ -77,7 +78,10 @@ def export_model(
 
     Writes the artifact, ``contract.json`` and ``parity.json`` (all atomically). With
     ``spec.task == "generation"`` the artifacts are a prefill and a decode graph
-    (:mod:`kd_convert.stateful`); ``ExportResult.artifact`` is then the prefill graph.
+    (:mod:`kd_convert.stateful`); ``ExportResult.artifact`` is then the prefill graph. A
+    QAT student (``quantization.json`` beside its weights) is exported with its integer
+    weights and scales and compared with its torchao fake-quant model
+    (:mod:`kd_convert.quantized`); ``contract.json`` records its scheme.
 
     Raises:
         kd_convert.errors.UnsupportedModelError: the wrapper cannot load or drive the model.
@@ -97,12 +101,15 @@ def export_model(
             seconds[name] = time.perf_counter() - start
             bar.update()
 
-        if spec.task == "generation":
-            return _export_generation(Path(model_dir), out, spec, stage, seconds)
         with stage("load"):
-            model = load_student(model_dir)
+            quantized = load_qat_student(model_dir)
+            if quantized is not None:  # export its integer weights, compare with torchao's
+                spec = replace(spec, qat=quantized.record.scheme)
+            if spec.task == "generation":
+                return _export_generation(Path(model_dir), out, spec, stage, seconds)
+            model = load_student(model_dir) if quantized is None else quantized.reference
             _check_lengths(spec, model.config.max_position_embeddings)
-            wrapper = ExportWrapper(model)
+            wrapper = ExportWrapper(model if quantized is None else quantized.export_model)
         with stage("validate"):
             program = validate(wrapper, spec)
         with stage("convert"):
@@ -117,6 +124,7 @@ def export_model(
                 source_fingerprint(model_dir),
                 tokenizer_fingerprint(model_dir),
                 opset=opset,
+                quantization=None if quantized is None else quantized.summary(),
             )
             write_contract(out, contract)
         with stage("parity"):

@@ -23,6 +23,8 @@ Format = Literal["torchscript", "exported", "onnx", "coreml"]
 FORMATS: tuple[Format, ...] = get_args(Format)
 
 Quantize = Literal["int8"]
+#: The QAT schemes a student may carry (``quantization.json``, see :mod:`kd_convert.quantized`).
+QAT_SCHEMES = ("int8", "int4")
 Task = Literal["sequence", "generation"]
 #: Export tasks, ``sequence`` (one whole-sequence graph) or ``generation`` (prefill + decode).
 TASKS: tuple[Task, ...] = get_args(Task)
@@ -50,6 +52,8 @@ class ExportSpec:
             TorchScript).
         max_length: positions the generation cache may hold (prompt + new tokens); ``None``
             takes the model's ``max_position_embeddings`` (generation only).
+        qat: the QAT scheme of the student (``"int8"``/``"int4"``), set by the export from
+            its ``quantization.json``; ``None`` for a float student.
     """
 
     format: Format
@@ -59,6 +63,7 @@ class ExportSpec:
     opset: int = DEFAULT_OPSET
     task: Task = "sequence"
     max_length: int | None = None
+    qat: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -78,6 +83,20 @@ class ExportSpec:
             raise ExportConfigError(
                 f"quantize={self.quantize!r} is only supported as 'int8' for the coreml format "
                 f"(format is {self.format!r}); drop --quantize or use --format coreml"
+            )
+        if self.qat is not None and self.qat not in QAT_SCHEMES:
+            raise ExportConfigError(
+                f"unknown QAT scheme {self.qat!r}: choose one of {', '.join(QAT_SCHEMES)}"
+            )
+        if self.qat is not None and self.quantize is not None:
+            raise ExportConfigError(
+                f"the student was trained with QAT scheme {self.qat!r} and is exported with "
+                f"its own scales; drop --quantize {self.quantize}"
+            )
+        if self.qat is not None and self.task != "sequence":
+            raise ExportConfigError(
+                "a QAT student exports for --for sequence only (its generation graphs are not "
+                "built yet); export it without --for generation"
             )
         if self.opset < 18:
             raise ExportConfigError(

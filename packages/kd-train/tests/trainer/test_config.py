@@ -266,7 +266,7 @@ HF_HIDDEN = {"weights": {"kd": 1.0, "hidden": 1.0}, "hidden": {"layer_map": [[1,
     ("config", "path", "allowed"),
     [
         ({**MINIMAL, "outputdir": "x"}, "outputdir", "data, distributed, loss, optim,"),
-        (with_("student", revision="main"), "student.revision", "config, path, tokenizer"),
+        (with_("student", revision="main"), "student.revision", "config, lora, path, tokenizer"),
         ({**MINIMAL, "teacher": {"knd": "hf"}}, "teacher.knd", "eval_path, http, kind, path,"),
         (
             {**MINIMAL, "teacher": {**HTTP_TEACHER, "http": {**HTTP, "key": "s"}}},

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from kd_train.errors import KDTrainError
+from kd_train.trainer import qat
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kd_eval.errors import ModelLoadError, VocabularyMismatchError
@@ -20,11 +22,15 @@ from kd_eval.errors import ModelLoadError, VocabularyMismatchError
 
 @dataclass
 class LoadedModel:
-    """A causal LM in eval mode, its tokenizer and where they came from."""
+    """A causal LM in eval mode, its tokenizer and where they came from.
+
+    ``quantization`` is the QAT scheme of a QAT student (``"int8"``/``"int4"``), else None.
+    """
 
     path: Path
     model: Any
     tokenizer: Any
+    quantization: str | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -66,7 +72,8 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loade
         had none.
 
     Raises:
-        ModelLoadError: the directory is missing, has no ``config.json``, or cannot be loaded.
+        ModelLoadError: the directory is missing, has no ``config.json``, or cannot be loaded
+            (for a QAT student: its ``quantization.json`` is malformed, or torchao is missing).
         VocabularyMismatchError: the tokenizer has more tokens than the model's vocabulary.
     """
     directory = Path(path)
@@ -91,11 +98,15 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loade
         model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the model from {directory}: {exc}") from exc
+    try:
+        record = qat.load_fake_quantized(model, directory)
+    except KDTrainError as exc:  # a bad quantization.json, or no torchao
+        raise ModelLoadError(f"cannot load the QAT student {directory}: {exc}") from exc
     model.eval()
     check_tokenizer_fits(directory, len(tokenizer), int(model.config.vocab_size))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(directory, model, tokenizer)
+    return LoadedModel(directory, model, tokenizer, None if record is None else record.scheme)
 
 
 def check_tokenizer_fits(where: Path | str, tokenizer_size: int, model_vocab: int) -> None:

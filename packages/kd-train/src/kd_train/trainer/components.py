@@ -31,6 +31,7 @@ from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerp
 from kd_train.teachers.hf import HFTeacher
 from kd_train.teachers.http import HTTPTeacher
 from kd_train.teachers.records import RecordsTeacher
+from kd_train.trainer import lora
 from kd_train.trainer.config import DataConfig, HTTPSettings, StudentConfig, TeacherConfig
 
 __all__ = [
@@ -52,7 +53,8 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     """Return ``(model, tokenizer)``: loaded from ``cfg.path`` or built from ``cfg.config``.
 
     A model built from a config is initialised under ``torch.manual_seed(seed)``, so the
-    same seed gives the same initial weights.
+    same seed gives the same initial weights. With ``student.lora`` the model holds LoRA
+    adapters and only they train (:func:`kd_train.trainer.lora.add_adapters`).
     """
     if cfg.path is not None:
         _require_dir(cfg.path, "student.path")
@@ -69,6 +71,8 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
         model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if cfg.lora is not None:  # after the init: adapters draw from the seeded generator too
+        lora.add_adapters(model, cfg.lora)  # in place: the same transformers model
     return model, tokenizer
 
 

@@ -1,8 +1,9 @@
 """The run configuration: typed, validated at the edge, read from YAML, TOML or JSON.
 
-A run config is plain data with seven sections (every key optional unless marked)::
+A run config is plain data with eight sections (every key optional unless marked)::
 
-    student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR}
+    student:   {path: DIR}  or  {config: {model_type: llama, ...}, tokenizer: DIR},
+               lora: {rank: 8, alpha: 16.0, dropout: 0.0, target_modules: [q_proj, ...]}
     teacher:   {kind: hf | cached | records | http | none, path: DIR, topk: K,
                 eval_path: DIR, http: {base_url, model, scoring, api_key_env, store, ...}}
     data:      {train: FILE (required), eval: FILE, eval_fraction: 0.1, max_length: 256}
@@ -15,6 +16,7 @@ A run config is plain data with seven sections (every key optional unless marked
                 on_policy: {lmbda, temperature, top_p, top_k, max_new_tokens, seq_kd,
                             log_samples}}
     distributed: {strategy: ddp | fsdp}
+    qat:       {scheme: int8 | int4 (required), group_size: 32 | 64 (int4), start_step: 0}
     output_dir: DIR (required)
 
 :class:`RunConfig` is a pydantic model; its sections live in
@@ -56,8 +58,10 @@ from kd_train.trainer.train_config import (
     STRATEGIES,
     DataConfig,
     DistributedConfig,
+    LoraConfig,
     OnPolicyConfig,
     OptimConfig,
+    QATConfig,
     StudentConfig,
     TrainConfig,
 )
@@ -73,8 +77,10 @@ __all__ = [
     "DataConfig",
     "DistributedConfig",
     "HTTPSettings",
+    "LoraConfig",
     "OnPolicyConfig",
     "OptimConfig",
+    "QATConfig",
     "RunConfig",
     "RunConfigError",
     "StudentConfig",
@@ -121,6 +127,10 @@ class RunConfig(ConfigModel):
     distributed: DistributedConfig = Field(
         default=DistributedConfig(),
         description="How ``torchrun`` processes share the student.",
+    )
+    qat: QATConfig | None = Field(
+        default=None,
+        description="Quantization-aware distillation (``null``: the student trains in float).",
     )
 
     @model_validator(mode="before")
@@ -188,6 +198,23 @@ class RunConfig(ConfigModel):
                     "endpoint, make the teacher's completions once with 'kd-train generate' "
                     "and train on that dataset, or set seq_kd: false"
                 )
+        if self.qat is not None and self.student.lora is not None:
+            raise InvalidConfigError(
+                "qat: not supported with student.lora: torchao would fake-quantize the "
+                "adapters' own small linear layers, and the merged weights would be quantized "
+                "with scales training never saw. Train the LoRA student first, then run QAT "
+                "on its merged student (student.path: RUN/student) without student.lora"
+            )
+        if self.student.lora is not None and self.distributed.strategy == "fsdp":
+            raise InvalidConfigError(
+                "student.lora: not supported with distributed.strategy 'fsdp' (the frozen "
+                "base would be sharded with its adapters); use strategy 'ddp'"
+            )
+        if self.qat is not None and self.distributed.strategy == "fsdp":
+            raise InvalidConfigError(
+                "qat: not supported with distributed.strategy 'fsdp' (torchao's fake "
+                "quantizers do not run on sharded weights); use strategy 'ddp' or drop qat"
+            )
         if "hidden" in active and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "
@@ -200,6 +227,11 @@ class RunConfig(ConfigModel):
         data = self.model_dump(mode="json")
         if data["teacher"]["http"] is None:  # the stored form has no empty http table
             del data["teacher"]["http"]
+        # runs without QAT or LoRA store the form they stored before those existed
+        if data["qat"] is None:
+            del data["qat"]
+        if data["student"]["lora"] is None:
+            del data["student"]["lora"]
         return data
 
 

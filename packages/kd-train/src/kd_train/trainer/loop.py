@@ -13,6 +13,7 @@ One optimiser step::
         backward(terms["loss"] * world_size)                DDP and FSDP average over ranks
     clip gradients; AdamW step
     log a metrics row; evaluate / stop early / checkpoint when due
+    (before the step: from qat.start_step on, the student's linear layers fake-quantize)
 
 Because every micro-batch loss is a sum over tokens divided by the same ``N``, the step's
 gradient is the token mean over the whole global batch, whatever the split into
@@ -43,7 +44,7 @@ from kd_train.data import Batch, collate
 from kd_train.errors import KDTrainError
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.hf import HFTeacher
-from kd_train.trainer import distributed
+from kd_train.trainer import distributed, lora, qat
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
     TrainState,
@@ -169,7 +170,7 @@ def train(
     # DDP wraps the distiller; FSDP shards it in place, which is why the optimiser comes after.
     model = distributed.wrap(distiller, ctx, config.distributed.strategy)
     optimizer = torch.optim.AdamW(
-        trained.parameters(),
+        [p for p in trained.parameters() if p.requires_grad],  # a LoRA student: the adapters
         lr=config.optim.lr,
         betas=config.optim.betas,
         eps=config.optim.eps,
@@ -261,6 +262,7 @@ def train(
     model.train()
     while state.step < tc.max_steps and not state.stopped_early:
         t0 = time.perf_counter()
+        state.qat = qat.switch_at_step(student, config.qat, state.step, state.qat)
         lr = lr_at(state.step, config.optim, tc.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -334,10 +336,12 @@ def train(
 
     # ---- save --------------------------------------------------------------------------
     student_dir = run_dir / "student"
+    student = lora.merge_adapters(student)  # a LoRA student is saved merged
     final = gather_state(student)  # the whole weights on rank 0, FSDP shards gathered
     digests = distributed.replica_digests(student, ctx)
     if ctx.is_main:
-        save_student(student, tokenizer, student_dir, final.state_dict())
+        quantized = qat.saved_record(student, config.qat, state.qat)
+        save_student(student, tokenizer, student_dir, final.state_dict(), quantized)
         write_run_manifest(
             run_dir,
             config,

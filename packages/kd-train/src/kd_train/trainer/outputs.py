@@ -1,7 +1,9 @@
 """What a finished run leaves behind: the student model directory and the run manifest.
 
 ``RUN_DIR/student/`` is a ``transformers`` model directory (``save_pretrained`` of the
-model and the tokenizer), loadable with ``AutoModelForCausalLM.from_pretrained``. It is
+model and the tokenizer), loadable with ``AutoModelForCausalLM.from_pretrained``; a QAT
+student adds ``quantization.json`` (its float weights are saved; see
+:mod:`kd_train.trainer.qat`). It is
 written into a hidden sibling first and renamed into place, so it is complete or absent.
 
 ``RUN_DIR/run_manifest.json`` records the run config, SHA-256 fingerprints of the
@@ -24,6 +26,7 @@ from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.provenance import git_commit, installed_versions
 from kd_train.teachers import fingerprint
 from kd_train.teachers.cached import MANIFEST as CACHE_MANIFEST
+from kd_train.trainer import lora, qat
 from kd_train.trainer.checkpoint import TrainState, sha256_file
 from kd_train.trainer.config import RunConfig
 
@@ -33,16 +36,21 @@ def save_student(
     tokenizer: Any,
     out: Path,
     state_dict: dict[str, torch.Tensor] | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> Path:
     """``save_pretrained`` the model and tokenizer into ``out``, atomically (dir rename).
 
     An existing ``out`` is replaced whole (:func:`kd_train.atomic.atomic_dir`).
     ``state_dict`` replaces the model's own tensors: the whole weights gathered from an
     FSDP-sharded student (:func:`kd_train.trainer.checkpoint.gather_state`).
+    ``quantization`` is the record of a QAT student, written as ``quantization.json``
+    (:func:`kd_train.trainer.qat.quantization_record`).
     """
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, state_dict=state_dict)  # type: ignore[operator]
         tokenizer.save_pretrained(tmp)
+        if quantization is not None:
+            qat.write_quantization(tmp, quantization)
     return Path(out)
 
 
@@ -63,7 +71,9 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     teacher's weight files, a ``cached`` teacher's cache manifest (which holds the SHA-256
     of every shard) and ``teacher.eval_path``'s. A ``records`` teacher is part of the
     dataset; an ``http`` endpoint cannot be fingerprinted (its ``base_url`` and ``model``
-    are in the config), so ``teacher`` is ``None`` for those and for ``none``.
+    are in the config), so ``teacher`` is ``None`` for those and for ``none``. A LoRA run
+    adds ``student``: the base model's weight files
+    (:func:`kd_train.trainer.lora.base_fingerprint`).
     """
     found: dict[str, str | None] = {
         "data.train": fingerprint.dataset_fingerprint(config.data.train)
@@ -71,6 +81,8 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     if config.data.eval is not None:
         found["data.eval"] = fingerprint.dataset_fingerprint(config.data.eval)
     found["tokenizer"] = fingerprint.tokenizer_fingerprint(tokenizer)
+    if config.student.lora is not None:  # a LoRA run resumes on the same base only
+        found["student"] = lora.base_fingerprint(config.student)
     teacher = config.teacher
     found["teacher"] = None
     if teacher.kind == "hf" and teacher.path is not None:

@@ -30,11 +30,39 @@ from kd_train.typed_config import (
 PRECISIONS = ("fp32", "bf16")
 #: The values ``distributed.strategy`` accepts.
 STRATEGIES = ("ddp", "fsdp")
+#: The values ``qat.scheme`` accepts.
+QAT_SCHEMES = ("int8", "int4")
+#: The int4 weight group sizes ``qat.group_size`` accepts.
+QAT_GROUP_SIZES = (32, 64)
 
 NonNegative = Annotated[float, Strict(), Field(ge=0.0)]
 NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 Positive = Annotated[int, Strict(), Field(ge=1)]
 Beta = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
+
+
+class LoraConfig(ConfigModel):
+    """The ``student.lora`` section: train low-rank adapters (peft LoRA) instead of the student.
+
+    Each linear layer named in ``target_modules`` gets ``W x + (alpha / rank) · B A x`` with
+    ``A`` ``[rank, in]`` and ``B`` ``[out, rank]`` (``B`` starts at 0, so the first step starts
+    from the student as it is); only ``A`` and ``B`` train
+    (:mod:`kd_train.trainer.lora`). The final student is saved with the adapters merged.
+
+    >>> from kd_train.trainer.train_config import LoraConfig
+    >>> LoraConfig(rank=4).target_modules
+    ('q_proj', 'k_proj', 'v_proj', 'o_proj')
+    """
+
+    rank: Positive = Field(default=8, description="The rank of each adapter.")
+    alpha: Annotated[float, Strict(), Field(gt=0.0)] = Field(
+        default=16.0, description="The adapters' scale is ``alpha / rank``."
+    )
+    dropout: Beta = Field(default=0.0, description="Dropout on the adapters' input, in [0, 1).")
+    target_modules: Annotated[tuple[Str, ...], Field(min_length=1)] = Field(
+        default=("q_proj", "k_proj", "v_proj", "o_proj"),
+        description="Names (last part) of the linear layers that get adapters.",
+    )
 
 
 class StudentConfig(ConfigModel):
@@ -53,6 +81,10 @@ class StudentConfig(ConfigModel):
     )
     tokenizer: PathStr | None = Field(
         default=None, description="The tokenizer directory (required with ``config``)."
+    )
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="Train LoRA adapters (peft) instead of every weight (``null``: full training).",
     )
 
     @model_validator(mode="after")
@@ -205,3 +237,60 @@ class DistributedConfig(ConfigModel):
     strategy: Annotated[str, OneOf(STRATEGIES)] = Field(
         default="ddp", description="``ddp`` or ``fsdp`` (FSDP2)."
     )
+
+
+class QATConfig(ConfigModel):
+    """The ``qat`` section: quantization-aware distillation from ``start_step`` on.
+
+    From optimiser step ``start_step`` the student's linear layers (all but the output
+    head) compute with fake-quantized weights, and for ``int8`` activations, through
+    torchao's QAT (:mod:`kd_train.trainer.qat`); gradients pass straight through the
+    rounding. Schemes:
+
+    ``int8``
+        int8 weights, symmetric, one scale per output channel; int8 activations,
+        asymmetric, one scale and zero point per token, computed at run time.
+    ``int4``
+        int4 weights, symmetric, one scale per ``group_size`` input columns; activations
+        stay float.
+
+    >>> from kd_train.trainer.train_config import QATConfig
+    >>> QATConfig(scheme="int4").weight_group_size
+    32
+    """
+
+    scheme: Annotated[str, OneOf(QAT_SCHEMES)] = Field(
+        description="``int8`` (int8 per-channel weights, int8 per-token dynamic activations) "
+        "or ``int4`` (int4 grouped weights only)."
+    )
+    group_size: Annotated[int, Strict(), Field(ge=1)] | None = Field(
+        default=None,
+        description="Input columns per int4 weight scale, 32 or 64 (``int4`` only; default 32).",
+    )
+    start_step: NonNegativeInt = Field(
+        default=0, description="The optimiser step from which the student trains fake-quantized."
+    )
+
+    @model_validator(mode="after")
+    def _group_size_fits_scheme(self) -> QATConfig:
+        """``group_size`` is an int4 setting, and one of :data:`QAT_GROUP_SIZES`."""
+        if self.group_size is None:
+            return self
+        if self.scheme != "int4":
+            raise InvalidConfigError(
+                f"qat.group_size: applies to scheme 'int4' only (scheme is {self.scheme!r}, "
+                "whose weights have one scale per output channel); remove qat.group_size"
+            )
+        if self.group_size not in QAT_GROUP_SIZES:
+            raise InvalidConfigError(
+                f"qat.group_size: {self.group_size} is not allowed (allowed: "
+                f"{', '.join(map(str, QAT_GROUP_SIZES))})"
+            )
+        return self
+
+    @property
+    def weight_group_size(self) -> int | None:
+        """The input columns per int4 weight scale (``group_size``, 32 by default), else None."""
+        if self.scheme != "int4":
+            return None
+        return self.group_size or QAT_GROUP_SIZES[0]

@@ -71,6 +71,8 @@ class TrainState:
     ``sampler_rng`` holds the on-policy sampler's generator state of every rank
     (``kd_train.trainer.on_policy.Sampler``), ``None`` in an off-policy run.
     ``changes`` lists the config changes accepted on resume (:class:`ConfigChange`).
+    ``qat`` says whether the student trained fake-quantized (``qat.start_step`` reached;
+    :func:`kd_train.trainer.qat.switch_at_step`): a resumed run switches it on again.
 
     ``trainer_state.json`` is checked against these fields when a checkpoint is read
     (:func:`kd_train.trainer.checkpoint.state.parse_trainer_state`): a field added with a
@@ -89,6 +91,7 @@ class TrainState:
     stopped_early: bool = False
     sampler_rng: list[str] | None = None
     changes: list[ConfigChange] = field(default_factory=list)
+    qat: bool = False
 
 
 @dataclass(frozen=True)
