@@ -29,6 +29,7 @@ from pydantic import Discriminator, Field, Strict, Tag, ValidationError, model_v
 from pydantic_core import core_schema
 
 from kd_train.losses.checks import LossArgumentError
+from kd_train.losses.cross_tokenizer import CROSS_TOKENIZER_METHODS
 from kd_train.losses.divergences import DIVERGENCES
 from kd_train.losses.hidden import HIDDEN_KINDS
 from kd_train.losses.schedule import LinearWarmup, Weight, is_active
@@ -99,6 +100,24 @@ class HiddenConfig(ConfigModel):
     )
 
 
+class CrossTokenizerConfig(ConfigModel):
+    """A teacher with its own tokenizer (:mod:`kd_train.losses.cross_tokenizer`).
+
+    ``method`` is ``"uld"`` (sorted-probability distance, no vocabulary map) or ``"align"``
+    (exact KL on the ids both vocabularies share, weighted ``kl_weight``, and ULD on the
+    rest, weighted ``uld_weight``). The ``kd`` term then compares the two models group by
+    group over the character-aligned text; the other terms read the student alone.
+    """
+
+    method: Annotated[str, OneOf(CROSS_TOKENIZER_METHODS)] = Field(
+        default="align", description="``uld`` or ``align``."
+    )
+    kl_weight: NonNegative = Field(default=1.0, description="``align``: weight of the exact KL.")
+    uld_weight: NonNegative = Field(
+        default=1.0, description="``align``: weight of ULD on the unmatched ids."
+    )
+
+
 class LossConfig(ConfigModel):
     """Everything the combined loss needs, as plain typed data.
 
@@ -120,6 +139,9 @@ class LossConfig(ConfigModel):
     * ``span_loss``: per-token loss of the ``span_*`` terms, ``"ce"`` or ``"kd"``.
     * ``code_pref_margin``: margin of the code-mode preference term (>= 0).
     * ``hidden``: hidden-state matching, or ``None``; needs a ``"hidden"`` weight.
+    * ``cross_tokenizer``: a teacher with another tokenizer
+      (:class:`CrossTokenizerConfig`), or ``None``: then the vocabularies must match
+      (``vocab_policy``).
     """
 
     divergence: Annotated[str, OneOf(DIVERGENCES)] = "forward_kl"
@@ -137,6 +159,7 @@ class LossConfig(ConfigModel):
     span_loss: Annotated[str, OneOf(SPAN_LOSSES)] = "ce"
     code_pref_margin: NonNegative = 1.0
     hidden: HiddenConfig | None = None
+    cross_tokenizer: CrossTokenizerConfig | None = None
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; raise :class:`LossArgumentError` naming every bad key path."""
@@ -156,6 +179,29 @@ class LossConfig(ConfigModel):
             raise LossArgumentError(
                 "loss.hidden: required when loss.weights has 'hidden' "
                 "(give layer_map, e.g. [[2, 4]])"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cross_tokenizer_fits(self) -> LossConfig:
+        """A cross-tokenizer teacher feeds the ``kd`` term alone, token groups not positions."""
+        if self.cross_tokenizer is None:
+            return self
+        if "kd" not in self.active_terms():
+            raise LossArgumentError(
+                "loss.cross_tokenizer: set but loss.weights has no active 'kd' term; add "
+                "kd: 1.0 or remove loss.cross_tokenizer"
+            )
+        if self.hidden is not None:
+            raise LossArgumentError(
+                "loss.hidden: not available with loss.cross_tokenizer (the two models' "
+                "positions are different tokens); remove one of them"
+            )
+        spans = [n for n in self.active_terms() if n.startswith("span_")]
+        if spans and self.span_loss == "kd":
+            raise LossArgumentError(
+                "loss.span_loss: 'kd' is per student token, which a teacher with another "
+                "tokenizer does not have; use span_loss 'ce' with loss.cross_tokenizer"
             )
         return self
 

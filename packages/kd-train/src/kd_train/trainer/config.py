@@ -188,6 +188,18 @@ class RunConfig(ConfigModel):
                     "endpoint, make the teacher's completions once with 'kd-train generate' "
                     "and train on that dataset, or set seq_kd: false"
                 )
+        if self.loss.cross_tokenizer is not None:
+            if kind != "hf":
+                raise InvalidConfigError(
+                    f"loss.cross_tokenizer: teacher.kind {kind!r} is not supported; a teacher "
+                    "with its own tokenizer runs as teacher.kind 'hf' (its tokenizer is read "
+                    "from teacher.path)"
+                )
+            if on_policy is not None or self.distributed.strategy == "fsdp":
+                raise InvalidConfigError(
+                    "loss.cross_tokenizer: not supported with train.on_policy or "
+                    "distributed.strategy 'fsdp'; remove one of them"
+                )
         if "hidden" in active and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoTokenizer
 
 from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.provenance import git_commit, installed_versions
@@ -63,7 +64,8 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     teacher's weight files, a ``cached`` teacher's cache manifest (which holds the SHA-256
     of every shard) and ``teacher.eval_path``'s. A ``records`` teacher is part of the
     dataset; an ``http`` endpoint cannot be fingerprinted (its ``base_url`` and ``model``
-    are in the config), so ``teacher`` is ``None`` for those and for ``none``.
+    are in the config), so ``teacher`` is ``None`` for those and for ``none``. With
+    ``loss.cross_tokenizer`` the ``hf`` teacher's own tokenizer is ``teacher.tokenizer``.
     """
     found: dict[str, str | None] = {
         "data.train": fingerprint.dataset_fingerprint(config.data.train)
@@ -75,6 +77,9 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     found["teacher"] = None
     if teacher.kind == "hf" and teacher.path is not None:
         found["teacher"] = fingerprint.weights_fingerprint(teacher.path)
+        if config.loss.cross_tokenizer is not None:  # its own tokenizer decides its tokens
+            own = AutoTokenizer.from_pretrained(teacher.path, local_files_only=True)
+            found["teacher.tokenizer"] = fingerprint.tokenizer_fingerprint(own)
     if teacher.kind == "cached" and teacher.path is not None:
         found["teacher"] = fingerprint.dataset_fingerprint(Path(teacher.path) / CACHE_MANIFEST)
         if teacher.eval_path is not None:
