@@ -116,3 +116,13 @@ def test_cross_tokenizer_run_resumes_bit_exactly(make_config, tmp_path):
     for key, value in reference.items():
         assert torch.equal(resumed[key], value), key
     assert [r["kd"] for r in rows(run)] == [r["kd"] for r in reference_rows]
+
+
+def test_a_teacher_kind_without_its_own_model_is_refused_up_front(make_config, capsys):
+    path = make_config()
+    cfg = yaml.safe_load(path.read_text())
+    cfg["teacher"] = {"kind": "records"}
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["distill", "--config", str(path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "loss.cross_tokenizer: teacher.kind 'records' is not supported" in err

@@ -136,6 +136,9 @@ class CrossTokenizerLoss(torch.nn.Module):
         LossArgumentError: an unknown method, or ``align`` without a vocabulary map.
     """
 
+    student_ids: torch.Tensor
+    teacher_ids: torch.Tensor
+
     def __init__(
         self,
         method: str,

@@ -173,7 +173,7 @@ class CrossDistiller(nn.Module):
             )
             loss = out.pop("loss")
         keep = token_mask(labels, self.config.ignore_index)
-        denom = denominator(keep, num_items_in_batch)
+        denom = denominator(keep, torch.as_tensor(num_items_in_batch))
         cross = teacher.cross
         per_group = self.cross(
             logits, batch.input_ids, cross.student, teacher.logits, cross.teacher_ids, cross.teacher
