@@ -35,7 +35,7 @@ import torch
 
 from kd_train.data.tokenization import IGNORE_INDEX, Example, TokenizationError
 
-#: One group: ``((student_start, student_stop), (teacher_start, teacher_stop))`` token ranges.
+# One group: ``((student_start, student_stop), (teacher_start, teacher_stop))`` token ranges.
 Group = tuple[tuple[int, int], tuple[int, int]]
 
 

@@ -109,13 +109,9 @@ class CrossTokenizerConfig(ConfigModel):
     group over the character-aligned text; the other terms read the student alone.
     """
 
-    method: Annotated[str, OneOf(CROSS_TOKENIZER_METHODS)] = Field(
-        default="align", description="``uld`` or ``align``."
-    )
-    kl_weight: NonNegative = Field(default=1.0, description="``align``: weight of the exact KL.")
-    uld_weight: NonNegative = Field(
-        default=1.0, description="``align``: weight of ULD on the unmatched ids."
-    )
+    method: Annotated[str, OneOf(CROSS_TOKENIZER_METHODS)] = "align"
+    kl_weight: NonNegative = 1.0
+    uld_weight: NonNegative = 1.0
 
 
 class LossConfig(ConfigModel):

@@ -5,7 +5,7 @@ the records of a batch by id, runs its model on the *teacher's* tokenisation of 
 records (``bos + prompt + completion + eos``, :func:`~kd_train.data.tokenization.encode_record`)
 and returns the teacher's logits ``[B, T_t, V_t]`` together with the groups of tokens that
 make up the same text on both sides (:mod:`kd_train.data.alignment`), in
-:attr:`TeacherOutput.cross <kd_train.teachers.base.TeacherOutput.cross>`. Both
+``TeacherOutput.cross``. Both
 tokenisations and their alignment are computed once, when the run starts
 (:func:`pair_records`).
 
@@ -101,7 +101,7 @@ class CrossTokenizerTeacher:
         """The teacher's logits of the batch's records, with the alignment in ``cross``.
 
         Raises:
-            KDTrainError: a record of the batch was not paired when the run started.
+            kd_train.errors.KDTrainError: a record of the batch was not paired when the run started.
         """
         missing = [r for r in batch.record_ids if r not in self.pairs]
         if missing:

@@ -47,7 +47,7 @@ def teacher_tokenizer(teacher: Teacher | None) -> Any:
     """The tokenizer of a cross-tokenizer teacher.
 
     Raises:
-        KDTrainError: the teacher is not a local model with its tokenizer.
+        kd_train.errors.KDTrainError: the teacher is not a local model with its tokenizer.
     """
     inner = teacher.teacher if isinstance(teacher, CrossTokenizerTeacher) else teacher
     if not isinstance(inner, HFTeacher) or inner.tokenizer is None:
@@ -70,7 +70,7 @@ def wrap_teachers(
     Without ``loss.cross_tokenizer`` both are returned as they are.
 
     Raises:
-        KDTrainError: the teacher has no tokenizer, or a training record is not paired.
+        kd_train.errors.KDTrainError: the teacher has no tokenizer.
     """
     if config.loss.cross_tokenizer is None:
         return teacher, eval_teacher
@@ -148,7 +148,7 @@ class CrossDistiller(nn.Module):
         """Return the loss terms of one micro-batch (``"loss"`` carries the gradient).
 
         Raises:
-            KDTrainError: ``teacher`` does not carry the cross-tokenizer alignment.
+            kd_train.errors.KDTrainError: ``teacher`` does not carry the cross-tokenizer alignment.
         """
         if teacher is None or teacher.cross is None or teacher.logits is None:
             raise KDTrainError(
