@@ -214,8 +214,14 @@ class LossConfig(ConfigModel):
         return validate(cls, data, LossArgumentError, prefix="loss")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready plain data (:meth:`from_dict` reads it back)."""
-        return self.model_dump(mode="json")
+        """Return the config as JSON-ready plain data (:meth:`from_dict` reads it back).
+
+        ``cross_tokenizer`` is left out while unset (the form stored before it existed).
+        """
+        data = self.model_dump(mode="json")
+        if data["cross_tokenizer"] is None:
+            del data["cross_tokenizer"]
+        return data
 
     def active_terms(self) -> frozenset[str]:
         """The terms whose weight is not constantly zero."""

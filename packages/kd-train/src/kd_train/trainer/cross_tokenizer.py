@@ -34,28 +34,20 @@ from kd_train.losses.cross_tokenizer import CrossTokenizerLoss
 from kd_train.losses.masking import denominator, token_mask
 from kd_train.losses.schedule import weight_at
 from kd_train.teachers.base import Teacher, TeacherOutput
-from kd_train.teachers.cross import CrossTokenizerTeacher, pair_records, unaligned_tokens
+from kd_train.teachers.cached import CachedTeacher
+from kd_train.teachers.cross import (
+    CrossTokenizerTeacher,
+    cached_pairs,
+    pair_records,
+    unaligned_tokens,
+)
 from kd_train.teachers.hf import HFTeacher
+from kd_train.teachers.http import HTTPTeacher
 from kd_train.trainer.components import Splits, build_loss
 from kd_train.trainer.config import RunConfig
 from kd_train.trainer.forward import Distiller
 
 logger = logging.getLogger(__name__)
-
-
-def teacher_tokenizer(teacher: Teacher | None) -> Any:
-    """The tokenizer of a cross-tokenizer teacher.
-
-    Raises:
-        kd_train.errors.KDTrainError: the teacher is not a local model with its tokenizer.
-    """
-    inner = teacher.teacher if isinstance(teacher, CrossTokenizerTeacher) else teacher
-    if not isinstance(inner, HFTeacher) or inner.tokenizer is None:
-        raise KDTrainError(
-            "loss.cross_tokenizer needs teacher.kind 'hf' (a saved model with its tokenizer "
-            "in teacher.path)"
-        )
-    return inner.tokenizer
 
 
 def wrap_teachers(
@@ -67,39 +59,59 @@ def wrap_teachers(
 ) -> tuple[Teacher | None, Teacher | None]:
     """Return the train and eval teachers, behind the cross-tokenizer wrapper when configured.
 
-    Without ``loss.cross_tokenizer`` both are returned as they are.
+    Without ``loss.cross_tokenizer`` both are returned as they are. An ``hf`` or ``http``
+    teacher's records are tokenised with its own tokenizer here; a ``cached`` teacher must be a
+    cross-tokenizer cache (``kd-train cache-logits --student-tokenizer``), which holds its
+    tokens, offsets and vocabulary map.
 
     Raises:
-        kd_train.errors.KDTrainError: the teacher has no tokenizer.
+        kd_train.errors.KDTrainError: the teacher has no tokenizer, or a cache is no
+            cross-tokenizer cache of these records.
     """
     if config.loss.cross_tokenizer is None:
         return teacher, eval_teacher
-    tokenizer = teacher_tokenizer(teacher)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tok_cfg = TokenizeConfig(max_length=config.data.max_length, truncation="truncate")
     data = config.data
-
-    def wrap(path: str, examples: list[Any]) -> CrossTokenizerTeacher:
-        wanted = {e.record_id for e in examples}
-        records = (r for r in read_records(path) if r.id in wanted)
-        pairs = pair_records(records, student_tokenizer, tokenizer, tok_cfg)
-        records_cut, tokens = unaligned_tokens(pairs)
-        if tokens:
-            logger.warning(
-                "loss.cross_tokenizer: %d student tokens of %d records in %s have no teacher "
-                "group (the two tokenisations end at different characters, e.g. a completion "
-                "cut by data.max_length); they count for the other terms only",
-                tokens,
-                records_cut,
-                path,
-            )
-        return CrossTokenizerTeacher(teacher, pairs, int(tokenizer.pad_token_id))
-
-    train = wrap(data.train, splits.train + (splits.eval if data.eval is None else []))
-    if data.eval is None:
+    held = splits.eval if data.eval is None else []
+    train = _wrap(teacher, data.train, splits.train + held, student_tokenizer, config)
+    if data.eval is None or eval_teacher is None:
         return train, train
-    return train, wrap(data.eval, splits.eval)
+    return train, _wrap(eval_teacher, data.eval, splits.eval, student_tokenizer, config)
+
+
+def _wrap(
+    teacher: Teacher | None, path: str, examples: list[Any], student: Any, config: RunConfig
+) -> CrossTokenizerTeacher:
+    """Pair ``examples`` (from the file ``path``) with ``teacher``'s tokens."""
+    wanted = {e.record_id for e in examples}
+    records = [r for r in read_records(path) if r.id in wanted]
+    if isinstance(teacher, CachedTeacher):
+        pairs, vocab_map = cached_pairs(teacher, examples, records, student)
+        pad_id = 0
+    elif isinstance(teacher, HFTeacher | HTTPTeacher) and teacher.tokenizer is not None:
+        tokenizer = teacher.tokenizer
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tok_cfg = TokenizeConfig(max_length=config.data.max_length, truncation="truncate")
+        pairs = pair_records(records, student, tokenizer, tok_cfg)
+        vocab_map = build_vocab_map(student, tokenizer)
+        pad_id = int(tokenizer.pad_token_id)
+    else:
+        raise KDTrainError(
+            "loss.cross_tokenizer needs teacher.kind 'hf' (a saved model with its tokenizer "
+            "in teacher.path), 'cached' (a cache made with --student-tokenizer) or 'http' "
+            "(with teacher.tokenizer)"
+        )
+    records_cut, tokens = unaligned_tokens(pairs)
+    if tokens:
+        logger.warning(
+            "loss.cross_tokenizer: %d student tokens of %d records in %s have no teacher "
+            "group (the two tokenisations end at different characters, e.g. a completion "
+            "cut by data.max_length); they count for the other terms only",
+            tokens,
+            records_cut,
+            path,
+        )
+    return CrossTokenizerTeacher(teacher, pairs, pad_id, vocab_map)
 
 
 class CrossDistiller(nn.Module):
@@ -192,19 +204,17 @@ class CrossDistiller(nn.Module):
 def make_distiller(
     config: LossConfig,
     student: Any,
-    tokenizer: Any,
     teacher: Teacher | None,
     dense: bool = False,
 ) -> Distiller | CrossDistiller:
     """The module the loop trains: a :class:`CrossDistiller` or a ``Distiller``.
 
-    :class:`CrossDistiller` with ``loss.cross_tokenizer``, else the same-tokenizer
-    :class:`~kd_train.trainer.forward.Distiller`.
+    :class:`CrossDistiller` with ``loss.cross_tokenizer`` (the teacher is then the
+    :class:`~kd_train.teachers.cross.CrossTokenizerTeacher` of :func:`wrap_teachers`), else
+    the same-tokenizer :class:`~kd_train.trainer.forward.Distiller`.
     """
     if config.cross_tokenizer is None:
         return Distiller(student, build_loss(config, student, teacher), dense=dense)
-    vocab_map = None
-    if config.cross_tokenizer.method == "align":
-        pairs = build_vocab_map(tokenizer, teacher_tokenizer(teacher))
-        vocab_map = (pairs.student, pairs.teacher)
-    return CrossDistiller(student, config, vocab_map)
+    vocab_map = teacher.vocab_map if isinstance(teacher, CrossTokenizerTeacher) else None
+    pairs = None if vocab_map is None else (vocab_map.student, vocab_map.teacher)
+    return CrossDistiller(student, config, pairs)

@@ -164,9 +164,7 @@ def train(
         if config.distributed.strategy == "fsdp" and ctx.world_size > 1:
             # FSDP shards the student in place; sampling runs on a whole copy of it.
             generator_copy = copy.deepcopy(student)
-    distiller = cross_tokenizer.make_distiller(
-        config.loss, student, tokenizer, teacher, dense_reference
-    )
+    distiller = cross_tokenizer.make_distiller(config.loss, student, teacher, dense_reference)
     distiller.to(device)
     trained = distiller.trainable()  # the state checkpoints hold
     # DDP wraps the distiller; FSDP shards it in place, which is why the optimiser comes after.

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer
 
 from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.provenance import git_commit, installed_versions
@@ -78,8 +77,9 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     if teacher.kind == "hf" and teacher.path is not None:
         found["teacher"] = fingerprint.weights_fingerprint(teacher.path)
         if config.loss.cross_tokenizer is not None:  # its own tokenizer decides its tokens
-            own = AutoTokenizer.from_pretrained(teacher.path, local_files_only=True)
-            found["teacher.tokenizer"] = fingerprint.tokenizer_fingerprint(own)
+            found["teacher.tokenizer"] = fingerprint.tokenizer_files_fingerprint(teacher.path)
+    if teacher.tokenizer is not None:  # an http teacher's own tokenizer (cross-tokenizer)
+        found["teacher.tokenizer"] = fingerprint.tokenizer_files_fingerprint(teacher.tokenizer)
     if teacher.kind == "cached" and teacher.path is not None:
         found["teacher"] = fingerprint.dataset_fingerprint(Path(teacher.path) / CACHE_MANIFEST)
         if teacher.eval_path is not None:
