@@ -156,3 +156,24 @@ def test_the_vocab_map_pairs_ids_with_the_same_bytes_one_to_one(byte_level, spm)
     s_text, t_text = token_texts(byte_level), token_texts(spm)
     assert all(s_text[s] == t_text[t] for t, s in mapped.items() if t != spm.eos_token_id)
     assert torch.equal(pairs.teacher, pairs.teacher.sort().values)
+
+
+def test_a_group_that_nothing_predicts_is_left_out_and_counted(byte_level, spm):
+    record = KDRecord("r", "", "the cat")
+    cfg = TokenizeConfig(max_length=64, add_bos=False)  # the completion starts at position 0
+    s, t = encode_record(record, byte_level, cfg), encode_record(record, spm, cfg)
+    aligned = align_examples(
+        s,
+        tokenize_completion(record.completion, byte_level)[1],
+        t,
+        tokenize_completion(record.completion, spm)[1],
+        student_eos=byte_level.eos_token_id,
+        teacher_eos=spm.eos_token_id,
+    )
+    assert bool((aligned.groups[:, 0] > 0).all())
+    assert bool((aligned.groups[:, 2] > 0).all())
+    first = align_offsets(
+        tokenize_completion(record.completion, byte_level)[1].tolist(),
+        tokenize_completion(record.completion, spm)[1].tolist(),
+    )[0]
+    assert aligned.unaligned == first[0][1] - first[0][0]

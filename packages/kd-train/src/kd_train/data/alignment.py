@@ -152,8 +152,11 @@ def align_examples(
     if s_eos and t_eos and covered == s_n and (rows[-1][3] - t_head if rows else 0) == t_n:
         rows.append((s_stop - 1, s_stop, t_stop - 1, t_stop))
         covered += 1
+    # A group at position 0 (no bos, empty prompt) has no position that predicts it.
+    unpredicted = sum(s1 - s0 for s0, s1, t0, _ in rows if s0 == 0 or t0 == 0)
+    rows = [row for row in rows if row[0] > 0 and row[2] > 0]
     groups = torch.tensor(rows, dtype=torch.int64).reshape(-1, 4)
-    return Alignment(groups, unaligned=s_stop - s_head - covered)
+    return Alignment(groups, unaligned=s_stop - s_head - covered + unpredicted)
 
 
 def _ends_with(example: Example, stop: int, eos: int | None) -> bool:
