@@ -284,6 +284,18 @@ def load(session: nox.Session) -> None:
     in_dev(session)("python", "-m", "tests.load.runner", *session.posargs)
 
 
+@nox.session(venv_backend="none", requires=["dev"], default=False)
+def showcase(session: nox.Session) -> None:
+    """Does distillation help? KD arms against CE-only on SmolLM2, held out (about 35 min).
+
+    Five KD losses and CE-only, at equal steps, data and seeds, each trained by
+    `kd-train distill`; a table with bootstrap intervals at the end. `-- --steps N --seeds N`
+    for a shorter run; `-- --record` keeps qa/perf/results/showcase.json and the charts in
+    docs/_static/perf/ (else qa/reports/perf/).
+    """
+    in_dev(session)("python", "packages/kd-eval/benchmarks/showcase.py", *session.posargs)
+
+
 @nox.session(default=False)
 def build(session: nox.Session) -> None:
     """Build wheels + sdists of the three packages, check them, install each in a clean venv."""

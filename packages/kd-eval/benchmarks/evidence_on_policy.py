@@ -94,6 +94,23 @@ def toy_setup(work: Path, progress: bool) -> dict[str, Any]:
     }
 
 
+def save_teacher_model(teacher: Any, directory: Path) -> Path:
+    """Save a GGUF-loaded teacher and its tokenizer as a model dir (for ``teacher.kind: hf``).
+
+    A GGUF-loaded model refuses ``save_pretrained``; its weights are dequantized already, so
+    a plain model of the same config takes them and saves.
+    """
+    from transformers import AutoModelForCausalLM
+
+    options = teacher.model.config.to_dict()
+    options.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(type(teacher.model.config).from_dict(options))
+    plain.load_state_dict(teacher.model.state_dict())
+    plain.save_pretrained(directory)
+    teacher.tokenizer.save_pretrained(directory)
+    return directory
+
+
 def smollm2_setup(work: Path, progress: bool) -> dict[str, Any]:
     """SmolLM2-135M-Instruct saved as a model dir, its tokenizer's small student, local text."""
     from kd_train.models import save_random_llama
@@ -103,17 +120,7 @@ def smollm2_setup(work: Path, progress: bool) -> dict[str, Any]:
 
     teacher = smollm2_teacher()
     tok = teacher.tokenizer
-    teacher_dir = work / "smollm2-teacher"
-    # A GGUF-loaded model refuses save_pretrained; its weights are dequantized already, so a
-    # plain model of the same config takes them and saves (what teacher.kind hf reads).
-    from transformers import AutoModelForCausalLM
-
-    options = teacher.model.config.to_dict()
-    options.pop("quantization_config", None)
-    plain = AutoModelForCausalLM.from_config(type(teacher.model.config).from_dict(options))
-    plain.load_state_dict(teacher.model.state_dict())
-    plain.save_pretrained(teacher_dir)
-    tok.save_pretrained(teacher_dir)
+    teacher_dir = save_teacher_model(teacher, work / "smollm2-teacher")
     records = local_text_records(280)
     train_records, heldout = split_held_out(records, len(records) - 40, tok)
     return {
@@ -289,6 +296,17 @@ def paired_differences(arm: dict[str, Any], base: dict[str, Any]) -> dict[str, A
     }
 
 
+def interval_bars(ax: Any, arms: dict[str, Any], key: str) -> None:
+    """One bar per arm of its figure ``key``, its 95% interval as the error bar."""
+    names = list(arms)
+    values = [arms[n][key]["value"] for n in names]
+    errors = [
+        [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
+        [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
+    ]
+    ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+
+
 def plot(task: str, result: dict[str, Any], path: Path) -> None:
     """The held-out JSD curves, and the final on-policy KL (and task score) with intervals."""
     import matplotlib
@@ -310,13 +328,7 @@ def plot(task: str, result: dict[str, Any], path: Path) -> None:
         (axes[1], "onpolicy_kl", "KL(student || teacher) on its own greedy text"),
         (axes[2], metric, f"{metric} (teacher: {result['teacher'][metric]['value']:.2f})"),
     ):
-        names = list(arms)
-        values = [arms[n][key]["value"] for n in names]
-        errors = [
-            [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
-            [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
-        ]
-        ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+        interval_bars(ax, arms, key)
         ax.set(title=label)
     fig.suptitle(
         f"on-policy distillation, {task}: {result['steps']} steps after a shared warm start, "

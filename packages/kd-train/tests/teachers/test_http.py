@@ -455,3 +455,46 @@ def test_endpoint_billing_past_the_reservation_is_recorded_and_stops_the_run(
     with make_teacher(server, store, budget=1.0) as teacher:  # server stopped: cache only
         again = teacher.generate("hello")
     assert (again.cached, again.cost_nanos) == (True, 0)  # paid once, kept, not lost
+
+
+def test_after_an_overrun_nothing_more_is_sent_or_reserved(tiny_teacher_dir, store):
+    server = serve(tiny_teacher_dir, extra_billed_tokens=50)
+    with make_teacher(server, store, budget=1.0) as teacher:
+        with pytest.raises(BudgetOverrunError):
+            teacher.generate("hello")
+        with pytest.raises(BudgetOverrunError):
+            teacher.generate("another prompt")
+    server.stop()
+    assert len(server.billed) == 1
+    assert store.ledger.status("default").reserved_nanos == 0
+
+
+def test_without_usage_or_logprobs_the_completion_is_counted_from_its_text(
+    tiny_teacher_dir, store, tokenizer
+):
+    server = serve(tiny_teacher_dir, report_usage=False)
+    with make_teacher(server, store, tokenizer, top_logprobs=0) as teacher:
+        response = teacher.generate("The quick brown fox")
+    server.stop()
+    text = response.body["choices"][0]["text"]
+    n_prompt = len(tokenizer("The quick brown fox")["input_ids"])
+    n_completion = len(tokenizer(text)["input_ids"])
+    assert n_completion > 0
+    expected = -(-(n_prompt * 10**9 + n_completion * 2 * 10**9) // 1000)
+    assert (response.estimated, response.cost_nanos) == (True, expected)
+
+
+def test_scoring_token_ids_without_usage_is_billed_by_the_ids_sent(
+    tiny_teacher_dir, store, tokenizer
+):
+    server = serve(tiny_teacher_dir, report_usage=False)
+    ids = torch.tensor([[5, 40, 41, 42, 43, 44]])
+    with make_teacher(server, store, tokenizer) as teacher:
+        teacher.topk(ids, torch.ones_like(ids), k=2)
+    server.stop()
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(charges.c.cost_nanos, charges.c.estimated)).all()
+    assert rows
+    assert all(estimated for _, estimated in rows)
+    # each scoring request is billed for its prompt's ids at least (1 nano-USD per token here)
+    assert min(cost for cost, _ in rows) >= ids.shape[1] * 10**9 // 1000

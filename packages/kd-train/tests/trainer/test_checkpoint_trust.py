@@ -246,6 +246,15 @@ def test_a_corrupt_latest_checkpoint_is_named_with_the_previous_one_that_verifie
     assert latest_checkpoint(tmp_path) == root / "step-00000001"
 
 
+def test_the_advice_names_the_newest_checkpoint_that_verifies_not_the_oldest(tmp_path, trained):
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, TrainState(step=step), *trained, {}, keep=3)
+    root = tmp_path / "checkpoints"
+    flip_a_byte(root / "step-00000003" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="the previous checkpoint step-00000002 verifies"):
+        latest_checkpoint(tmp_path)
+
+
 def test_a_corrupt_only_checkpoint_says_that_none_verifies(ckpt, tmp_path):
     manifest = manifest_of(ckpt)
     manifest["files"] = {}
@@ -416,3 +425,55 @@ def test_groups_naming_the_index_one_past_the_last_parameter_are_refused(ckpt, t
     rehash(ckpt, "trainer_state.json")
     with pytest.raises(CheckpointError, match="parameter index beyond the"):
         load_checkpoint(ckpt, *trained)
+
+
+# ---- the manifest and the optimiser state as they are written and read back --------------
+
+
+def test_a_read_manifest_cannot_be_changed_in_memory(ckpt):
+    from kd_train.trainer.checkpoint.manifest import read_manifest
+    from pydantic import ValidationError
+
+    manifest = read_manifest(ckpt)
+    with pytest.raises(ValidationError, match="frozen"):
+        manifest.step = 99
+    assert read_manifest(ckpt).step == manifest.step
+
+
+def test_a_manifest_with_a_non_finite_config_value_is_refused_and_the_old_one_kept(ckpt):
+    from kd_train.trainer.checkpoint.manifest import write_manifest as write
+
+    before = (ckpt / "manifest.json").read_bytes()
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        write(ckpt, 1, {"optim": {"lr": math.nan}}, {})
+    assert (ckpt / "manifest.json").read_bytes() == before
+
+
+def test_optimiser_slots_that_are_plain_numbers_are_stored_as_tensors_and_none_copied():
+    import warnings
+
+    from kd_train.trainer.checkpoint.state import _flatten_optimizer
+
+    avg = torch.arange(4.0)
+    optim = {
+        "state": {"w": {"step": 3.0, "exp_avg": avg}},
+        "param_groups": [{"params": ["w"], "lr": 0.1}],
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch.tensor(<a tensor>) warns about copy-constructing
+        tensors, groups = _flatten_optimizer(optim)
+    assert torch.equal(tensors["0.step"], torch.tensor(3.0))
+    assert tensors["0.exp_avg"].data_ptr() == avg.data_ptr()
+    assert groups == [{"params": [0], "lr": 0.1}]
+
+
+def test_adamw_groups_load_back_equal_to_the_saved_ones_betas_a_tuple(tmp_path, trained):
+    from kd_train.trainer.checkpoint import load_checkpoint
+
+    model, optimizer = trained
+    ckpt = save_checkpoint(tmp_path, TrainState(step=1), model, optimizer, {})
+    other = AutoModelForCausalLM.from_config(model.config)
+    other_opt = torch.optim.AdamW(other.parameters(), lr=5.0, betas=[0.5, 0.6])
+    load_checkpoint(ckpt, other, other_opt)
+    assert other_opt.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert isinstance(other_opt.param_groups[0]["betas"], tuple)

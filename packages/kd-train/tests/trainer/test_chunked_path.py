@@ -103,3 +103,64 @@ def test_the_distillers_ce_is_the_models_own_shifted_loss(tiny_llama_dir, dense)
         ours = distiller(batch, None, n_items)["loss"]
     assert distiller.dense == dense
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+
+
+def tool_call_batch(tiny_llama_dir: Any) -> Any:
+    from kd_train.data import collate, encode_records, read_records
+    from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.pipelines.toydata import tool_call_records, write_jsonl
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    path = write_jsonl(Path(str(tiny_llama_dir)).parent / "spans.jsonl", tool_call_records(4))
+    examples = list(encode_records(read_records(path), tok, TokenizeConfig(max_length=48)))
+    return collate(examples, pad_token_id=tok.pad_token_id)
+
+
+def distiller_of(tiny_llama_dir: Any, weights: dict[str, Any], dense: bool = False) -> Distiller:
+    from kd_train.losses import DistillationLoss, LossConfig
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    return Distiller(student, DistillationLoss(LossConfig(weights=weights)), dense=dense)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_only_the_dense_path_runs_the_students_head_on_every_position(tiny_llama_dir, dense):
+    batch = tool_call_batch(tiny_llama_dir)
+    distiller = distiller_of(tiny_llama_dir, {"ce": 1.0}, dense=dense)
+    shapes: list[tuple[int, ...]] = []
+    head = distiller.student.get_output_embeddings()
+    head.register_forward_hook(lambda _m, _i, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad():
+        distiller(batch, None, 1.0)
+    full = (*batch.input_ids.shape, head.weight.shape[0])
+    assert (full in shapes) == dense
+
+
+def test_the_step_reaches_the_losss_schedule(tiny_llama_dir):
+    batch = tool_call_batch(tiny_llama_dir)
+    ce = {"start": 0.0, "end": 1.0, "warmup_steps": 0, "start_step": 5}
+    distiller = distiller_of(tiny_llama_dir, {"ce": ce})
+    with torch.no_grad():
+        before = distiller(batch, None, 1.0, step=2)["loss"]
+        after = distiller(batch, None, 1.0, step=9)["loss"]
+        unstepped = distiller(batch, None, 1.0)["loss"]  # no step: the loss's own default, 0
+    assert float(before) == 0.0
+    assert float(after) > 0.0
+    assert float(unstepped) == 0.0
+
+
+def test_span_masks_reach_the_span_terms(tiny_llama_dir):
+    batch = tool_call_batch(tiny_llama_dir)
+    assert batch.span_masks["tool_name"].any()
+    distiller = distiller_of(tiny_llama_dir, {"span_tool_name": 1.0})
+    with torch.no_grad():
+        out = distiller(batch, None, 1.0)
+    assert float(out["span_tool_name"]) > 0.0
+    assert float(out["loss"]) == pytest.approx(float(out["span_tool_name"]))
+
+
+def test_checkpoints_hold_the_student_alone_unless_the_loss_learns(tiny_llama_dir):
+    plain = distiller_of(tiny_llama_dir, {"kd": 1.0})
+    assert plain.trainable() is plain.student

@@ -200,3 +200,23 @@ def test_a_span_weight_on_data_without_that_span_kind_is_refused_before_step_0(
     with pytest.raises(KDTrainError, match=rf"loss\.weights\.{term} is set but no train record"):
         train(parse_config(cfg), progress=False)
     assert not (Path(cfg["output_dir"]) / "metrics.jsonl").exists()
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_on_a_cosine_to_its_floor():
+    import math
+
+    from kd_train.trainer.config import OptimConfig
+    from kd_train.trainer.loop import lr_at
+
+    opt = OptimConfig(lr=2.0, warmup_steps=4, min_lr_ratio=0.1)
+    warmup = [lr_at(s, opt, 14) for s in range(4)]
+    assert warmup == [0.5, 1.0, 1.5, 2.0]
+    floor = 0.2
+    for step in range(4, 14):
+        progress = (step - 4) / 10
+        expected = floor + (2.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        assert lr_at(step, opt, 14) == pytest.approx(expected)
+    assert lr_at(14, opt, 14) == pytest.approx(floor)
+    assert lr_at(99, opt, 14) == pytest.approx(floor)  # past the end: the floor, not a rebound
+    none = OptimConfig(lr=2.0, warmup_steps=0, min_lr_ratio=0.0)
+    assert lr_at(0, none, 10) == 2.0

@@ -145,4 +145,6 @@ class Budget:
         prompt = body.get("prompt", body.get("messages", [{}])[0].get("content", ""))
         n_prompt = len(prompt) if isinstance(prompt, list) else self._count_tokens(prompt)
         n_completion = len(gen.tokens) if gen.tokens else self._count_tokens(gen.text)
+        if body.get("echo"):  # the answer repeats the prompt before what it generated
+            n_completion = max(0, n_completion - n_prompt)
         return self._config.cost_nanos(n_prompt, n_completion), True

@@ -238,6 +238,11 @@ def load_optimizer(
             f"checkpoint optimiser state does not fit the optimiser ({exc}); resume with the "
             "run's own config"
         ) from None
+    for group in optimizer.param_groups:
+        # JSON and set_optimizer_state_dict both hand Adam's betas back as a list; the
+        # optimiser built them as a tuple, and a resumed state_dict equals the saved one.
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
 
 
 def _tensor(value: Any) -> torch.Tensor:
@@ -352,7 +357,7 @@ def _unflatten_optimizer(
         )
     groups = [
         {
-            **{k: tuple(v) if k == "betas" else v for k, v in group.items()},
+            **group,
             "params": [names[i] for i in group["params"]],
         }
         for group in param_groups
