@@ -30,7 +30,7 @@ NOT_BENCHMARKS = {"load"}
 #: Result files of experiments (training arms measured on held-out data), not timings of
 #: this machine: their scripts draw their own figures, so they are neither merged into the
 #: machine record nor charted here.
-EVIDENCE = {"on_policy_evidence", "qat", "showcase"}
+EVIDENCE = {"cross_tokenizer", "on_policy_evidence", "qat", "showcase"}
 
 
 def numeric_leaves(data: Any, prefix: str = "") -> dict[str, float]:

@@ -211,10 +211,17 @@ def test_a_malformed_row_exits_2_naming_file_and_line(tmp_path, tiny_llama_dir, 
     assert f"{bad}:2" in capsys.readouterr().err
 
 
-def test_mismatched_teacher_and_student_vocabularies_exit_2(
-    write_set, tiny_llama_dir, small_vocab_model_dir, capsys
+def test_fidelity_across_two_tokenizers_reports_text_level_figures(
+    tmp_path, write_set, tiny_llama_dir, small_vocab_model_dir, capsys
 ):
-    data = write_set(_records())
-    argv = ["fidelity", "--teacher", str(small_vocab_model_dir), "--student", str(tiny_llama_dir)]
-    assert main([*argv, "--data", str(data), "--no-progress"]) == 2
-    assert "vocabulary of 300 tokens" in capsys.readouterr().err
+    out = tmp_path / "cross.json"
+    argv = ["fidelity", "--teacher", str(small_vocab_model_dir), "--student", str(tiny_llama_dir),
+            "--data", str(write_set(_records())), "--resamples", "100", "--out", str(out),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "student_bits_per_byte" in printed
+    section = read_report(out)["fidelity"]  # the report schema holds
+    assert section["tokenizers"] == "different"
+    assert "forward_kl" not in section["aggregate"]
+    assert section["aggregate"]["teacher_bits_per_byte"]["value"] > 0

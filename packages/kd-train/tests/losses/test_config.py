@@ -122,9 +122,9 @@ def test_every_problem_gets_its_own_line() -> None:
     assert str(info.value).splitlines() == [
         "loss.temperature: must be > 0.0, got 0.0",
         "loss.chunk_size: must be >= 1, got 0",
-        "loss.colour: unknown key (allowed: beta, chunk_size, code_pref_margin, divergence, "
-        "hidden, ignore_index, skew, span_loss, t2_scale, tail, temperature, vocab_policy, "
-        "weights)",
+        "loss.colour: unknown key (allowed: beta, chunk_size, code_pref_margin, "
+        "cross_tokenizer, divergence, hidden, ignore_index, skew, span_loss, t2_scale, tail, "
+        "temperature, vocab_policy, weights)",
     ]
 
 

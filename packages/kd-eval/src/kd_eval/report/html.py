@@ -74,7 +74,13 @@ def _fidelity(section: dict[str, Any]) -> str:
     est = next(iter(agg.values()))
     rows = [(name, e["value"], e["low"], e["high"]) for name, e in agg.items()]
     examples = [
-        (r["id"], r["n_tokens"], r["forward_kl"], r["top1_agreement"], r["topk_overlap"])
+        (
+            r["id"],
+            r["n_tokens"],
+            r.get("forward_kl"),
+            r.get("top1_agreement"),
+            r.get("topk_overlap"),
+        )
         for r in section["examples"][:MAX_EXAMPLE_ROWS]
     ]
     return (

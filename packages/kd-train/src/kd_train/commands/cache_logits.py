@@ -68,6 +68,13 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="run model code shipped with the teacher (only if you trust it)",
     )
+    parser.add_argument(
+        "--student-tokenizer",
+        type=Path,
+        default=None,
+        help="a student tokenizer directory: make a cross-tokenizer cache for it "
+        "(loss.cross_tokenizer)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -87,6 +94,18 @@ def run(args: argparse.Namespace) -> int:
         raise KDTrainError(f"dataset {args.data} does not exist; pass a JSONL file with --data")
     require_device(args.device)
     records = list(read_records(args.data))
+    student_tokenizer = None
+    if args.student_tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        if not args.student_tokenizer.is_dir():
+            raise KDTrainError(
+                f"--student-tokenizer {args.student_tokenizer} is not a directory; give the "
+                "student's saved tokenizer (or model) directory"
+            )
+        student_tokenizer = AutoTokenizer.from_pretrained(
+            args.student_tokenizer, local_files_only=True
+        )
     teacher = HFTeacher.from_pretrained(
         args.teacher,
         dtype=args.dtype,
@@ -106,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        student_tokenizer=student_tokenizer,
     )
     summary = {
         "out": str(args.out),
@@ -171,6 +191,7 @@ def build_cache(
     tokenize: TokenizeConfig | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    student_tokenizer: Any = None,
 ) -> Manifest:
     """Run ``teacher`` over ``records`` and write (or finish) a cache in ``out``.
 
@@ -185,6 +206,9 @@ def build_cache(
             ``truncation`` is always ``"truncate"`` here.
         batch_size: records per forward pass.
         progress: show a tqdm bar over records.
+        student_tokenizer: a student's tokenizer other than the teacher's: the cache is
+            then a cross-tokenizer cache for it (``cross.safetensors``, both tokenizers
+            fingerprinted; :mod:`kd_train.teachers.cache_format`).
 
     Returns:
         The manifest that was written.
@@ -221,6 +245,9 @@ def build_cache(
         add_bos=tokenize.add_bos,
         add_eos=tokenize.add_eos,
         ids_dtype=ids_dtype_for(teacher.vocab_size),
+        student_tokenizer_fingerprint=(
+            None if student_tokenizer is None else tokenizer_fingerprint(student_tokenizer)
+        ),
     )
     if (root / MANIFEST).is_file():
         done = Manifest.read(root / MANIFEST)
@@ -239,6 +266,12 @@ def build_cache(
             _write_one_shard(teacher, shard, root, len(manifest.shards), manifest, batch_size)
             manifest.write(root, PARTIAL_MANIFEST)
             bar.update(len(shard))
+    if student_tokenizer is not None:
+        from kd_train.teachers.cross import write_cross_index
+
+        manifest.cross = write_cross_index(
+            root, records, teacher.tokenizer, student_tokenizer, tokenize
+        )
     manifest.write(root, MANIFEST)
     with contextlib.suppress(FileNotFoundError):
         (root / PARTIAL_MANIFEST).unlink()

@@ -139,6 +139,24 @@ def span_token_mask(offsets: torch.Tensor, start: int, end: int) -> torch.Tensor
     return (offsets[:, 0] < end) & (offsets[:, 1] > start)
 
 
+def tokenize_completion(text: str, tokenizer: Any) -> tuple[list[int], torch.Tensor]:
+    """Tokenise a completion as :func:`encode_record` does: ``(ids, offsets int64 [n, 2])``.
+
+    No special tokens; ``offsets`` are each token's ``[a, b)`` characters of ``text``. A
+    cross-tokenizer run tokenises the same completion with both tokenizers this way and
+    aligns the two by these offsets (:mod:`kd_train.data.alignment`).
+
+    >>> from kd_train.data.tokenization import tokenize_completion
+    >>> from kd_train.testing import train_tiny_tokenizer
+    >>> ids, offsets = tokenize_completion("hé", train_tiny_tokenizer())
+    >>> offsets.tolist()  # "é" is two byte-level tokens, both on character 1
+    [[0, 1], [1, 2], [1, 2]]
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = torch.tensor(enc["offset_mapping"], dtype=torch.int64).reshape(-1, 2)
+    return list(enc["input_ids"]), offsets
+
+
 def _special(tokenizer: Any, name: str, wanted: bool) -> list[int]:
     token_id = getattr(tokenizer, name, None)
     return [int(token_id)] if wanted and token_id is not None else []
@@ -175,9 +193,7 @@ def encode_record(record: KDRecord, tokenizer: Any, config: TokenizeConfig) -> E
     bos = _special(tokenizer, "bos_token_id", config.add_bos)
     eos = _special(tokenizer, "eos_token_id", config.add_eos)
     prompt_ids = list(tokenizer(record.prompt, add_special_tokens=False)["input_ids"])
-    enc = tokenizer(record.completion, add_special_tokens=False, return_offsets_mapping=True)
-    completion_ids = list(enc["input_ids"])
-    offsets = torch.tensor(enc["offset_mapping"], dtype=torch.int64).reshape(-1, 2)
+    completion_ids, offsets = tokenize_completion(record.completion, tokenizer)
     head = len(bos) + len(prompt_ids)
     total = head + len(completion_ids) + len(eos)
     rows = _teacher_rows(record, len(completion_ids))

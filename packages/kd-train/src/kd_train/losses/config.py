@@ -29,6 +29,7 @@ from pydantic import Discriminator, Field, Strict, Tag, ValidationError, model_v
 from pydantic_core import core_schema
 
 from kd_train.losses.checks import LossArgumentError
+from kd_train.losses.cross_tokenizer import CROSS_TOKENIZER_METHODS
 from kd_train.losses.divergences import DIVERGENCES
 from kd_train.losses.hidden import HIDDEN_KINDS
 from kd_train.losses.schedule import LinearWarmup, Weight, is_active
@@ -99,6 +100,20 @@ class HiddenConfig(ConfigModel):
     )
 
 
+class CrossTokenizerConfig(ConfigModel):
+    """A teacher with its own tokenizer (:mod:`kd_train.losses.cross_tokenizer`).
+
+    ``method`` is ``"uld"`` (sorted-probability distance, no vocabulary map) or ``"align"``
+    (exact KL on the ids both vocabularies share, weighted ``kl_weight``, and ULD on the
+    rest, weighted ``uld_weight``). The ``kd`` term then compares the two models group by
+    group over the character-aligned text; the other terms read the student alone.
+    """
+
+    method: Annotated[str, OneOf(CROSS_TOKENIZER_METHODS)] = "align"
+    kl_weight: NonNegative = 1.0
+    uld_weight: NonNegative = 1.0
+
+
 class LossConfig(ConfigModel):
     """Everything the combined loss needs, as plain typed data.
 
@@ -120,6 +135,9 @@ class LossConfig(ConfigModel):
     * ``span_loss``: per-token loss of the ``span_*`` terms, ``"ce"`` or ``"kd"``.
     * ``code_pref_margin``: margin of the code-mode preference term (>= 0).
     * ``hidden``: hidden-state matching, or ``None``; needs a ``"hidden"`` weight.
+    * ``cross_tokenizer``: a teacher with another tokenizer
+      (:class:`CrossTokenizerConfig`), or ``None``: then the vocabularies must match
+      (``vocab_policy``).
     """
 
     divergence: Annotated[str, OneOf(DIVERGENCES)] = "forward_kl"
@@ -137,6 +155,7 @@ class LossConfig(ConfigModel):
     span_loss: Annotated[str, OneOf(SPAN_LOSSES)] = "ce"
     code_pref_margin: NonNegative = 1.0
     hidden: HiddenConfig | None = None
+    cross_tokenizer: CrossTokenizerConfig | None = None
 
     def __init__(self, **data: Any) -> None:
         """Validate ``data``; raise :class:`LossArgumentError` naming every bad key path."""
@@ -159,6 +178,29 @@ class LossConfig(ConfigModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _cross_tokenizer_fits(self) -> LossConfig:
+        """A cross-tokenizer teacher feeds the ``kd`` term alone, token groups not positions."""
+        if self.cross_tokenizer is None:
+            return self
+        if "kd" not in self.active_terms():
+            raise LossArgumentError(
+                "loss.cross_tokenizer: set but loss.weights has no active 'kd' term; add "
+                "kd: 1.0 or remove loss.cross_tokenizer"
+            )
+        if self.hidden is not None:
+            raise LossArgumentError(
+                "loss.hidden: not available with loss.cross_tokenizer (the two models' "
+                "positions are different tokens); remove one of them"
+            )
+        spans = [n for n in self.active_terms() if n.startswith("span_")]
+        if spans and self.span_loss == "kd":
+            raise LossArgumentError(
+                "loss.span_loss: 'kd' is per student token, which a teacher with another "
+                "tokenizer does not have; use span_loss 'ce' with loss.cross_tokenizer"
+            )
+        return self
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LossConfig:
         """Build and validate a config from a mapping (a parsed YAML/TOML table).
@@ -172,8 +214,14 @@ class LossConfig(ConfigModel):
         return validate(cls, data, LossArgumentError, prefix="loss")
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the config as JSON-ready plain data (:meth:`from_dict` reads it back)."""
-        return self.model_dump(mode="json")
+        """Return the config as JSON-ready plain data (:meth:`from_dict` reads it back).
+
+        ``cross_tokenizer`` is left out while unset (the form stored before it existed).
+        """
+        data = self.model_dump(mode="json")
+        if data["cross_tokenizer"] is None:
+            del data["cross_tokenizer"]
+        return data
 
     def active_terms(self) -> frozenset[str]:
         """The terms whose weight is not constantly zero."""

@@ -20,6 +20,11 @@ the distribution of the token after ``input_ids[:, t]`` (a causal LM's logits; `
 (``logits[:, :-1]`` against ``labels[:, 1:]``, :mod:`kd_train.data.batching`), and
 :meth:`TeacherOutput.rows` picks flattened rows of that view for one chunk of the loss.
 
+``cross`` is set by a teacher with another tokenizer than the student's
+(:class:`~kd_train.teachers.cross.CrossTokenizerTeacher`): its positions are then the
+teacher's own tokens ``[B, T_t]``, and ``cross`` says which of them make up the same text as
+which student tokens (:class:`~kd_train.data.alignment.CrossTokens`).
+
 ``mask`` (bool ``[B, T]``, optional) is false where the teacher has no row (a record
 without top-k for its ``eos``): the KD terms skip those positions. ``layers`` holds the
 teacher's per-layer hidden states for hidden-state matching (``hf`` only).
@@ -45,6 +50,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
+from kd_train.data.alignment import CrossTokens
 from kd_train.data.batching import Batch
 from kd_train.errors import KDTrainError
 
@@ -77,6 +83,7 @@ class TeacherOutput:
     mask: torch.Tensor | None = None
     layers: tuple[torch.Tensor, ...] = ()
     aligned: Alignment = "logits"
+    cross: CrossTokens | None = None
 
     def __post_init__(self) -> None:
         dense = self.logits is not None or (
@@ -165,7 +172,10 @@ class TeacherOutput:
 
     def to(self, device: torch.device | str) -> TeacherOutput:
         """Return the output with every tensor on ``device``."""
-        return self.map(lambda t: t.to(device), weights=True)
+        moved = self.map(lambda t: t.to(device), weights=True)
+        if self.cross is None:
+            return moved
+        return dataclasses.replace(moved, cross=self.cross.to(device))
 
     def next_token(self) -> TeacherOutput:
         """Shift into the next-token view ``[B, T - 1, ...]`` (a view output is returned as is).

@@ -27,6 +27,16 @@ mass, and the derived tail then loses all its digits to the fp16 rounding of the
 values; the benchmark ``bench_teacher_cache.py`` measures both. Bytes per position:
 ``2k + 2k + 2 = 4k + 2`` (``6k + 2`` with int32 ids) plus a small header per shard.
 
+**Cross-tokenizer caches.** Made with ``cache-logits --student-tokenizer DIR`` for a
+student with another tokenizer (``loss.cross_tokenizer``): the rows are the teacher's own
+tokens as above, and ``cross.safetensors`` also holds what the trainer needs to align them
+with the student's tokens without the teacher's tokenizer: every record's teacher token
+ids, the character offsets of its completion tokens, the teacher's ``eos`` id and the
+one-to-one vocabulary map of the two tokenizers (:mod:`kd_train.teachers.cross`). The
+manifest then fingerprints both tokenizers (``student_tokenizer_fingerprint``) and lists
+the file's SHA-256 (``cross``); :meth:`~kd_train.teachers.cached.CachedTeacher.open`
+checks the caller's tokenizer against the student's fingerprint.
+
 **Manifest.** JSON with the format, ``k``, vocab size, the tokenizer, dataset and
 teacher-weights fingerprints (:mod:`kd_train.teachers.fingerprint`), SHA-256 of every
 shard, and per record id its shard, row range, ``start``, sequence length and the SHA-256
@@ -127,6 +137,7 @@ class CacheConfig:
     add_bos: bool
     add_eos: bool
     ids_dtype: str = "uint16"
+    student_tokenizer_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,7 @@ class Manifest:
     config: CacheConfig
     shards: list[ShardEntry] = field(default_factory=list)
     records: dict[str, RecordEntry] = field(default_factory=dict)
+    cross: ShardEntry | None = None
 
     @property
     def positions(self) -> int:
@@ -183,6 +195,8 @@ class Manifest:
             "shards": [asdict(s) for s in self.shards],
             "records": {rid: asdict(r) for rid, r in self.records.items()},
         }
+        if self.cross is not None:
+            body["cross"] = asdict(self.cross)
         return json.dumps(body, indent=1) + "\n"
 
     @classmethod
@@ -199,6 +213,7 @@ class Manifest:
                 config=CacheConfig(**body["config"]),
                 shards=[ShardEntry(**s) for s in body["shards"]],
                 records={rid: RecordEntry(**r) for rid, r in body["records"].items()},
+                cross=ShardEntry(**body["cross"]) if body.get("cross") else None,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CacheError(f"{path}: not a valid cache manifest ({exc!r})") from exc

@@ -109,7 +109,8 @@ class CachedTeacher:
         Args:
             directory: the ``--out`` directory of ``kd-train cache-logits``.
             tokenizer_fingerprint: :func:`~kd_train.teachers.fingerprint.tokenizer_fingerprint`
-                of the tokenizer the caller tokenizes with.
+                of the tokenizer the caller tokenizes with (the student's, for a
+                cross-tokenizer cache).
             dataset_fingerprint: :func:`~kd_train.teachers.fingerprint.dataset_fingerprint`
                 of the dataset the caller trains on.
             verify: check every shard's SHA-256 now (reads all shards once).
@@ -123,8 +124,10 @@ class CachedTeacher:
         root = Path(directory)
         manifest = read_manifest(root)
         config = manifest.config
+        # A cross-tokenizer cache holds the teacher's tokens; its caller is the student.
+        expected = config.student_tokenizer_fingerprint or config.tokenizer_fingerprint
         for what, ours, theirs in (
-            ("tokenizer", tokenizer_fingerprint, config.tokenizer_fingerprint),
+            ("tokenizer", tokenizer_fingerprint, expected),
             ("dataset", dataset_fingerprint, config.dataset_fingerprint),
         ):
             if ours != theirs:
@@ -134,7 +137,7 @@ class CachedTeacher:
                     f"kd-train cache-logits for this {what}"
                 )
         if verify:
-            for entry in manifest.shards:
+            for entry in manifest.shards + ([manifest.cross] if manifest.cross else []):
                 verify_shard(root, entry)
         return cls(root, manifest, k)
 

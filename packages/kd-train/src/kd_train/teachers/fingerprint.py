@@ -138,3 +138,29 @@ def weights_fingerprint(model_dir: str | Path) -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(file_sha256(path).encode() + b"\n")
     return f"sha256:{digest.hexdigest()}"
+
+
+#: The files of a saved tokenizer that decide its ids (those present are hashed).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def tokenizer_files_fingerprint(model_dir: str | Path) -> str:
+    """Fingerprint the tokenizer files of a saved model directory, without loading them.
+
+    The files of :data:`TOKENIZER_FILES` that exist are hashed in that order, each as its
+    name followed by its own SHA-256 (``"sha256:<hex>"``; none present hashes to the
+    digest of nothing).
+    """
+    root = Path(model_dir)
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        if (root / name).is_file():
+            digest.update(name.encode() + b"\0" + file_sha256(root / name).encode() + b"\n")
+    return f"sha256:{digest.hexdigest()}"

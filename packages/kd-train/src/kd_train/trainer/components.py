@@ -110,7 +110,11 @@ def load_teacher(
     if cfg.kind == "http":
         if cfg.http is None or cfg.topk is None:  # parse_config refuses this already
             raise KDTrainError("teacher.kind 'http' needs teacher.http and teacher.topk")
-        live_http = open_http_teacher(cfg.http, cfg.topk, tokenizer, run_dir, environ or {})
+        own = tokenizer  # a cross-tokenizer endpoint reads the endpoint model's tokenizer
+        if cfg.tokenizer is not None:
+            _require_dir(cfg.tokenizer, "teacher.tokenizer")
+            own = AutoTokenizer.from_pretrained(cfg.tokenizer, local_files_only=True)
+        live_http = open_http_teacher(cfg.http, cfg.topk, own, run_dir, environ or {})
         return live_http, live_http
     if cfg.path is None:  # parse_config refuses this already
         raise KDTrainError(f"teacher.path is required when teacher.kind is {cfg.kind!r}")

@@ -215,6 +215,29 @@ class RunConfig(ConfigModel):
                 "qat: not supported with distributed.strategy 'fsdp' (torchao's fake "
                 "quantizers do not run on sharded weights); use strategy 'ddp' or drop qat"
             )
+        if self.loss.cross_tokenizer is None and self.teacher.tokenizer is not None:
+            raise InvalidConfigError(
+                "teacher.tokenizer: only read with loss.cross_tokenizer (an endpoint with the "
+                "student's tokenizer needs none); remove it or set loss.cross_tokenizer"
+            )
+        if self.loss.cross_tokenizer is not None:
+            if kind not in ("hf", "cached", "http"):
+                raise InvalidConfigError(
+                    f"loss.cross_tokenizer: teacher.kind {kind!r} is not supported; a teacher "
+                    "with its own tokenizer runs as teacher.kind 'hf' (its tokenizer is read "
+                    "from teacher.path), 'cached' (kd-train cache-logits --student-tokenizer) "
+                    "or 'http' (with teacher.tokenizer)"
+                )
+            if kind == "http" and self.teacher.tokenizer is None:
+                raise InvalidConfigError(
+                    "teacher.tokenizer: required for an http teacher with "
+                    "loss.cross_tokenizer (the endpoint model's tokenizer directory)"
+                )
+            if on_policy is not None or self.distributed.strategy == "fsdp":
+                raise InvalidConfigError(
+                    "loss.cross_tokenizer: not supported with train.on_policy or "
+                    "distributed.strategy 'fsdp'; remove one of them"
+                )
         if "hidden" in active and self.distributed.strategy == "fsdp":
             raise InvalidConfigError(
                 "loss.hidden: not supported with distributed.strategy 'fsdp' (the learned "
@@ -227,11 +250,15 @@ class RunConfig(ConfigModel):
         data = self.model_dump(mode="json")
         if data["teacher"]["http"] is None:  # the stored form has no empty http table
             del data["teacher"]["http"]
-        # runs without QAT or LoRA store the form they stored before those existed
+        # Keys added later are left out while unset, so older runs' configs still match.
         if data["qat"] is None:
             del data["qat"]
         if data["student"]["lora"] is None:
             del data["student"]["lora"]
+        if data["teacher"]["tokenizer"] is None:
+            del data["teacher"]["tokenizer"]
+        if data["loss"]["cross_tokenizer"] is None:
+            del data["loss"]["cross_tokenizer"]
         return data
 
 
@@ -253,8 +280,8 @@ def load_config(path: str | Path) -> RunConfig:
     """Read a ``.yaml``/``.yml``/``.toml``/``.json`` run config; resolve its relative paths.
 
     Relative ``student.path``, ``student.tokenizer``, ``teacher.path``,
-    ``teacher.eval_path``, ``data.*`` and ``output_dir`` are taken relative to the config
-    file's directory.
+    ``teacher.eval_path``, ``teacher.tokenizer``, ``data.*`` and ``output_dir`` are taken
+    relative to the config file's directory.
     """
     file = Path(path)
     try:
@@ -290,7 +317,11 @@ def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
         update={"path": fix(cfg.student.path), "tokenizer": fix(cfg.student.tokenizer)}
     )
     teacher = cfg.teacher.model_copy(
-        update={"path": fix(cfg.teacher.path), "eval_path": fix(cfg.teacher.eval_path)}
+        update={
+            "path": fix(cfg.teacher.path),
+            "eval_path": fix(cfg.teacher.eval_path),
+            "tokenizer": fix(cfg.teacher.tokenizer),
+        }
     )
     data = cfg.data.model_copy(update={"train": fix(cfg.data.train), "eval": fix(cfg.data.eval)})
     return cfg.model_copy(

@@ -44,7 +44,7 @@ from kd_train.data import Batch, collate
 from kd_train.errors import KDTrainError
 from kd_train.teachers.base import Teacher
 from kd_train.teachers.hf import HFTeacher
-from kd_train.trainer import distributed, lora, qat
+from kd_train.trainer import cross_tokenizer, distributed, lora, qat
 from kd_train.trainer.batches import batches_per_epoch, epoch_order, micro_batch
 from kd_train.trainer.checkpoint import (
     TrainState,
@@ -59,7 +59,6 @@ from kd_train.trainer.checkpoint import (
 from kd_train.trainer.components import (
     IGNORE_INDEX,
     Example,
-    build_loss,
     load_splits,
     load_student,
     load_teacher,
@@ -68,7 +67,6 @@ from kd_train.trainer.components import (
 )
 from kd_train.trainer.config import OptimConfig, RunConfig
 from kd_train.trainer.distributed import DistContext
-from kd_train.trainer.forward import Distiller
 from kd_train.trainer.metrics import MetricsLog, peak_memory_mb, postfix, progress_bar
 from kd_train.trainer.on_policy import Sampler, Source, eos_token_ids, step_source
 from kd_train.trainer.outputs import run_fingerprints, save_student, write_run_manifest
@@ -143,6 +141,9 @@ def train(
         layers=config.loss.hidden is not None,
     )
     splits = load_splits(config.data, tokenizer)
+    teacher, eval_teacher = cross_tokenizer.wrap_teachers(
+        config, tokenizer, teacher, eval_teacher, splits
+    )
     train_set, eval_set = splits.train, splits.eval
     require_cache_covers(teacher, train_set, "train", config.data.max_length)
     require_cache_covers(eval_teacher, eval_set, "eval", config.data.max_length)
@@ -164,7 +165,7 @@ def train(
         if config.distributed.strategy == "fsdp" and ctx.world_size > 1:
             # FSDP shards the student in place; sampling runs on a whole copy of it.
             generator_copy = copy.deepcopy(student)
-    distiller = Distiller(student, build_loss(config.loss, student, teacher), dense=dense_reference)
+    distiller = cross_tokenizer.make_distiller(config.loss, student, teacher, dense_reference)
     distiller.to(device)
     trained = distiller.trainable()  # the state checkpoints hold
     # DDP wraps the distiller; FSDP shards it in place, which is why the optimiser comes after.

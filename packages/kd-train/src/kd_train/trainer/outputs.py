@@ -71,8 +71,9 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     teacher's weight files, a ``cached`` teacher's cache manifest (which holds the SHA-256
     of every shard) and ``teacher.eval_path``'s. A ``records`` teacher is part of the
     dataset; an ``http`` endpoint cannot be fingerprinted (its ``base_url`` and ``model``
-    are in the config), so ``teacher`` is ``None`` for those and for ``none``. A LoRA run
-    adds ``student``: the base model's weight files
+    are in the config), so ``teacher`` is ``None`` for those and for ``none``. With
+    ``loss.cross_tokenizer`` the ``hf`` teacher's own tokenizer is ``teacher.tokenizer``. A
+    LoRA run adds ``student``: the base model's weight files
     (:func:`kd_train.trainer.lora.base_fingerprint`).
     """
     found: dict[str, str | None] = {
@@ -87,6 +88,10 @@ def run_fingerprints(config: RunConfig, tokenizer: Any) -> dict[str, str | None]
     found["teacher"] = None
     if teacher.kind == "hf" and teacher.path is not None:
         found["teacher"] = fingerprint.weights_fingerprint(teacher.path)
+        if config.loss.cross_tokenizer is not None:  # its own tokenizer decides its tokens
+            found["teacher.tokenizer"] = fingerprint.tokenizer_files_fingerprint(teacher.path)
+    if teacher.tokenizer is not None:  # an http teacher's own tokenizer (cross-tokenizer)
+        found["teacher.tokenizer"] = fingerprint.tokenizer_files_fingerprint(teacher.tokenizer)
     if teacher.kind == "cached" and teacher.path is not None:
         found["teacher"] = fingerprint.dataset_fingerprint(Path(teacher.path) / CACHE_MANIFEST)
         if teacher.eval_path is not None:

@@ -58,7 +58,8 @@ class TeacherConfig(ConfigModel):
     cache, so ``eval_path`` is then required, a second cache built from ``data.eval`` by
     the same teacher. ``records``: the top-k ``kd-train generate`` stored in the dataset
     rows (every record must have it). ``http``: a live endpoint (``http``) scoring every
-    batch, ``topk`` alternatives per position. ``none``: CE only.
+    batch, ``topk`` alternatives per position; with ``loss.cross_tokenizer``, ``tokenizer``
+    is the endpoint model's own tokenizer. ``none``: CE only.
     """
 
     kind: Annotated[str, OneOf(TEACHER_KINDS)] = Field(
@@ -77,6 +78,11 @@ class TeacherConfig(ConfigModel):
         description="``cached`` with a separate ``data.eval``: the cache of ``data.eval``.",
     )
     http: HTTPSettings | None = Field(default=None, description="``http``: the endpoint.")
+    tokenizer: PathStr | None = Field(
+        default=None,
+        description="``http`` with ``loss.cross_tokenizer``: the endpoint model's own "
+        "tokenizer (a local directory).",
+    )
 
     @model_validator(mode="after")
     def _keys_fit_the_kind(self) -> TeacherConfig:
@@ -106,6 +112,11 @@ class TeacherConfig(ConfigModel):
             raise InvalidConfigError(
                 "teacher.topk: not read when teacher.kind is 'records': the records hold the "
                 "k that kd-train generate stored; remove it"
+            )
+        if self.tokenizer is not None and kind != "http":
+            raise InvalidConfigError(
+                f"teacher.tokenizer: only read when teacher.kind is 'http' (it is {kind!r}); "
+                "an hf teacher's tokenizer is read from teacher.path"
             )
         if self.eval_path is not None and kind != "cached":
             raise InvalidConfigError(
