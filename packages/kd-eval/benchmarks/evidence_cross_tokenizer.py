@@ -2,10 +2,12 @@
 
 Teacher: SmolLM2-135M-Instruct (``kd_train.pipelines.smollm2.smollm2_teacher``, vocabulary
 49,152), saved as a ``transformers`` model. Student: a small random GQA Llama with **its own**
-byte-level BPE tokenizer trained offline on the training text
-(``kd_train.models.train_tokenizer``; asked for 8,192 entries, it gets what the text
-supports: 3,687 on the recorded run). Data: sentences of the installed ``kd_train``
-docstrings (``local_text_records``), first half prompt, second half completion; the held-out
+byte-level BPE tokenizer of 8,192 entries trained offline (``kd_train.models.train_tokenizer``)
+on the training text and the prose of the Python standard library's docstrings (PSF-2.0;
+``showcase.stdlib_sentences``), the same kind of English text, none of it a held-out record:
+the 600 training sentences alone support only about 3,700 entries. Data: sentences of the
+installed ``kd_train`` docstrings (``local_text_records``), first half prompt, second half
+completion; the held-out
 records are disjoint from the training rows by content
 (:func:`kd_train.pipelines.common.split_held_out`).
 
@@ -48,13 +50,19 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evidence_on_policy import ROOT, save_teacher_model
+from showcase import stdlib_sentences
+
 ARMS: dict[str, dict[str, Any]] = {
     "ce": {"weights": {"ce": 1.0}},
     "uld": {"weights": {"ce": 1.0, "kd": 1.0}, "cross_tokenizer": {"method": "uld"}},
     "align": {"weights": {"ce": 1.0, "kd": 1.0}, "cross_tokenizer": {"method": "align"}},
 }
 STUDENT_VOCAB = 8192
+#: Standard-library sentences added to the student tokenizer's training text.
+TOKENIZER_SENTENCES = 12_000
 N_RECORDS, N_HELDOUT = 660, 60
 
 
@@ -64,21 +72,15 @@ def setup(work: Path) -> dict[str, Any]:
     from kd_train.pipelines.common import split_held_out
     from kd_train.pipelines.smollm2 import local_text_records, smollm2_teacher
     from kd_train.pipelines.toydata import write_jsonl
-    from transformers import AutoModelForCausalLM
 
     teacher = smollm2_teacher()
-    teacher_dir = work / "teacher"
-    # A GGUF-loaded model refuses save_pretrained; a plain model of its config takes the
-    # (already dequantised) weights and saves, which is what teacher.kind hf reads.
-    options = teacher.model.config.to_dict()
-    options.pop("quantization_config", None)
-    plain = AutoModelForCausalLM.from_config(type(teacher.model.config).from_dict(options))
-    plain.load_state_dict(teacher.model.state_dict())
-    plain.save_pretrained(teacher_dir)
-    teacher.tokenizer.save_pretrained(teacher_dir)
+    teacher_dir = save_teacher_model(teacher, work / "teacher")
     records = local_text_records(N_RECORDS)
     train, heldout = split_held_out(records, len(records) - N_HELDOUT, teacher.tokenizer)
-    tokenizer = train_tokenizer([r.prompt + r.completion for r in train], STUDENT_VOCAB)
+    held = {r.prompt + r.completion for r in heldout}
+    extra = [r.prompt + r.completion for r in stdlib_sentences(TOKENIZER_SENTENCES)]
+    corpus = [r.prompt + r.completion for r in train] + [t for t in extra if t not in held]
+    tokenizer = train_tokenizer(corpus, STUDENT_VOCAB)
     config = llama_config(len(tokenizer), hidden_size=128, intermediate_size=384, num_layers=2)
     return {
         "teacher": teacher_dir,
@@ -87,7 +89,7 @@ def setup(work: Path) -> dict[str, Any]:
         "heldout": heldout,
         "heldout_file": write_jsonl(work / "heldout.jsonl", heldout),
         "student_vocab": len(tokenizer),
-        "teacher_vocab": int(plain.config.vocab_size),
+        "teacher_vocab": int(teacher.model.config.vocab_size),
     }
 
 
