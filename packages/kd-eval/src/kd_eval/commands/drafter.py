@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
         "drafter",
         help="acceptance rate, tokens per teacher forward and speedup of the student as drafter",
     )
-    parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
+    parser.add_argument(
+        "--teacher", type=Path, required=True, help="teacher model directory or .gguf file"
+    )
     parser.add_argument("--student", type=Path, required=True, help="student model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
     parser.add_argument(

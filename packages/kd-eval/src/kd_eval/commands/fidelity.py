@@ -16,7 +16,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "fidelity", help="teacher-student KL, top-1 agreement, top-k overlap, perplexity"
     )
-    parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
+    parser.add_argument(
+        "--teacher", type=Path, required=True, help="teacher model directory or .gguf file"
+    )
     parser.add_argument("--student", type=Path, required=True, help="student model directory")
     parser.add_argument("--data", type=Path, required=True, help="held-out JSONL of KD records")
     parser.add_argument("--top-k", type=positive_int, default=5, help="k of the top-k overlap (5)")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from kd_train.errors import KDTrainError
+from kd_train.teachers.tokens import model_location
 from kd_train.trainer import qat
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -64,7 +65,8 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loade
     """Load the model and tokenizer saved in ``path`` (offline) and check that they fit.
 
     Args:
-        path: a directory written by ``save_pretrained`` (model and tokenizer).
+        path: a directory written by ``save_pretrained`` (model and tokenizer), or a
+            model's ``.gguf`` file (a teacher as llama.cpp serves it; its tokenizer inside).
         dtype: the dtype the weights are loaded in.
 
     Returns:
@@ -76,37 +78,41 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Loade
             (for a QAT student: its ``quantization.json`` is malformed, or torchao is missing).
         VocabularyMismatchError: the tokenizer has more tokens than the model's vocabulary.
     """
-    directory = Path(path)
-    if not directory.is_dir():
+    directory, gguf_file = model_location(path)
+    if gguf_file is not None:
+        if not Path(path).is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist; pass the model's .gguf file")
+    elif not directory.is_dir():
         raise ModelLoadError(
             f"model directory {directory} does not exist; pass the directory written by "
-            "save_pretrained (it holds config.json and the weights)"
+            "save_pretrained (it holds config.json and the weights) or a model's .gguf file"
         )
-    if not (directory / "config.json").is_file():
+    elif not (directory / "config.json").is_file():
         raise ModelLoadError(
             f"{directory} has no config.json, so it is not a saved transformers model; "
             "pass the directory written by save_pretrained"
         )
+    options: dict[str, Any] = {"local_files_only": True, "gguf_file": gguf_file}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, **options)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelLoadError(
-            f"cannot load the tokenizer from {directory}: {exc}; save the tokenizer next to "
+            f"cannot load the tokenizer from {path}: {exc}; save the tokenizer next to "
             "the model with tokenizer.save_pretrained"
         ) from exc
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **options)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ModelLoadError(f"cannot load the model from {directory}: {exc}") from exc
+        raise ModelLoadError(f"cannot load the model from {path}: {exc}") from exc
     try:
         record = qat.load_fake_quantized(model, directory)
     except KDTrainError as exc:  # a bad quantization.json, or no torchao
         raise ModelLoadError(f"cannot load the QAT student {directory}: {exc}") from exc
     model.eval()
-    check_tokenizer_fits(directory, len(tokenizer), int(model.config.vocab_size))
+    check_tokenizer_fits(path, len(tokenizer), int(model.config.vocab_size))
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(directory, model, tokenizer, None if record is None else record.scheme)
+    return LoadedModel(Path(path), model, tokenizer, None if record is None else record.scheme)
 
 
 def check_tokenizer_fits(where: Path | str, tokenizer_size: int, model_vocab: int) -> None:

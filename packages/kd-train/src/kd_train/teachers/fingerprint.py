@@ -121,13 +121,20 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     """Fingerprint a model directory by the names and bytes of its weight files.
 
     Files ending in one of :data:`WEIGHT_SUFFIXES` are hashed in name order (sub-folders
-    included), each as its relative path followed by its own SHA-256.
+    included), each as its relative path followed by its own SHA-256. A single weight file
+    (a model's ``.gguf``) is hashed alone, by its name and bytes, whatever else its
+    directory holds.
 
     Raises:
         kd_train.errors.KDTrainError: the directory holds no weight file.
     """
     root = Path(model_dir)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if root.is_file() and root.suffix in WEIGHT_SUFFIXES:
+        root, files = root.parent, [root]
+    else:
+        files = sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
+        )
     if not files:
         raise KDTrainError(
             f"{root}: no weight file ({', '.join(WEIGHT_SUFFIXES)}) to fingerprint; "

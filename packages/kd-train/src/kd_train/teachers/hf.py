@@ -48,6 +48,7 @@ from kd_train.errors import KDTrainError
 from kd_train.teachers.base import TeacherOutput
 from kd_train.teachers.cached import topk_with_tail
 from kd_train.teachers.fingerprint import weights_fingerprint
+from kd_train.teachers.tokens import model_location
 
 #: Weight dtypes a teacher may be loaded in, by name (the CLI's ``--dtype`` choices).
 DTYPES: dict[str, torch.dtype] = {
@@ -104,7 +105,8 @@ class HFTeacher:
         """Load a teacher and its tokenizer from a local directory.
 
         Args:
-            path: a directory written by ``save_pretrained`` (or holding ``gguf_file``).
+            path: a directory written by ``save_pretrained`` (or holding ``gguf_file``), or
+                a model's ``.gguf`` file.
             dtype: weight dtype, a key of :data:`DTYPES` (``"bfloat16"`` halves memory;
                 log-probs are still computed in float32).
             device: where the model runs, e.g. ``"cpu"`` or ``"cuda:0"``.
@@ -121,6 +123,8 @@ class HFTeacher:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         root = Path(path)
+        if gguf_file is None and root.suffix == ".gguf" and root.is_file():
+            root, gguf_file = model_location(root)
         if dtype not in DTYPES:
             raise TeacherLoadError(
                 f"unknown teacher dtype {dtype!r}; choose one of {', '.join(DTYPES)}"
@@ -154,7 +158,8 @@ class HFTeacher:
             raise TeacherLoadError(
                 f"cannot load a causal LM teacher from {root}: {str(exc).rstrip('.')}.{hint}"
             ) from exc
-        return cls(model.to(device), tokenizer, source=root, k=k, layers=layers)
+        source = root if gguf_file is None else root / gguf_file  # its fingerprint: the file
+        return cls(model.to(device), tokenizer, source=source, k=k, layers=layers)
 
     @property
     def vocab_size(self) -> int:

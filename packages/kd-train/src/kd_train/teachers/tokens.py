@@ -46,6 +46,24 @@ _TOKEN_ID = re.compile(r"^token_id:(\d+)$")
 _SP_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
+def model_location(path: str | Path) -> tuple[Path, str | None]:
+    """Where ``transformers`` reads a local model or tokenizer: ``(directory, gguf_file)``.
+
+    A ``.gguf`` file (the one llama.cpp serves) is read from its directory with
+    ``gguf_file=`` its name; anything else is a directory written by ``save_pretrained``.
+
+    >>> from kd_train.teachers.tokens import model_location
+    >>> model_location("models/smollm2/SmolLM2-135M-Instruct.Q8_0.gguf")
+    (PosixPath('models/smollm2'), 'SmolLM2-135M-Instruct.Q8_0.gguf')
+    >>> model_location("runs/toy/student")
+    (PosixPath('runs/toy/student'), None)
+    """
+    source = Path(path)
+    if source.suffix == ".gguf":
+        return source.parent, source.name
+    return source, None
+
+
 def load_tokenizer(path: str | Path) -> Any:
     """The ``transformers`` tokenizer at ``path``: a directory, or a model's GGUF file.
 
@@ -62,9 +80,10 @@ def load_tokenizer(path: str | Path) -> Any:
     source = Path(path)
     if not source.exists():
         raise FileNotFoundError(f"no such file or directory: {source}")
-    if source.suffix == ".gguf" and source.is_file():
+    directory, gguf_file = model_location(source)
+    if gguf_file is not None and source.is_file():
         return AutoTokenizer.from_pretrained(
-            str(source.parent), gguf_file=source.name, local_files_only=True
+            str(directory), gguf_file=gguf_file, local_files_only=True
         )
     return AutoTokenizer.from_pretrained(str(source), local_files_only=True)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from kd_train.data import IGNORE_INDEX, Example, TokenizeConfig, encode_records, read_records
 from kd_train.data.holdout import OverlapReport, drop_overlap, refuse_overlap
@@ -31,6 +31,7 @@ from kd_train.teachers.fingerprint import dataset_fingerprint, tokenizer_fingerp
 from kd_train.teachers.hf import HFTeacher
 from kd_train.teachers.http import HTTPTeacher
 from kd_train.teachers.records import RecordsTeacher
+from kd_train.teachers.tokens import load_tokenizer, model_location
 from kd_train.trainer import lora
 from kd_train.trainer.config import DataConfig, HTTPSettings, StudentConfig, TeacherConfig
 
@@ -57,14 +58,16 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     adapters and only they train (:func:`kd_train.trainer.lora.add_adapters`).
     """
     if cfg.path is not None:
-        _require_dir(cfg.path, "student.path")
-        tokenizer = AutoTokenizer.from_pretrained(cfg.path)
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32)
+        directory, gguf_file = _require_model(cfg.path, "student.path")
+        tokenizer = load_tokenizer(cfg.path)
+        model = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=torch.float32, gguf_file=gguf_file, local_files_only=True
+        )
     else:
-        assert cfg.config is not None
-        assert cfg.tokenizer is not None
-        _require_dir(cfg.tokenizer, "student.tokenizer")
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer)
+        if cfg.config is None or cfg.tokenizer is None:  # parse_config refuses this already
+            raise KDTrainError("student: give student.path, or student.config and .tokenizer")
+        _require_model(cfg.tokenizer, "student.tokenizer")
+        tokenizer = load_tokenizer(cfg.tokenizer)
         options = dict(cfg.config)
         hf_config = AutoConfig.for_model(options.pop("model_type"), **options)
         torch.manual_seed(seed)
@@ -112,8 +115,8 @@ def load_teacher(
             raise KDTrainError("teacher.kind 'http' needs teacher.http and teacher.topk")
         own = tokenizer  # a cross-tokenizer endpoint reads the endpoint model's tokenizer
         if cfg.tokenizer is not None:
-            _require_dir(cfg.tokenizer, "teacher.tokenizer")
-            own = AutoTokenizer.from_pretrained(cfg.tokenizer, local_files_only=True)
+            _require_model(cfg.tokenizer, "teacher.tokenizer")
+            own = load_tokenizer(cfg.tokenizer)
         live_http = open_http_teacher(cfg.http, cfg.topk, own, run_dir, environ or {})
         return live_http, live_http
     if cfg.path is None:  # parse_config refuses this already
@@ -127,7 +130,7 @@ def load_teacher(
         )
         _require_same_teacher(train_cache, eval_cache)
         return train_cache, eval_cache
-    _require_dir(cfg.path, "teacher.path")
+    _require_model(cfg.path, "teacher.path")
     live = HFTeacher.from_pretrained(cfg.path, device=str(device), k=cfg.topk, layers=layers)
     return live, live
 
@@ -276,9 +279,15 @@ def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[
     return splits.train, splits.eval
 
 
-def _require_dir(path: str, key: str) -> None:
-    if not Path(path).is_dir():
-        raise KDTrainError(f"{key}: {path} is not a directory; give a saved model directory")
+def _require_model(path: str, key: str) -> tuple[Path, str | None]:
+    """``(directory, gguf_file)`` of a saved model directory or a model's ``.gguf`` file."""
+    directory, gguf_file = model_location(path)
+    if not (Path(path).is_file() if gguf_file is not None else directory.is_dir()):
+        raise KDTrainError(
+            f"{key}: {path} is neither a directory nor a .gguf file; give a saved model "
+            "directory (save_pretrained) or the model's GGUF file"
+        )
+    return directory, gguf_file
 
 
 def build_loss(config: LossConfig, student: Any, teacher: Teacher | None) -> DistillationLoss:
