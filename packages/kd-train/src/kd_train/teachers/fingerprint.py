@@ -132,9 +132,7 @@ def weights_fingerprint(model_dir: str | Path) -> str:
     if root.is_file() and root.suffix in WEIGHT_SUFFIXES:
         root, files = root.parent, [root]
     else:
-        files = sorted(
-            p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-        )
+        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     if not files:
         raise KDTrainError(
             f"{root}: no weight file ({', '.join(WEIGHT_SUFFIXES)}) to fingerprint; "
