@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence_on_policy import ROOT, save_teacher_model
+from evidence_on_policy import output_dirs, save_teacher_model
 from showcase import stdlib_sentences
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -292,14 +291,7 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    out = Path(
-        os.environ.get("KD_PERF_RESULTS")
-        or ROOT / "qa" / ("perf/results" if args.record else "reports/perf")
-    )
-    png = Path(
-        os.environ.get("KD_PERF_CHARTS")
-        or (ROOT / "docs" / "_static" / "perf" if args.record else out / "charts")
-    )
+    out, png = output_dirs(args.record)
     result = run(args.steps, not args.no_progress)
     result["date"] = time.strftime("%Y-%m-%d")
     print_table(result)

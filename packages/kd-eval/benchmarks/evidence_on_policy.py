@@ -63,6 +63,24 @@ ARMS: dict[str, dict[str, Any]] = {
 EVAL_EVERY = 25
 
 
+def output_dirs(record: bool) -> tuple[Path, Path]:
+    """Where an evidence script writes its JSON and its charts: ``(results, charts)``.
+
+    qa.perf's convention: ``$KD_PERF_RESULTS`` / ``$KD_PERF_CHARTS`` where set, else the
+    record (``qa/perf/results``, ``docs/_static/perf``) with ``--record``, or the git-ignored
+    scratch directory ``qa/reports/perf`` (charts in its ``charts/``) without.
+    """
+    out = Path(
+        os.environ.get("KD_PERF_RESULTS")
+        or ROOT / "qa" / ("perf/results" if record else "reports/perf")
+    )
+    png = Path(
+        os.environ.get("KD_PERF_CHARTS")
+        or (ROOT / "docs" / "_static" / "perf" if record else out / "charts")
+    )
+    return out, png
+
+
 def toy_setup(work: Path, progress: bool) -> dict[str, Any]:
     """The toy pipeline's data and its CE-trained tiny Llama teacher."""
     from kd_train.pipelines.common import prepare, run_stage
@@ -83,6 +101,7 @@ def toy_setup(work: Path, progress: bool) -> dict[str, Any]:
     return {
         "teacher": Path(teacher["student"]),
         "student": prep.student_init,
+        "teacher_init": prep.teacher_init,
         "train": prep.train_file,
         "heldout": prep.heldout,
         "max_length": 64,
@@ -400,16 +419,7 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    # qa.perf's convention: $KD_PERF_RESULTS / $KD_PERF_CHARTS where set, else the record
-    # (--record) or the git-ignored scratch directory
-    out = Path(
-        os.environ.get("KD_PERF_RESULTS")
-        or ROOT / "qa" / ("perf/results" if args.record else "reports/perf")
-    )
-    png = Path(
-        os.environ.get("KD_PERF_CHARTS")
-        or (ROOT / "docs" / "_static" / "perf" if args.record else out / "charts")
-    )
+    out, png = output_dirs(args.record)
     path = out / "on_policy_evidence.json"
     for task in ("toy", "smollm2") if args.task == "all" else (args.task,):
         result = run_task(task, args.steps, not args.no_progress)

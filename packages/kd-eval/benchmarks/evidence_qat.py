@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -54,7 +53,10 @@ from typing import Any
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from evidence_on_policy import output_dirs, toy_setup
+
 SCHEMES = {"int8": {"scheme": "int8"}, "int4": {"scheme": "int4", "group_size": 32}}
 LORA = {
     "rank": 8,
@@ -71,27 +73,15 @@ def setup(work: Path, progress: bool, student: str = "toy") -> dict[str, Any]:
     teacher's own architecture and initial weights, hidden 64, 3 layers: a student that can
     get close to the teacher, so that rounding, not capacity, is what it loses).
     """
-    from kd_train.pipelines.common import prepare, run_stage
-    from kd_train.pipelines.toydata import tool_call_records, write_jsonl
+    from kd_train.pipelines.toydata import write_jsonl
 
-    prep = prepare(work, tool_call_records(280, seed=0), n_train=240)
-    teacher = run_stage(
-        {
-            "student": {"path": str(prep.teacher_init)},
-            "data": {"train": str(prep.train_file), "eval_fraction": 0.0, "max_length": 64},
-            "loss": {"weights": {"ce": 1.0}},
-            "optim": {"lr": 1e-2, "warmup_steps": 10},
-            "train": {"max_steps": 300, "batch_size": 16, "threads": 1},
-            "output_dir": str(work / "teacher-run"),
-        },
-        progress,
-    )
+    toy = toy_setup(work, progress)
     return {
-        "teacher": Path(teacher["student"]),
-        "student": prep.student_init if student == "toy" else prep.teacher_init,
-        "train": prep.train_file,
-        "heldout": prep.heldout,
-        "heldout_file": write_jsonl(work / "heldout.jsonl", prep.heldout),
+        "teacher": toy["teacher"],
+        "student": toy["student"] if student == "toy" else toy["teacher_init"],
+        "train": toy["train"],
+        "heldout": toy["heldout"],
+        "heldout_file": write_jsonl(work / "heldout.jsonl", toy["heldout"]),
     }
 
 
@@ -367,14 +357,7 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out = Path(
-        os.environ.get("KD_PERF_RESULTS")
-        or ROOT / "qa" / ("perf/results" if args.record else "reports/perf")
-    )
-    png = Path(
-        os.environ.get("KD_PERF_CHARTS")
-        or (ROOT / "docs" / "_static" / "perf" if args.record else out / "charts")
-    )
+    out, png = output_dirs(args.record)
     result = run(args.steps, not args.no_progress, args.student, not args.no_lora)
     result["date"] = time.strftime("%Y-%m-%d")
     print_table(result)

@@ -59,7 +59,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import showcase_plots  # the sibling module: the learning-curve and summary charts
-from evidence_on_policy import ROOT, paired_differences, save_teacher_model
+from evidence_on_policy import output_dirs, paired_differences, save_teacher_model
 
 METRICS = ("bpb", "kl", "top1")
 LOSSES: dict[str, dict[str, Any]] = {
@@ -439,14 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     size = dict(SIZES["tiny" if args.tiny else "full"])
     size.update({k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v})
     torch.set_num_threads(1)  # the training processes get the cores
-    out = Path(
-        os.environ.get("KD_PERF_RESULTS")
-        or ROOT / "qa" / ("perf/results" if args.record else "reports/perf")
-    )
-    png = Path(
-        os.environ.get("KD_PERF_CHARTS")
-        or (ROOT / "docs" / "_static" / "perf" if args.record else out / "charts")
-    )
+    out, png = output_dirs(args.record)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kd-showcase-") as tmp:
         setup = prepare(Path(tmp), size, args.tiny, not args.no_progress)
