@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,15 +60,17 @@ def load_student(cfg: StudentConfig, seed: int) -> tuple[torch.nn.Module, Any]:
     """
     if cfg.path is not None:
         directory, gguf_file = _require_model(cfg.path, "student.path")
-        tokenizer = load_tokenizer(cfg.path)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=torch.float32, gguf_file=gguf_file, local_files_only=True
-        )
+        with _loading("student.path", cfg.path):
+            tokenizer = load_tokenizer(cfg.path)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=torch.float32, gguf_file=gguf_file, local_files_only=True
+            )
     else:
         if cfg.config is None or cfg.tokenizer is None:  # parse_config refuses this already
             raise KDTrainError("student: give student.path, or student.config and .tokenizer")
         _require_model(cfg.tokenizer, "student.tokenizer")
-        tokenizer = load_tokenizer(cfg.tokenizer)
+        with _loading("student.tokenizer", cfg.tokenizer):
+            tokenizer = load_tokenizer(cfg.tokenizer)
         options = dict(cfg.config)
         hf_config = AutoConfig.for_model(options.pop("model_type"), **options)
         torch.manual_seed(seed)
@@ -116,7 +119,8 @@ def load_teacher(
         own = tokenizer  # a cross-tokenizer endpoint reads the endpoint model's tokenizer
         if cfg.tokenizer is not None:
             _require_model(cfg.tokenizer, "teacher.tokenizer")
-            own = load_tokenizer(cfg.tokenizer)
+            with _loading("teacher.tokenizer", cfg.tokenizer):
+                own = load_tokenizer(cfg.tokenizer)
         live_http = open_http_teacher(cfg.http, cfg.topk, own, run_dir, environ or {})
         return live_http, live_http
     if cfg.path is None:  # parse_config refuses this already
@@ -277,6 +281,22 @@ def load_examples(cfg: DataConfig, tokenizer: Any) -> tuple[list[Example], list[
     """``(train, eval)`` of :func:`load_splits` (its held-out report left out)."""
     splits = load_splits(cfg, tokenizer)
     return splits.train, splits.eval
+
+
+@contextmanager
+def _loading(key: str, path: str) -> Iterator[None]:
+    """Turn what ``transformers`` raises on a path with no loadable model into one line.
+
+    A directory of something else, or a damaged file, names ``key`` and ``path``.
+    """
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KDTrainError(
+            f"{key}: cannot load a model or tokenizer from {path!r} ({first}); give a directory "
+            "written by save_pretrained or the model's .gguf file"
+        ) from exc
 
 
 def _require_model(path: str, key: str) -> tuple[Path, str | None]:
