@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -132,10 +132,15 @@ def _read_worker_file(path: Path) -> dict[str, object]:
     return body
 
 
-def _workers(found: dict[Path, Path], what: str) -> dict[int, tuple[Path, dict[str, object]]]:
-    """Check the worker outputs ``found`` (output -> worker record) form one full set 0..N-1."""
+def _workers(
+    found: dict[Path, Path], expected: Callable[[WorkerShard], Path]
+) -> dict[int, tuple[Path, dict[str, object]]]:
+    """Check the worker outputs ``found`` (output -> worker record) form one full set 0..N-1.
+
+    ``expected`` names the output of a worker (for the messages).
+    """
     if not found:
-        raise ShardError(f"no worker outputs ({what}) to merge")
+        raise ShardError(f"no worker outputs to merge, e.g. {expected(WorkerShard(0, 2))}")
     by_index: dict[int, tuple[Path, dict[str, object]]] = {}
     counts: dict[int, Path] = {}
     for output, record_path in sorted(found.items()):
@@ -162,8 +167,8 @@ def _workers(found: dict[Path, Path], what: str) -> dict[int, tuple[Path, dict[s
     (count,) = counts
     missing = [i for i in range(count) if i not in by_index]
     if missing:
-        names = ", ".join(WorkerShard(i, count).name for i in missing)
-        raise ShardError(f"worker output {names} is missing ({what}); run that worker first")
+        names = ", ".join(str(expected(WorkerShard(i, count))) for i in missing)
+        raise ShardError(f"worker output {names} is missing; run that worker first")
     return by_index
 
 
@@ -194,7 +199,7 @@ def merge_cache(out: str | Path) -> Manifest:
     dirs = {p: p / WORKER_FILE for p in root.glob("worker-*-of-*") if p.is_dir()}
     if not dirs and (root / MANIFEST).is_file():
         return Manifest.read(root / MANIFEST)  # merged already
-    workers = _workers(dirs, f"worker-I-of-N directories in {root}")
+    workers = _workers(dirs, lambda shard: root / shard.name)
     manifests: dict[int, Manifest] = {}
     for index, (path, _body) in workers.items():
         if not (path / MANIFEST).is_file():
@@ -240,3 +245,115 @@ def merge_cache(out: str | Path) -> Manifest:
     for path, _body in workers.values():
         shutil.rmtree(path)
     return merged
+
+
+def worker_output(out: Path, shard: WorkerShard) -> Path:
+    """A generate worker's output next to ``out``: ``out.jsonl`` -> ``out.worker-I-of-N.jsonl``.
+
+    >>> worker_output(Path("run/out.jsonl"), WorkerShard(0, 2)).as_posix()
+    'run/out.worker-0-of-2.jsonl'
+    """
+    return out.with_name(f"{out.stem}.{shard.name}{out.suffix}")
+
+
+def worker_record_path(output: Path) -> Path:
+    """The worker record beside a generate worker's ``output``: ``<output>.worker.json``."""
+    return output.with_name(output.name + ".worker.json")
+
+
+def _complete_lines(path: Path) -> dict[str, bytes]:
+    """``id -> line`` of a JSONL output; :class:`ShardError` for a partial last line."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        raise ShardError(f"{path} ends in a partial line (a killed worker); rerun that worker")
+    lines: dict[str, bytes] = {}
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        try:
+            rid = str(json.loads(line)["id"])
+        except (ValueError, KeyError, TypeError):
+            raise ShardError(f"{path}:{number}: not a JSON object with an id") from None
+        if rid in lines:
+            raise ShardError(f"{path}:{number}: id {rid!r} written twice")
+        lines[rid] = line
+    return lines
+
+
+def merge_dataset(out: str | Path, prompts: str | Path) -> int:
+    """Merge the generate workers' outputs next to ``out`` into ``out``; return its records.
+
+    Records (and quarantined answers) are written in the prompts' order, which is the
+    order of a single run with ``concurrency`` 1, so the files (``out``, its
+    ``.teacher.json`` and ``.quarantine.jsonl``) are byte-identical to that run's. ``out``
+    is written last, then the worker files are removed; running it again after a kill
+    finishes the job.
+
+    Raises:
+        ShardError: a worker output is missing, duplicated or unfinished, or was made from
+            other prompts or another teacher (named in the message); ``out`` exists with
+            other content.
+    """
+    from kd_train.generate.manifest import manifest_path
+    from kd_train.generate.output import read_prompts
+    from kd_train.generate.run import quarantine_path
+    from kd_train.teachers.fingerprint import file_sha256
+
+    target = Path(out)
+    pattern = re.compile(re.escape(target.stem) + r"\.worker-\d+-of-\d+" + re.escape(target.suffix))
+    found = {
+        p: worker_record_path(p)
+        for p in target.parent.glob(f"{target.stem}.worker-*")
+        if pattern.fullmatch(p.name)
+    }
+    if not found and target.is_file():  # merged already
+        return len(_complete_lines(target))
+    workers = _workers(found, lambda shard: worker_output(target, shard))
+    order = read_prompts(prompts)
+    digest = file_sha256(Path(prompts))
+    for path, body in workers.values():
+        if body.get("prompts_sha256") != digest:
+            raise ShardError(
+                f"worker output {path} was made from other prompts than {prompts} "
+                "(prompts_sha256 differs); merge with the prompts file the workers read"
+            )
+    _require_equal(
+        "teacher manifest",
+        {path: manifest_path(path).read_bytes().decode() for path, _ in workers.values()},
+    )
+    records: dict[str, bytes] = {}
+    held: dict[str, bytes] = {}
+    count = len(workers)
+    for index, (path, _body) in sorted(workers.items()):
+        mine = _complete_lines(path)
+        aside = _complete_lines(quarantine_path(path))
+        share = {p.id for i, p in enumerate(order) if i % count == index}
+        if not set(mine) | set(aside) <= share:
+            raise ShardError(f"worker output {path} holds ids outside its share of {prompts}")
+        missing = len(share - set(mine) - set(aside))
+        if missing:
+            raise ShardError(
+                f"worker output {path} is unfinished ({missing} of {len(share)} prompts not "
+                f"answered); rerun kd-train generate --shard {index}/{count} with the same "
+                "arguments"
+            )
+        records.update(mine)
+        held.update((rid, line) for rid, line in aside.items() if rid not in mine)
+    merged = b"".join(records[p.id] for p in order if p.id in records)
+    if target.exists() and target.read_bytes() != merged:
+        raise ShardError(f"{target} exists with other content; merge into another --dataset")
+    first = workers[0][0]
+    atomic_write_bytes(manifest_path(target), manifest_path(first).read_bytes())
+    if held:
+        aside_lines = b"".join(held[p.id] for p in order if p.id in held)
+        atomic_write_bytes(quarantine_path(target), aside_lines)
+    atomic_write_bytes(target, merged)
+    for path, _body in workers.values():
+        for leftover in (
+            path,
+            manifest_path(path),
+            quarantine_path(path),
+            worker_record_path(path),
+        ):
+            leftover.unlink(missing_ok=True)
+    return len(records)
