@@ -9,6 +9,8 @@ from kd_train.cli import main
 from kd_train.commands.cache_logits import build_cache
 from kd_train.data.jsonl import write_records
 from kd_train.data.schema import KDRecord
+from kd_train.models import llama_config, save_random_llama, train_tokenizer
+from kd_train.pipelines.toydata import tool_call_records, write_jsonl
 from kd_train.shards import ShardError, WorkerShard, merge_cache, shard_from
 from kd_train.teachers.cached import MANIFEST
 from kd_train.teachers.fingerprint import dataset_fingerprint
@@ -188,4 +190,21 @@ def test_cli_workers_and_merge_make_the_single_runs_cache(
     summary = json.loads(capsys.readouterr().out)
     assert summary["records"] == 11
     assert summary["shards"] == 4
+    assert digests(tmp_path / "sharded") == digests(tmp_path / "single")
+
+
+def test_a_sharded_cross_tokenizer_cache_merges_to_the_single_run(tiny_llama_dir, tmp_path):
+    # A teacher with its own tokenizer; the student's tokenizer is tiny_llama_dir's.
+    corpus = ("Pack my box with five dozen liquor jugs.", "def mul(x, y): return x * y 0123")
+    tok = train_tokenizer(corpus, vocab_size=300)
+    teacher_dir = tmp_path / "teacher"
+    save_random_llama(teacher_dir, llama_config(len(tok), hidden_size=32), tok, seed=2)
+    data = write_jsonl(tmp_path / "train.jsonl", tool_call_records(7, seed=1))
+    argv = ["cache-logits", "--teacher", str(teacher_dir), "--data", str(data), "--k", "4"]
+    argv += ["--shard-size", "2", "--no-progress", "--student-tokenizer", str(tiny_llama_dir)]
+    assert main([*argv, "--out", str(tmp_path / "single")]) == 0
+    for shard in ("0/2", "1/2"):
+        assert main([*argv, "--out", str(tmp_path / "sharded"), "--shard", shard]) == 0
+    assert main(["merge-shards", "--cache", str(tmp_path / "sharded")]) == 0
+    assert "cross.safetensors" in digests(tmp_path / "single")
     assert digests(tmp_path / "sharded") == digests(tmp_path / "single")

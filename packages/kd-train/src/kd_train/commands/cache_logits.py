@@ -11,6 +11,10 @@ is resumed by running the same command again: shards listed in the partial manif
 hash still matches are kept, the rest are recomputed. Batches never cross a shard, so a
 resumed cache is byte-identical to an uninterrupted one on the same machine.
 
+With ``--shard I/N`` (or under ``torchrun``) the run is worker ``I`` of ``N``: it computes
+the shards ``j`` with ``j % N == I`` into ``OUT/worker-I-of-N/``, resumable in the same way;
+``kd-train merge-shards --cache OUT`` joins the workers' parts (:mod:`kd_train.shards`).
+
 Example::
 
     kd-train cache-logits --teacher teacher/ --data train.jsonl --out cache/ --k 16
