@@ -33,7 +33,7 @@ from kd_train.atomic import atomic_write_bytes, atomic_write_text
 from kd_train.errors import KDTrainError
 
 if TYPE_CHECKING:
-    from kd_train.teachers.cache_format import Manifest
+    from kd_train.teachers import cache_format
 
 #: The file in a cache worker's directory that says which worker made it.
 WORKER_FILE = "worker.json"
@@ -70,7 +70,7 @@ class WorkerShard:
 
     @property
     def name(self) -> str:
-        """The output name of this worker: ``worker-I-of-N``."""
+        """This worker's output name, ``worker-I-of-N``."""
         return f"worker-{self.index}-of-{self.count}"
 
     def owns(self, item: int) -> bool:
@@ -84,6 +84,7 @@ def shard_from(flag: str | None, env: Mapping[str, str]) -> WorkerShard | None:
     ``env`` is the process environment, passed in by the command line layer. A run under
     ``torchrun`` with ``WORLD_SIZE`` 1 and no flag is a single run (``None``).
 
+    >>> from kd_train.shards import shard_from
     >>> shard_from(None, {"RANK": "1", "WORLD_SIZE": "2"})
     WorkerShard(index=1, count=2)
     >>> shard_from("0/2", {"RANK": "1", "WORLD_SIZE": "2"})
@@ -182,7 +183,7 @@ def _require_equal(key: str, values: dict[Path, object]) -> None:
         )
 
 
-def merge_cache(out: str | Path) -> Manifest:
+def merge_cache(out: str | Path) -> cache_format.Manifest:
     """Merge the cache workers' directories in ``out`` into one cache there.
 
     The shard files are copied into ``out``, the manifest is rebuilt in the single run's
@@ -200,7 +201,7 @@ def merge_cache(out: str | Path) -> Manifest:
     if not dirs and (root / MANIFEST).is_file():
         return Manifest.read(root / MANIFEST)  # merged already
     workers = _workers(dirs, lambda shard: root / shard.name)
-    manifests: dict[int, Manifest] = {}
+    manifests: dict[int, cache_format.Manifest] = {}
     for index, (path, _body) in workers.items():
         if not (path / MANIFEST).is_file():
             raise ShardError(
@@ -250,6 +251,8 @@ def merge_cache(out: str | Path) -> Manifest:
 def worker_output(out: Path, shard: WorkerShard) -> Path:
     """A generate worker's output next to ``out``: ``out.jsonl`` -> ``out.worker-I-of-N.jsonl``.
 
+    >>> from pathlib import Path
+    >>> from kd_train.shards import WorkerShard, worker_output
     >>> worker_output(Path("run/out.jsonl"), WorkerShard(0, 2)).as_posix()
     'run/out.worker-0-of-2.jsonl'
     """
