@@ -11,6 +11,10 @@ is resumed by running the same command again: shards listed in the partial manif
 hash still matches are kept, the rest are recomputed. Batches never cross a shard, so a
 resumed cache is byte-identical to an uninterrupted one on the same machine.
 
+With ``--shard I/N`` (or under ``torchrun``) the run is worker ``I`` of ``N``: it computes
+the shards ``j`` with ``j % N == I`` into ``OUT/worker-I-of-N/``, resumable in the same way;
+``kd-train merge-shards --cache OUT`` joins the workers' parts (:mod:`kd_train.shards`).
+
 Example::
 
     kd-train cache-logits --teacher teacher/ --data train.jsonl --out cache/ --k 16
@@ -20,9 +24,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +36,7 @@ from kd_train.errors import KDTrainError
 if TYPE_CHECKING:
     from kd_train.data.schema import KDRecord
     from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.shards import WorkerShard
     from kd_train.teachers.base import TeacherOutput
     from kd_train.teachers.cached import CacheConfig, Manifest
     from kd_train.teachers.hf import HFTeacher
@@ -75,14 +79,24 @@ def register(subparsers: Any) -> None:
         help="a student tokenizer directory: make a cross-tokenizer cache for it "
         "(loss.cross_tokenizer)",
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="be worker I (0-based) of N: cache every N-th shard into OUT/worker-I-of-N/ "
+        "(default under torchrun: RANK/WORLD_SIZE); join them with kd-train merge-shards",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (or finish) the cache and print a JSON summary."""
+    """Build (or finish) the cache, or a worker's part of it, and print a JSON summary."""
+    import os
+
     from kd_train.data.jsonl import read_records
     from kd_train.data.tokenization import TokenizeConfig
+    from kd_train.shards import shard_from
     from kd_train.teachers.fingerprint import dataset_fingerprint
     from kd_train.teachers.hf import HFTeacher
 
@@ -93,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.data.is_file():
         raise KDTrainError(f"dataset {args.data} does not exist; pass a JSONL file with --data")
     require_device(args.device)
+    worker = shard_from(args.shard, os.environ)
     records = list(read_records(args.data))
     student_tokenizer = None
     if args.student_tokenizer is not None:
@@ -126,9 +141,10 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=not args.no_progress,
         student_tokenizer=student_tokenizer,
+        worker=worker,
     )
     summary = {
-        "out": str(args.out),
+        "out": str(args.out if worker is None else args.out / worker.name),
         "records": len(manifest.records),
         "shards": len(manifest.shards),
         "positions": manifest.positions,
@@ -192,6 +208,7 @@ def build_cache(
     batch_size: int = 8,
     progress: bool = True,
     student_tokenizer: Any = None,
+    worker: WorkerShard | None = None,
 ) -> Manifest:
     """Run ``teacher`` over ``records`` and write (or finish) a cache in ``out``.
 
@@ -209,6 +226,9 @@ def build_cache(
         student_tokenizer: a student's tokenizer other than the teacher's: the cache is
             then a cross-tokenizer cache for it (``cross.safetensors``, both tokenizers
             fingerprinted; :mod:`kd_train.teachers.cache_format`).
+        worker: be this worker of several (:mod:`kd_train.shards`): compute the shards
+            ``j`` it owns, into ``out/worker-I-of-N/`` (worker 0 also writes the
+            cross-tokenizer index); ``kd-train merge-shards`` joins the workers' parts.
 
     Returns:
         The manifest that was written.
@@ -231,7 +251,7 @@ def build_cache(
         raise KDTrainError("the teacher has no tokenizer; load it with HFTeacher.from_pretrained")
     if not 1 <= k <= teacher.vocab_size:
         raise KDTrainError(f"--k must be in 1..{teacher.vocab_size} (vocab size), got {k}")
-    root = Path(out)
+    root = Path(out) if worker is None else Path(out) / worker.name
     root.mkdir(parents=True, exist_ok=True)
     tokenize = replace(tokenize or TokenizeConfig(), truncation="truncate")
     config = CacheConfig(
@@ -253,20 +273,29 @@ def build_cache(
         done = Manifest.read(root / MANIFEST)
         _require_same_config(root / MANIFEST, done.config, config)
         return done
-    manifest = _resumable_progress(root, config)
-    for stale in root.glob(".*.tmp"):  # temp files of a killed atomic write
-        stale.unlink()
     records = list(records)
     if not records:
         raise KDTrainError("the dataset has no records; nothing to cache")
-    bar = progress_bar(total=len(records), enabled=progress, unit="rec", desc="cache-logits")
+    # Shard j holds records [j*size, (j+1)*size); a worker computes the shards it owns.
+    owned = [j for j in range(-(-len(records) // shard_size)) if worker is None or worker.owns(j)]
+    manifest = _resumable_progress(root, config, owned)
+    for stale in root.glob(".*.tmp"):  # temp files of a killed atomic write
+        stale.unlink()
+    if worker is not None:
+        from kd_train.shards import WORKER_FILE, write_worker_file
+
+        write_worker_file(root / WORKER_FILE, worker, records=len(records))
+    todo = owned[len(manifest.shards) :]
+    total = sum(len(records[j * shard_size : (j + 1) * shard_size]) for j in owned)
+    bar = progress_bar(total=total, enabled=progress, unit="rec", desc="cache-logits")
     with bar:
-        bar.update(min(len(manifest.shards) * shard_size, len(records)))
-        for shard in itertools.islice(_chunks(records, shard_size), len(manifest.shards), None):
-            _write_one_shard(teacher, shard, root, len(manifest.shards), manifest, batch_size)
+        bar.update(total - sum(len(records[j * shard_size : (j + 1) * shard_size]) for j in todo))
+        for j in todo:
+            shard = records[j * shard_size : (j + 1) * shard_size]
+            _write_one_shard(teacher, shard, root, j, manifest, batch_size)
             manifest.write(root, PARTIAL_MANIFEST)
             bar.update(len(shard))
-    if student_tokenizer is not None:
+    if student_tokenizer is not None and (worker is None or worker.index == 0):
         from kd_train.teachers.cross import write_cross_index
 
         manifest.cross = write_cross_index(
@@ -276,11 +305,6 @@ def build_cache(
     with contextlib.suppress(FileNotFoundError):
         (root / PARTIAL_MANIFEST).unlink()
     return manifest
-
-
-def _chunks(items: list[KDRecord], size: int) -> Iterator[list[KDRecord]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _require_same_config(path: Path, found: CacheConfig, wanted: CacheConfig) -> None:
@@ -298,8 +322,12 @@ def _require_same_config(path: Path, found: CacheConfig, wanted: CacheConfig) ->
         )
 
 
-def _resumable_progress(root: Path, config: CacheConfig) -> Manifest:
-    """The partial manifest's valid prefix of shards, or an empty manifest."""
+def _resumable_progress(root: Path, config: CacheConfig, owned: list[int]) -> Manifest:
+    """The partial manifest's valid prefix of shards, or an empty manifest.
+
+    ``owned`` are the indices of the shards this run computes, in order (all of them
+    unless it is a worker of several).
+    """
     from kd_train.teachers.cached import PARTIAL_MANIFEST, CorruptShardError, Manifest, verify_shard
 
     path = root / PARTIAL_MANIFEST
@@ -308,7 +336,7 @@ def _resumable_progress(root: Path, config: CacheConfig) -> Manifest:
     partial = Manifest.read(path)
     _require_same_config(path, partial.config, config)
     kept = Manifest(config)
-    for index, entry in enumerate(partial.shards):
+    for index, entry in zip(owned, partial.shards, strict=False):
         try:
             verify_shard(root, entry)
         except CorruptShardError:

@@ -5,6 +5,11 @@ Exit status: 0 when every prompt is written; 3 when the run stopped at the budge
 some requests failed for good (rerun to retry them); 2 for an input error (a budget
 without prices, another cap than the shared budget's without ``--change-budget``, a
 credential in ``--base-url``, an output made by another teacher).
+
+With ``--shard I/N`` (or under ``torchrun``) the run is worker ``I`` of ``N``: it answers
+the prompts ``i`` with ``i % N == I`` into ``OUT.worker-I-of-N.jsonl``, with its own ledger
+owner; ``kd-train merge-shards --dataset OUT --prompts P`` joins the workers' outputs
+(:mod:`kd_train.shards`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from kd_train.errors import KDTrainError
 
 if TYPE_CHECKING:
     from kd_train.generate.config import GenerateConfig
+    from kd_train.generate.output import Prompt
     from kd_train.generate.run import GenerateSummary
+    from kd_train.shards import WorkerShard
 
 #: Exit status when the run stopped because the next request would exceed the budget.
 EXIT_BUDGET = 3
@@ -68,6 +75,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="set the cap of an existing (shared) budget to --budget; recorded and logged",
     )
+    parser.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="be worker I (0-based) of N: answer every N-th prompt into OUT.worker-I-of-N.jsonl "
+        "(default under torchrun: RANK/WORLD_SIZE); join them with kd-train merge-shards",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -76,16 +90,23 @@ def run(args: argparse.Namespace) -> int:
     """Run ``generate`` with the parsed arguments; print the summary; return the exit code."""
     from kd_train.generate.output import read_prompts
     from kd_train.generate.run import generate_dataset
+    from kd_train.shards import shard_from
     from kd_train.store import open_store
     from kd_train.teachers.http import HTTPTeacher
 
     config = _config(args)
+    worker = shard_from(args.shard, os.environ)
     api_key = _api_key(config)
     tokenizer = _tokenizer(config)
     prompts = read_prompts(config.prompts)
-    _check_output(config, tokenizer)
-    store = open_store(config.store_url)
     owner = f"{socket.gethostname()}:{os.getpid()}"
+    if worker is not None:
+        config, prompts = _worker_share(config, prompts, worker)
+        owner = f"{owner}:{worker.name}"  # one ledger owner per worker, on any host
+    _check_output(config, tokenizer)
+    if worker is not None:
+        _write_worker_record(config, worker)
+    store = open_store(config.store_url)
     _open_budget(store, config, owner)
     run_id = store.runs.start("generate", config.public())
     status = "failed"
@@ -112,6 +133,32 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _worker_share(
+    config: GenerateConfig, prompts: list[Prompt], worker: WorkerShard
+) -> tuple[GenerateConfig, list[Prompt]]:
+    """The worker's output (``OUT.worker-I-of-N.jsonl``) and its prompts (``i % N == I``).
+
+    The output stays in ``OUT``'s directory, so the default store (``kd-store.sqlite``
+    there) is shared by local workers, as remote ones share a PostgreSQL store.
+    """
+    from kd_train.shards import worker_output
+
+    update = {"out": worker_output(config.out, worker)}
+    share = [p for i, p in enumerate(prompts) if worker.owns(i)]
+    return config.model_copy(update=update), share
+
+
+def _write_worker_record(config: GenerateConfig, worker: WorkerShard) -> None:
+    from kd_train.shards import worker_record_path, write_worker_file
+    from kd_train.teachers.fingerprint import file_sha256
+
+    write_worker_file(
+        worker_record_path(config.out),
+        worker,
+        prompts_sha256=file_sha256(config.prompts),
+    )
 
 
 def _check_output(config: GenerateConfig, tokenizer: Any) -> None:
