@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from kd_train.cli import main
 from kd_train.commands.cache_logits import build_cache
 from kd_train.data.jsonl import write_records
@@ -16,7 +15,6 @@ from kd_train.shards import ShardError, WorkerShard, merge_cache, shard_from
 from kd_train.teachers.cached import MANIFEST
 from kd_train.teachers.fingerprint import dataset_fingerprint
 from kd_train.teachers.hf import HFTeacher
-from safetensors import safe_open
 
 RECORDS = [KDRecord(f"q{i}", f"Say {i}:", f" {i} and {i + 1}.") for i in range(11)]
 
@@ -208,23 +206,7 @@ def test_a_sharded_cross_tokenizer_cache_merges_to_the_single_run(tiny_llama_dir
     for shard in ("0/2", "1/2"):
         assert main([*argv, "--out", str(tmp_path / "sharded"), "--shard", shard]) == 0
     assert main(["merge-shards", "--cache", str(tmp_path / "sharded")]) == 0
-    single, sharded = digests(tmp_path / "single"), digests(tmp_path / "sharded")
-    assert single.keys() == sharded.keys()
-    # cross.safetensors holds two metadata keys, which safetensors writes in no fixed order
-    # (two single runs differ the same way): its tensors and metadata are compared instead,
-    # and the manifests up to the file's SHA-256.
-    for name in single.keys() - {"cross.safetensors", "manifest.json"}:
-        assert sharded[name] == single[name], name
-    with (
-        safe_open(tmp_path / "single" / "cross.safetensors", "pt") as a,
-        safe_open(tmp_path / "sharded" / "cross.safetensors", "pt") as b,
-    ):
-        assert a.metadata() == b.metadata()
-        names = a.keys()
-        assert names == b.keys()
-        assert all(torch.equal(a.get_tensor(k), b.get_tensor(k)) for k in names)
-    merged = json.loads((tmp_path / "sharded" / MANIFEST).read_text())
-    alone = json.loads((tmp_path / "single" / MANIFEST).read_text())
-    for body in (merged, alone):
-        body["cross"].pop("sha256")
-    assert merged == alone
+    assert digests(tmp_path / "sharded") == digests(tmp_path / "single")
+    # and the single run itself is reproducible, its cross-tokenizer index included
+    assert main([*argv, "--out", str(tmp_path / "again")]) == 0
+    assert digests(tmp_path / "again") == digests(tmp_path / "single")

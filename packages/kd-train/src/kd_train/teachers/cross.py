@@ -262,8 +262,10 @@ def write_cross_index(
         "map_teacher": pairs.teacher,
     }
     eos = teacher_tokenizer.eos_token_id
-    meta = {"records": json.dumps([r.id for r in records]), "eos": str(-1 if eos is None else eos)}
-    data = save_safetensors(tensors, metadata=meta)
+    # One metadata key: safetensors writes several in no fixed order, and the index must be
+    # byte-identical from run to run (and from a sharded build merged).
+    index = {"eos": -1 if eos is None else eos, "records": [r.id for r in records]}
+    data = save_safetensors(tensors, metadata={"index": json.dumps(index, sort_keys=True)})
     atomic_write_bytes(directory / CROSS_FILE, data)
     digest = hashlib.sha256(data).hexdigest()
     return ShardEntry(file=CROSS_FILE, sha256=digest, rows=len(records), bytes=len(data))
@@ -289,8 +291,9 @@ def cached_pairs(
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
             with_meta = {name: handle.get_tensor(name) for name in CROSS_TENSORS}
-        index = {rid: i for i, rid in enumerate(json.loads(meta["records"]))}
-        eos = int(meta["eos"])
+        stored = json.loads(meta["index"])
+        index = {rid: i for i, rid in enumerate(stored["records"])}
+        eos = int(stored["eos"])
     except (OSError, KeyError, ValueError, TypeError, SafetensorError) as exc:
         raise CacheError(f"{path}: not a cross-tokenizer index ({exc}); rebuild the cache") from exc
     config = cache.manifest.config
