@@ -73,3 +73,20 @@ def test_weights_fingerprint_of_a_directory_without_weights_is_refused(tmp_path)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(KDTrainError, match="no weight file"):
         weights_fingerprint(tmp_path)
+
+
+def test_a_gguf_file_is_fingerprinted_alone_as_weights_and_as_tokenizer(tmp_path):
+    from kd_train.teachers.fingerprint import tokenizer_files_fingerprint, weights_fingerprint
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF one")
+    (tmp_path / "other.gguf").write_bytes(b"GGUF two")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "model.gguf").write_bytes(b"GGUF one")
+    # the file alone: the same as a directory holding only it, whatever its neighbours
+    assert weights_fingerprint(tmp_path / "model.gguf") == weights_fingerprint(alone)
+    assert weights_fingerprint(tmp_path / "model.gguf") != weights_fingerprint(tmp_path)
+    before = tokenizer_files_fingerprint(tmp_path / "model.gguf")
+    assert before != tokenizer_files_fingerprint(tmp_path / "other.gguf")
+    (tmp_path / "model.gguf").write_bytes(b"GGUF one, changed")
+    assert tokenizer_files_fingerprint(tmp_path / "model.gguf") != before

@@ -161,10 +161,14 @@ def tokenizer_files_fingerprint(model_dir: str | Path) -> str:
 
     The files of :data:`TOKENIZER_FILES` that exist are hashed in that order, each as its
     name followed by its own SHA-256 (``"sha256:<hex>"``; none present hashes to the
-    digest of nothing).
+    digest of nothing). A model's ``.gguf`` file, which holds its tokenizer, is hashed
+    whole, by its name and bytes.
     """
     root = Path(model_dir)
     digest = hashlib.sha256()
+    if root.is_file():
+        digest.update(root.name.encode() + b"\0" + file_sha256(root).encode() + b"\n")
+        return f"sha256:{digest.hexdigest()}"
     for name in TOKENIZER_FILES:
         if (root / name).is_file():
             digest.update(name.encode() + b"\0" + file_sha256(root / name).encode() + b"\n")
