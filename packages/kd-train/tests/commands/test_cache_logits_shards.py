@@ -210,3 +210,60 @@ def test_a_sharded_cross_tokenizer_cache_merges_to_the_single_run(tiny_llama_dir
     # and the single run itself is reproducible, its cross-tokenizer index included
     assert main([*argv, "--out", str(tmp_path / "again")]) == 0
     assert digests(tmp_path / "again") == digests(tmp_path / "single")
+
+
+# ---- hostile worker outputs: each refusal names what is wrong ------------------------------
+
+
+def test_torchrun_environment_that_is_not_numbers_is_refused():
+    with pytest.raises(ShardError, match="RANK"):
+        shard_from(None, {"RANK": "one", "WORLD_SIZE": "2"})
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{not json", "unreadable worker record"),
+        ('["a list"]', "not a kd-train worker record"),
+        ('{"format": "something-else/1"}', "not a kd-train worker record"),
+    ],
+)
+def test_a_damaged_worker_record_is_refused(teacher, dataset, tmp_path, body, message):
+    workers(teacher, dataset, tmp_path)
+    (tmp_path / "worker-1-of-2" / "worker.json").write_text(body)
+    with pytest.raises(ShardError, match=message):
+        merge_cache(tmp_path)
+
+
+def test_a_worker_record_without_integer_counts_is_refused(teacher, dataset, tmp_path):
+    workers(teacher, dataset, tmp_path)
+    path = tmp_path / "worker-1-of-2" / "worker.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "index": 1.0}))  # equal to 1, not an integer
+    with pytest.raises(ShardError, match="index and count must be integers"):
+        merge_cache(tmp_path)
+    path.write_text(json.dumps(record))
+    for name in ("worker-0-of-2", "worker-1-of-2"):  # both agree, on a non-number
+        each = tmp_path / name / "worker.json"
+        each.write_text(json.dumps({**json.loads(each.read_text()), "records": "nine"}))
+    with pytest.raises(ShardError, match="'records' must be an integer"):
+        merge_cache(tmp_path)
+
+
+def test_a_worker_holding_shards_it_does_not_own_is_refused(teacher, dataset, tmp_path):
+    workers(teacher, dataset, tmp_path)
+    one, zero = tmp_path / "worker-1-of-2", tmp_path / "worker-0-of-2"
+    manifest = json.loads((one / MANIFEST).read_text())
+    theirs = json.loads((zero / MANIFEST).read_text())["shards"][0]
+    manifest["shards"] = [theirs, *manifest["shards"][1:]]
+    (one / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match="worker-1-of-2"):
+        merge_cache(tmp_path)
+
+
+def test_a_merged_cache_is_merged_once(teacher, dataset, tmp_path):
+    workers(teacher, dataset, tmp_path)
+    first = merge_cache(tmp_path)
+    before = digests(tmp_path)
+    assert merge_cache(tmp_path) == first  # no worker left: the merged manifest, unchanged
+    assert digests(tmp_path) == before

@@ -106,3 +106,47 @@ def test_quarantined_answers_merge_into_the_single_runs_quarantine(
     assert len(single.with_name(aside).read_text().splitlines()) == 6
     assert out.with_name(aside).read_bytes() == single.with_name(aside).read_bytes()
     assert out.read_bytes() == single.read_bytes() == b""
+
+
+def test_a_worker_output_cut_mid_line_or_with_a_bad_line_is_refused(
+    server, prompts_file, tmp_path, capsys
+):
+    out = tmp_path / "out.jsonl"
+    for shard in ("0/2", "1/2"):
+        assert generate(server, prompts_file, out, "--shard", shard) == 0
+    part = tmp_path / "out.worker-1-of-2.jsonl"
+    good = part.read_bytes()
+    part.write_bytes(good + b'{"id": "p')
+    assert merge(out, prompts_file) == 2
+    assert "ends in a partial line" in capsys.readouterr().err
+    part.write_bytes(good + b"[1, 2]\n")
+    assert merge(out, prompts_file) == 2
+    assert "not a JSON object with an id" in capsys.readouterr().err
+    first = good.splitlines(keepends=True)[0]
+    part.write_bytes(good + first)
+    assert merge(out, prompts_file) == 2
+    assert "written twice" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_worker_output_with_another_workers_prompts_is_refused(
+    server, prompts_file, tmp_path, capsys
+):
+    out = tmp_path / "out.jsonl"
+    for shard in ("0/2", "1/2"):
+        assert generate(server, prompts_file, out, "--shard", shard) == 0
+    zero, one = tmp_path / "out.worker-0-of-2.jsonl", tmp_path / "out.worker-1-of-2.jsonl"
+    theirs = zero.read_bytes().splitlines(keepends=True)[0]
+    one.write_bytes(one.read_bytes() + theirs)
+    assert merge(out, prompts_file) == 2
+    assert "outside its share" in capsys.readouterr().err
+
+
+def test_merge_never_overwrites_another_dataset(server, prompts_file, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    for shard in ("0/2", "1/2"):
+        assert generate(server, prompts_file, out, "--shard", shard) == 0
+    out.write_text('{"id": "from another run"}\n')
+    assert merge(out, prompts_file) == 2
+    assert "exists with other content" in capsys.readouterr().err
+    assert out.read_text() == '{"id": "from another run"}\n'
