@@ -15,23 +15,9 @@ from kd_train.shards import ShardError, WorkerShard, merge_cache, shard_from
 from kd_train.teachers.cached import MANIFEST
 from kd_train.teachers.fingerprint import dataset_fingerprint
 from kd_train.teachers.hf import HFTeacher
+from kd_train.testing import InterruptedTeacher
 
 RECORDS = [KDRecord(f"q{i}", f"Say {i}:", f" {i} and {i + 1}.") for i in range(11)]
-
-
-class InterruptedTeacher(HFTeacher):
-    """The real teacher, stopped (as by Ctrl-C) at its ``stop_at``-th forward pass."""
-
-    def __init__(self, teacher, stop_at):
-        super().__init__(teacher.model, teacher.tokenizer, source=teacher.source)
-        self.calls = 0
-        self.stop_at = stop_at
-
-    def log_probs(self, input_ids, attention_mask):
-        self.calls += 1
-        if self.calls == self.stop_at:
-            raise KeyboardInterrupt
-        return super().log_probs(input_ids, attention_mask)
 
 
 @pytest.fixture(scope="module")

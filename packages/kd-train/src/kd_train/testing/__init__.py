@@ -10,6 +10,8 @@ checks it). Every name below is importable from ``kd_train.testing`` itself.
   is :func:`kd_train.models.train_tokenizer`), built by the product's :mod:`kd_train.models`;
 * :mod:`kd_train.testing.records`: synthetic KD records
   (:func:`~kd_train.testing.records.synthetic_record`);
+* :mod:`kd_train.testing.teachers`: the real HF teacher interrupted at a chosen forward
+  pass (:class:`~kd_train.testing.teachers.InterruptedTeacher`);
 * :mod:`kd_train.testing.server`: a loopback OpenAI-compatible teacher server with fault
   injection (:class:`~kd_train.testing.server.loopback.LoopbackTeacherServer`,
   :class:`~kd_train.testing.server.faults.FaultPlan`).
@@ -26,6 +28,7 @@ from kd_train.testing.server import (
     generate_argv,
     write_prompts,
 )
+from kd_train.testing.teachers import InterruptedTeacher
 
 __all__ = [
     "DEFAULT_CORPUS",
@@ -34,6 +37,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "SYNTHETIC_WORDS",
     "FaultPlan",
+    "InterruptedTeacher",
     "LoopbackTeacherServer",
     "generate_argv",
     "save_tiny_llama",
