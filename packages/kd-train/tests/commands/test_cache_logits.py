@@ -178,6 +178,27 @@ def test_cli_names_a_missing_dataset(tiny_teacher_dir, tmp_path, capsys):
     assert "missing.jsonl does not exist" in err
 
 
+def test_cli_names_a_student_tokenizer_directory_without_a_tokenizer(
+    tiny_teacher_dir, dataset, tmp_path, capsys
+):
+    empty = tmp_path / "not-a-tokenizer"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no tokenizer here")
+    args = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    code, err = run_cli(capsys, *args, "--k", "4", "--student-tokenizer", str(empty))
+    assert code == 2
+    assert f"--student-tokenizer: cannot load a tokenizer from {empty}" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "c").exists()
+
+
 def test_cli_names_the_file_and_line_of_a_bad_record(tiny_teacher_dir, tmp_path, capsys):
     data = tmp_path / "bad.jsonl"
     write_records(data, RECORDS[:2])

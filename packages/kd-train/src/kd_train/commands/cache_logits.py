@@ -111,16 +111,20 @@ def run(args: argparse.Namespace) -> int:
     records = list(read_records(args.data))
     student_tokenizer = None
     if args.student_tokenizer is not None:
-        from transformers import AutoTokenizer
+        from kd_train.teachers.tokens import load_tokenizer
 
         if not args.student_tokenizer.is_dir():
             raise KDTrainError(
                 f"--student-tokenizer {args.student_tokenizer} is not a directory; give the "
                 "student's saved tokenizer (or model) directory"
             )
-        student_tokenizer = AutoTokenizer.from_pretrained(
-            args.student_tokenizer, local_files_only=True
-        )
+        try:
+            student_tokenizer = load_tokenizer(args.student_tokenizer)
+        except (OSError, ValueError) as exc:
+            raise KDTrainError(
+                f"--student-tokenizer: cannot load a tokenizer from {args.student_tokenizer} "
+                f"({exc})"
+            ) from None
     teacher = HFTeacher.from_pretrained(
         args.teacher,
         dtype=args.dtype,
