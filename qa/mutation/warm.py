@@ -45,7 +45,7 @@ import tempfile
 import time
 import types
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,12 +84,40 @@ class Baseline:
     seconds: float
 
     def covering(self, file: str, first: int, last: int) -> list[str]:
-        """The tests that ran any line ``first..last`` of ``file``, in the order they ran."""
+        """The tests that ran any line ``first..last`` of ``file``, cheapest first.
+
+        The order is :func:`cheapest_first`'s: a trial runs with ``-x``, so a killed
+        mutant costs only the tests up to the first that fails.
+        """
         found: set[str] = set()
         by_line = self.lines.get(file, {})
         for line in range(first, last + 1):
             found.update(by_line.get(line, []))
-        return [t for t in self.durations if t in found]
+        return cheapest_first([t for t in self.durations if t in found], self.durations)
+
+
+def cheapest_first(tests: Sequence[str], durations: Mapping[str, float]) -> list[str]:
+    """``tests`` ordered by their baseline time, each test file's tests kept together.
+
+    Files go cheapest test first, and within a file the tests go by time (ties keep the
+    order they ran in): a killed mutant's trial stops at the first failure (``-x``), and a
+    file's module-scoped fixtures are still built once. A test without a time goes last.
+
+    >>> cheapest_first(
+    ...     ["a.py::slow", "a.py::fast", "b.py::mid"],
+    ...     {"a.py::slow": 9.0, "a.py::fast": 0.1, "b.py::mid": 0.5},
+    ... )
+    ['a.py::fast', 'a.py::slow', 'b.py::mid']
+    """
+    inf = float("inf")
+    first: dict[str, float] = {}
+    for t in tests:
+        file = t.split("::", 1)[0]
+        first[file] = min(first.get(file, inf), durations.get(t, inf))
+    return sorted(
+        tests,
+        key=lambda t: (first[t.split("::", 1)[0]], t.split("::", 1)[0], durations.get(t, inf)),
+    )
 
 
 @dataclass
@@ -146,8 +174,9 @@ def warm_up(tests: Sequence[str], root: Path, log: Path) -> None:
 class _Selector:
     """pytest plugin: keep only the chosen tests; note the first failure and count tests."""
 
-    def __init__(self, keep: set[str] | None) -> None:
+    def __init__(self, keep: set[str] | None, order: Sequence[str] = ()) -> None:
         self.keep = keep
+        self.rank = {t: i for i, t in enumerate(order)}
         self.failed = ""
         self.reason = ""
         self.completed = 0
@@ -155,6 +184,9 @@ class _Selector:
     def pytest_collection_modifyitems(self, config: Any, items: list[Any]) -> None:
         if self.keep is not None:
             items[:] = [i for i in items if i.nodeid in self.keep]
+        # the given order (cheapest first); a test it does not name keeps its place after
+        last = len(self.rank)
+        items.sort(key=lambda i: self.rank.get(i.nodeid, last))
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.when == "call":
@@ -401,6 +433,8 @@ class Runner:
         chosen = list(self.tests) if tests is None else tests
         files = sorted({t.split("::", 1)[0] for t in chosen}) if tests is not None else chosen
         keep = None if tests is None else set(tests)
+        durations = self.base.durations if self.base is not None else {}
+        order = cheapest_first(list(durations) if tests is None else tests, durations)
         basetemp = self.work / f"bt-{slot}"
 
         def body() -> int:
@@ -412,7 +446,7 @@ class Runner:
                 return EXIT_APPLY_FAILED
             import pytest
 
-            plugin = _Selector(keep)
+            plugin = _Selector(keep, order)
             rc = pytest.main(
                 [*PYTEST_ARGS, "-x", "-p", "no:randomly", f"--basetemp={basetemp}", *files],
                 plugins=[plugin],

@@ -187,3 +187,38 @@ def test_a_changed_product_line_is_mutated_alone(tmp_path: Path) -> None:
     code, out, report = gate(root, "--quick", "--base", "HEAD")
     assert code == 0, out
     assert set(statuses(report)) == {(5, "ArithmeticOperator", "-")}
+
+
+def test_a_trial_runs_its_covering_tests_cheapest_first_with_each_file_together() -> None:
+    from qa.mutation.warm import Baseline, _Selector
+
+    durations = {
+        "t/a.py::slow": 9.0,
+        "t/b.py::mid": 0.5,
+        "t/a.py::fast": 0.1,
+        "t/b.py::quick": 0.05,
+        "t/a.py::other": 0.2,
+    }
+    lines = {"m.py": {3: list(durations), 4: ["t/a.py::slow"]}}
+    base = Baseline(lines, durations, [], 0, 1.0)
+    # b's cheapest (0.05) beats a's (0.1); within a file, by time
+    order = base.covering("m.py", 3, 3)
+    assert order == [
+        "t/b.py::quick",
+        "t/b.py::mid",
+        "t/a.py::fast",
+        "t/a.py::other",
+        "t/a.py::slow",
+    ]
+    assert base.covering("m.py", 4, 4) == ["t/a.py::slow"]
+
+    class Item:
+        def __init__(self, nodeid: str) -> None:
+            self.nodeid = nodeid
+
+    items = [Item(t) for t in [*durations, "t/c.py::unknown"]]
+    _Selector(None, order).pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == [*order, "t/c.py::unknown"]
+    items = [Item(t) for t in durations]
+    _Selector({"t/a.py::slow", "t/b.py::mid"}, order).pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == ["t/b.py::mid", "t/a.py::slow"]
