@@ -1,4 +1,4 @@
-"""Evidence for quantization-aware distillation and LoRA students, on the toy pipeline.
+"""Evidence for quantization-aware distillation and LoRA students (toy and SmolLM2 pipelines).
 
 Arms, each a ``kd-train distill`` run in its own process (so that its peak RSS is its own),
 all from the same teacher, data, loss (forward KL), seed and optimiser:
@@ -31,11 +31,20 @@ Each fp32/PTQ/QAT student is exported to ONNX (``kd_convert.pipeline.export_mode
 parameters and the bytes of their gradients and AdamW state (``3 × 4`` bytes each), which is
 what LoRA saves.
 
-Usage: ``python packages/kd-eval/benchmarks/evidence_qat.py [--student toy|wide] [--steps N]
-[--no-lora] [--record]``. Figures print as a table; ``--record`` writes the student's entry
-of ``qa/perf/results/qat.json`` and ``docs/_static/perf/qat.png`` (``qat_wide.png``), which
-the docs' QAT and LoRA guide shows; without it they go to ``qa/reports/perf/`` (or
-``$KD_PERF_RESULTS`` and ``$KD_PERF_CHARTS``).
+``--student smollm2``: quantization-aware distillation of a trained model into its own
+quantized copy (what NVIDIA ModelOpt calls QAD): the teacher is SmolLM2-135M-Instruct, the
+student starts as the very same weights, the data are the SmolLM2 pipeline's
+(:func:`evidence_on_policy.smollm2_setup`). The ``fp32`` arm is that starting student, not
+trained (distilling a copy of the teacher towards the teacher changes nothing: the KL is
+at its minimum, 0); PTQ quantizes it, QAT distils it with the scheme on from step 0. This is
+where rounding costs something: a 135M model trained on trillions of tokens, not a toy.
+
+Usage: ``python packages/kd-eval/benchmarks/evidence_qat.py [--student toy|wide|smollm2]
+[--steps N] [--no-lora] [--no-onnx] [--schemes int8 int4] [--record]``. Figures print as a
+table; ``--record`` writes the student's entry of ``qa/perf/results/qat.json`` and
+``docs/_static/perf/qat.png`` (``qat_wide.png``, ``qat_smollm2.png``), which the docs' QAT
+and LoRA guide shows; without it they go to ``qa/reports/perf/`` (or ``$KD_PERF_RESULTS``
+and ``$KD_PERF_CHARTS``).
 """
 
 from __future__ import annotations
@@ -55,7 +64,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence_on_policy import output_dirs, toy_setup
+from evidence_on_policy import output_dirs, smollm2_setup, toy_setup
 
 SCHEMES = {"int8": {"scheme": "int8"}, "int4": {"scheme": "int4", "group_size": 32}}
 LORA = {
@@ -64,6 +73,10 @@ LORA = {
     "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
 }
 LATENCY_LENGTH = 64
+#: The optimiser and batch of each pipeline's runs (the smollm2 student is a trained model:
+#: a fine-tuning learning rate, two threads).
+TOY_TRAINING = {"lr": 1e-2, "warmup_steps": 10, "batch_size": 16, "max_length": 64, "threads": 1}
+SMOLLM2_TRAINING = {"lr": 5e-5, "warmup_steps": 5, "batch_size": 8, "max_length": 96, "threads": 2}
 
 
 def setup(work: Path, progress: bool, student: str = "toy") -> dict[str, Any]:
@@ -72,9 +85,21 @@ def setup(work: Path, progress: bool, student: str = "toy") -> dict[str, Any]:
     ``student``: ``toy`` (the pipeline's student, hidden 32, 2 layers) or ``wide`` (the
     teacher's own architecture and initial weights, hidden 64, 3 layers: a student that can
     get close to the teacher, so that rounding, not capacity, is what it loses).
+    ``smollm2``: SmolLM2-135M-Instruct as the teacher and as the student's starting weights.
     """
     from kd_train.pipelines.toydata import write_jsonl
 
+    if student == "smollm2":
+        smol = smollm2_setup(work, progress)
+        return {
+            "teacher": smol["teacher"],
+            "student": smol["teacher"],
+            "train": smol["train"],
+            "heldout": smol["heldout"],
+            "heldout_file": write_jsonl(work / "heldout.jsonl", smol["heldout"]),
+            "fp32_trained": False,
+            **SMOLLM2_TRAINING,
+        }
     toy = toy_setup(work, progress)
     return {
         "teacher": toy["teacher"],
@@ -82,6 +107,8 @@ def setup(work: Path, progress: bool, student: str = "toy") -> dict[str, Any]:
         "train": toy["train"],
         "heldout": toy["heldout"],
         "heldout_file": write_jsonl(work / "heldout.jsonl", toy["heldout"]),
+        "fp32_trained": True,
+        **TOY_TRAINING,
     }
 
 
@@ -101,10 +128,18 @@ def distill(
     config = {
         "student": {"path": str(student), **({"lora": lora} if lora else {})},
         "teacher": {"kind": "hf", "path": str(data["teacher"])},
-        "data": {"train": str(data["train"]), "eval_fraction": 0.0, "max_length": 64},
+        "data": {
+            "train": str(data["train"]),
+            "eval_fraction": 0.0,
+            "max_length": data["max_length"],
+        },
         "loss": {"weights": {"kd": 1.0}},
-        "optim": {"lr": 1e-2, "warmup_steps": 10},
-        "train": {"max_steps": steps, "batch_size": 16, "threads": 1},
+        "optim": {"lr": data["lr"], "warmup_steps": data["warmup_steps"]},
+        "train": {
+            "max_steps": steps,
+            "batch_size": data["batch_size"],
+            "threads": data["threads"],
+        },
         "output_dir": str(work / name),
         **({"qat": qat} if qat else {}),
     }
@@ -209,7 +244,14 @@ def training_memory(run: Path) -> dict[str, Any]:
     }
 
 
-def run(steps: int, progress: bool, student: str = "toy", lora_arms: bool = True) -> dict[str, Any]:
+def run(
+    steps: int,
+    progress: bool,
+    student: str = "toy",
+    lora_arms: bool = True,
+    onnx: bool = True,
+    schemes: tuple[str, ...] = tuple(SCHEMES),
+) -> dict[str, Any]:
     """Train every arm and measure it; return the result."""
     with tempfile.TemporaryDirectory(prefix="kd-qat-") as tmp:
         work = Path(tmp)
@@ -218,12 +260,21 @@ def run(steps: int, progress: bool, student: str = "toy", lora_arms: bool = True
             "student": student,
             "steps": steps,
             "heldout_records": len(data["heldout"]),
+            "training": {k: data[k] for k in TOY_TRAINING},
+            "fp32_trained": data["fp32_trained"],
         }
-        fp32 = distill(work, "fp32", data["student"], data, steps) / "student"
-        quant: dict[str, Any] = {
-            "fp32": {**fidelity(fp32, data), **onnx_figures(fp32, work / "x-fp32")}
-        }
-        for scheme, section in SCHEMES.items():
+
+        def measure(model: Path, name: str) -> dict[str, Any]:
+            figures = fidelity(model, data)
+            return {**figures, **onnx_figures(model, work / f"x-{name}")} if onnx else figures
+
+        if data["fp32_trained"]:
+            fp32 = distill(work, "fp32", data["student"], data, steps) / "student"
+        else:
+            fp32 = Path(data["student"])
+        quant: dict[str, Any] = {"fp32": measure(fp32, "fp32")}
+        for scheme in schemes:
+            section = SCHEMES[scheme]
             qat = (
                 distill(
                     work,
@@ -231,16 +282,13 @@ def run(steps: int, progress: bool, student: str = "toy", lora_arms: bool = True
                     data["student"],
                     data,
                     steps,
-                    qat={**section, "start_step": steps // 2},
+                    qat={**section, "start_step": steps // 2 if data["fp32_trained"] else 0},
                 )
                 / "student"
             )
             ptq = post_training_quantized(fp32, work / f"ptq-{scheme}", section)
-            for name, student in ((f"ptq-{scheme}", ptq), (f"qat-{scheme}", qat)):
-                quant[name] = {
-                    **fidelity(student, data),
-                    **onnx_figures(student, work / f"x-{name}"),
-                }
+            for name, model in ((f"ptq-{scheme}", ptq), (f"qat-{scheme}", qat)):
+                quant[name] = measure(model, name)
             for name in (f"ptq-{scheme}", f"qat-{scheme}"):
                 quant[name]["kl_vs_fp32"] = paired_kl(quant[name], quant["fp32"])
             quant[f"qat-{scheme}"]["recovered"] = {
@@ -289,7 +337,6 @@ def print_table(result: dict[str, Any]) -> None:
         ]
         rec = f.get("recovered", {}).get("forward_kl")
         rec_text = "" if rec is None else f"{rec:.2f}"
-        size, weights, ms = f["onnx_bytes"] / 1024, f["weight_bytes"] / 1024, f["latency_ms"]
         print(f"{name:<10}{cells[0]:>26}{cells[1]:>26}", end="")
         diff = f.get("kl_vs_fp32")
         diff_text = (
@@ -297,7 +344,12 @@ def print_table(result: dict[str, Any]) -> None:
             if diff is None
             else (f"{diff['value']:+.4f} [{diff['low']:+.4f}, {diff['high']:+.4f}]")
         )
-        print(f"{size:>9.0f}{weights:>12.0f}{ms:>7.2f}{rec_text:>10}{diff_text:>28}")
+        if "onnx_bytes" in f:
+            size, weights, ms = f["onnx_bytes"] / 1024, f["weight_bytes"] / 1024, f["latency_ms"]
+            print(f"{size:>9.0f}{weights:>12.0f}{ms:>7.2f}", end="")
+        else:
+            print(f"{'-':>9}{'-':>12}{'-':>7}", end="")
+        print(f"{rec_text:>10}{diff_text:>28}")
     if "lora" not in result:
         return
     lora = result["lora"]
@@ -322,7 +374,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     quant = result["quantization"]
     names = list(quant)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    onnx = all("weight_bytes" in quant[n] for n in names)
+    fig, axes = plt.subplots(1, 3 if onnx else 1, figsize=(15 if onnx else 6, 4.2), squeeze=False)
+    axes = axes[0]
     values = [quant[n]["forward_kl"]["value"] for n in names]
     errors = [
         [v - quant[n]["forward_kl"]["low"] for n, v in zip(names, values, strict=True)],
@@ -333,10 +387,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ]
     axes[0].bar(names, values, yerr=errors, capsize=4, color=colours)
     axes[0].set(title="held-out KL(teacher || student), 95% CI", ylabel="nats / token")
-    axes[1].bar(names, [quant[n]["weight_bytes"] / 1024 for n in names], color=colours)
-    axes[1].set(title="ONNX weights + scales (initializers)", ylabel="KiB")
-    axes[2].bar(names, [quant[n]["latency_ms"] for n in names], color=colours)
-    axes[2].set(title=f"onnxruntime latency, 1 x {LATENCY_LENGTH} tokens, 1 thread", ylabel="ms")
+    if onnx:
+        axes[1].bar(names, [quant[n]["weight_bytes"] / 1024 for n in names], color=colours)
+        axes[1].set(title="ONNX weights + scales (initializers)", ylabel="KiB")
+        axes[2].bar(names, [quant[n]["latency_ms"] for n in names], color=colours)
+        axes[2].set(
+            title=f"onnxruntime latency, 1 x {LATENCY_LENGTH} tokens, 1 thread", ylabel="ms"
+        )
     fig.suptitle(
         f"{result['student']} student: fp32, post-training quantized and QAT "
         f"({result['steps']} steps)"
@@ -351,14 +408,23 @@ def main() -> int:
     """Run, print, and write the result (and the plot) where asked."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--student", choices=("toy", "wide"), default="toy")
+    parser.add_argument("--student", choices=("toy", "wide", "smollm2"), default="toy")
     parser.add_argument("--no-lora", action="store_true", help="skip the LoRA arms")
+    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX size and latency")
+    parser.add_argument("--schemes", nargs="+", choices=tuple(SCHEMES), default=list(SCHEMES))
     parser.add_argument("--record", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out, png = output_dirs(args.record)
-    result = run(args.steps, not args.no_progress, args.student, not args.no_lora)
+    result = run(
+        args.steps,
+        not args.no_progress,
+        args.student,
+        not args.no_lora,
+        onnx=not args.no_onnx,
+        schemes=tuple(args.schemes),
+    )
     result["date"] = time.strftime("%Y-%m-%d")
     print_table(result)
     plot(result, png / ("qat.png" if args.student == "toy" else f"qat_{args.student}.png"))
