@@ -30,6 +30,7 @@ SECTIONS = (
     "baseline_comparison",
     "curves",
     "drafter",
+    "quantization",
 )
 
 
@@ -117,7 +118,8 @@ def headline_figures(section: str, data: Any) -> dict[str, float | None]:
 
     Fidelity and drafter: every aggregate estimate's value; classification: accuracy,
     macro-F1 and chance accuracy; tool calls: its rates; benchmark: p50 and p95 latency per
-    configuration. Other sections (targets, baselines, curves) have none.
+    configuration; quantization: each arm's forward KL. Other sections (targets, baselines,
+    curves) have none.
 
     >>> from kd_eval.report.document import headline_figures
     >>> headline_figures("classification", {"accuracy": 0.5, "macro_f1": 0.4,
@@ -137,6 +139,8 @@ def headline_figures(section: str, data: Any) -> dict[str, float | None]:
     if section == "toolcalls":
         keys = ("json_validity", "tool_name_accuracy", "args_f1_strict", "args_f1_lax")
         return {key: data[key] for key in (*keys, "fixture_hit_rate")}
+    if section == "quantization":
+        return {f"{arm} forward_kl": f["forward_kl"]["value"] for arm, f in data["arms"].items()}
     if section == "bench":
         return {
             f"S={c['seq_len']} B={c['batch_size']} {p} ms": c["latency_ms"][p]
