@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     from kd_train.atomic import atomic_write_bytes
 
     from kd_eval.commands.classify import resolve_labels
+    from kd_eval.errors import ConfigError
     from kd_eval.loading.data import read_eval_set
-    from kd_eval.loading.models import load_model
     from kd_eval.quantization.run import (
         TaskKind,
         evaluate_quantization,
@@ -97,9 +97,11 @@ def run(args: argparse.Namespace) -> int:
     kind: TaskKind | None = None
     if args.classify is not None or args.toolcalls:
         kind = "classification" if args.classify is not None else "toolcalls"
+    if args.task_data is not None and kind is None:
+        raise ConfigError("--task-data is the task metric's data: add --classify or --toolcalls")
     task_records = records if args.task_data is None else read_eval_set(args.task_data)
     section = evaluate_quantization(
-        load_model(args.teacher),
+        args.teacher,
         args.fp32,
         args.qat,
         records,

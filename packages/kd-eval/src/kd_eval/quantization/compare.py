@@ -3,12 +3,15 @@
 Three arms of one run, scored against the teacher on the same held-out records
 (:func:`kd_eval.fidelity.run.evaluate_fidelity`):
 
-``fp32``  the student distilled in float;
-``ptq``   the same student with the scheme applied after training (built in memory with
-          :func:`kd_train.trainer.qat.prepare_qat`: the integer weights and scales an export
-          of ``kd-train quantize``'s copy gets);
-``qat``   the student distilled with the ``qat`` section (its ``quantization.json`` gives
-          the scheme of ``ptq``).
+``fp32``
+    the student distilled in float;
+``ptq``
+    the same student with the scheme applied after training (built in memory with
+    :func:`kd_train.trainer.qat.prepare_qat`: the integer weights and scales an export of
+    ``kd-train quantize``'s copy gets);
+``qat``
+    the student distilled with the ``qat`` section (its ``quantization.json`` gives the
+    scheme of ``ptq``).
 
 Per arm: forward KL (teacher to student, nats per token, mean over examples) and top-1
 agreement, each with a percentile-bootstrap interval over examples. For ``ptq`` and ``qat``

@@ -19,7 +19,7 @@ from kd_train.cliutil import progress_bar
 from kd_train.data.schema import KDRecord
 
 from kd_eval.errors import ConfigError
-from kd_eval.loading.models import LoadedModel
+from kd_eval.loading.models import LoadedModel, load_model
 from kd_eval.quantization.compare import ARMS, compare_arms, load_arms, scheme_of
 from kd_eval.quantization.footprint import onnx_figures, resolve_onnx
 from kd_eval.tasks.run import run_classification, run_toolcalls
@@ -85,7 +85,7 @@ def task_runner(
 
 
 def evaluate_quantization(
-    teacher: LoadedModel,
+    teacher_path: Path,
     fp32_dir: Path,
     qat_dir: Path | None,
     records: Sequence[KDRecord],
@@ -115,6 +115,7 @@ def evaluate_quantization(
     onnx = dict(onnx or {})
     if "qat" in onnx and qat_dir is None:
         raise ConfigError("--onnx qat=...: there is no qat arm without --qat DIR")
+    teacher = load_model(teacher_path)
     arms = load_arms(fp32_dir, qat_dir, config)
     compared = compare_arms(teacher, arms, records, task=task, progress=progress, **bootstrap)
     for name in compared["arms"]:

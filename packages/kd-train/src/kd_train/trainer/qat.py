@@ -61,7 +61,7 @@ from kd_train.typed_config import ConfigModel, Int, InvalidConfigError, OneOf, S
 QUANTIZATION_FILE = "quantization.json"
 #: The format tag of :data:`QUANTIZATION_FILE`.
 QUANTIZATION_FORMAT = "kd-quantization/1"
-#: Where a record's quantization comes from: trained through it (QAT) or applied after (PTQ).
+#: Where a record's quantization comes from, trained through (QAT) or applied after (PTQ).
 QUANTIZATION_ORIGINS = ("qat", "ptq")
 #: ``(q_min, q_max)`` of each weight width.
 _BOUNDS = {"int8": (-128, 127), "int4": (-8, 7)}
@@ -309,8 +309,8 @@ def post_training_quantize(student_dir: str | Path, out_dir: str | Path, config:
 
     Raises:
         QuantizationRecordError: ``student_dir`` already carries :data:`QUANTIZATION_FILE`
-            (it is quantized already), is not a saved ``transformers`` model, or is
-            ``out_dir`` itself.
+            (it is quantized already), is not a saved ``transformers`` model (or does not
+            load), or is ``out_dir`` itself.
         InvalidConfigError: an int4 group size does not divide a layer's input width.
         QATUnavailableError: torchao is not installed.
     """
@@ -329,7 +329,10 @@ def post_training_quantize(student_dir: str | Path, out_dir: str | Path, config:
         )
     if target.resolve() == source.resolve():
         raise QuantizationRecordError(f"{target}: write the quantized copy to another directory")
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise QuantizationRecordError(f"cannot load the student {source}: {exc}") from exc
     prepare_qat(model, config)
     record = quantization_record(model, config, origin="ptq")
     with atomic_dir(target) as scratch:
