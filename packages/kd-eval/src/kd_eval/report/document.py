@@ -32,6 +32,9 @@ SECTIONS = (
     "drafter",
     "quantization",
 )
+#: Sections added after the first release: a report written before them lacks the key, and
+#: reads as if the section was not computed (null). Every other section stays required.
+LATER_SECTIONS = ("drafter", "quantization")
 
 
 def schema() -> dict[str, Any]:
@@ -160,6 +163,9 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
 def read_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a report file.
 
+    A report written before a section of :data:`LATER_SECTIONS` existed reads with that
+    section null.
+
     Raises:
         ConfigError: the file is missing, not JSON, or not a valid report.
     """
@@ -172,5 +178,9 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"report {source}: not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from exc
+    if isinstance(report, dict) and report.get("kind") == "kd-eval-report":
+        # a section added after the file was written (drafter, quantization) was not computed
+        for section in LATER_SECTIONS:
+            report.setdefault(section, None)
     validate(report, str(source))
     return report
