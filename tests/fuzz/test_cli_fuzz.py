@@ -277,6 +277,7 @@ BOUNDS = {
     ("kd-eval", "bench"): ["--warmup", "0", "--repeats", "2", "--seq-lens", "8"],
     ("kd-eval", "drafter"): ["--max-new-tokens", "4", "--resamples", "20"],
     ("kd-eval", "fidelity"): ["--resamples", "20"],
+    ("kd-eval", "quantization"): ["--resamples", "20", "--runs", "1", "--length", "8"],
     ("kd-eval", "toolcalls"): ["--max-new-tokens", "4"],
 }
 

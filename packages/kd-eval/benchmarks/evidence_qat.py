@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -163,64 +162,41 @@ def distill(
 
 def post_training_quantized(fp32: Path, out: Path, scheme: dict[str, Any]) -> Path:
     """A copy of the fp32 student with the scheme's fake quantization and no training."""
-    from kd_train.trainer.qat import prepare_qat, quantization_record, write_quantization
+    from kd_train.trainer.qat import post_training_quantize
     from kd_train.trainer.train_config import QATConfig
-    from transformers import AutoModelForCausalLM
 
-    shutil.copytree(fp32, out)
-    model = AutoModelForCausalLM.from_pretrained(out)
-    config = QATConfig(**scheme)
-    prepare_qat(model, config)
-    write_quantization(out, quantization_record(model, config))
-    return out
+    return post_training_quantize(fp32, out, QATConfig(**scheme))
 
 
 def fidelity(student: Path, data: dict[str, Any]) -> dict[str, Any]:
     """Held-out forward KL and top-1 agreement (with intervals) and their per-example values."""
     from kd_eval.fidelity.run import evaluate_fidelity
     from kd_eval.loading.models import load_model
+    from kd_eval.quantization.compare import fidelity_figures
 
-    result = evaluate_fidelity(load_model(data["teacher"]), load_model(student), data["heldout"])
-    figures: dict[str, Any] = {}
-    for name in ("forward_kl", "top1_agreement"):
-        figures[name] = result.aggregate[name].to_dict()
-    figures["per_example_kl"] = [float(row["forward_kl"]) for row in result.examples]
-    return figures
+    teacher = load_model(data["teacher"])
+    return fidelity_figures(evaluate_fidelity(teacher, load_model(student), data["heldout"]))
 
 
 def paired_kl(arm: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     """Mean per-example ``KL_arm - KL_base`` on the same records, with a paired bootstrap CI."""
-    from kd_eval.stats.bootstrap import bootstrap_mean
+    from kd_eval.quantization.compare import paired_difference
 
-    pairs = zip(arm["per_example_kl"], base["per_example_kl"], strict=True)
-    return bootstrap_mean([a - b for a, b in pairs]).to_dict()
+    return paired_difference(arm["per_example_kl"], base["per_example_kl"]).to_dict()
 
 
 def onnx_figures(student: Path, out: Path) -> dict[str, Any]:
     """Export ``student`` to ONNX; its size on disk, parity and onnxruntime latency."""
-    import onnx
-    import onnxruntime
     from kd_convert.pipeline import export_model
     from kd_convert.spec import ExportSpec
+    from kd_eval.quantization.footprint import onnx_latency, onnx_size
 
     result = export_model(student, out, ExportSpec("onnx", (LATENCY_LENGTH,)))
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(result.artifact), options)
-    ids = np.random.default_rng(0).integers(3, 200, (1, LATENCY_LENGTH)).astype(np.int32)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    for _ in range(5):
-        session.run(None, feeds)
-    times = []
-    for _ in range(30):
-        started = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - started) * 1e3)
-    graph = onnx.load(str(result.artifact)).graph
+    size = onnx_size(result.artifact)
     return {
-        "onnx_bytes": result.artifact.stat().st_size,
-        "weight_bytes": sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer),
-        "latency_ms": float(np.median(times)),
+        "onnx_bytes": size["file_bytes"],
+        "weight_bytes": size["weight_bytes"],
+        "latency_ms": onnx_latency(result.artifact, LATENCY_LENGTH, 30)["latency_ms"],
         "parity": result.parity.status,
     }
 
@@ -313,14 +289,10 @@ def recovered(quant: dict[str, Any], scheme: str, metric: str) -> float | None:
     ``None`` unless PTQ's loss is resolved: its paired KL difference to fp32 must have an
     interval above 0 (a ratio over a loss the held-out set cannot tell from 0 means nothing).
     """
-    if quant[f"ptq-{scheme}"]["kl_vs_fp32"]["low"] <= 0:
-        return None
-    base = quant["fp32"][metric]["value"]
-    ptq, qat = quant[f"ptq-{scheme}"][metric]["value"], quant[f"qat-{scheme}"][metric]["value"]
-    lost = ptq - base
-    if lost == 0:
-        return None
-    return (ptq - qat) / lost
+    from kd_eval.quantization.compare import recovered_share
+
+    fp32, ptq, qat = quant["fp32"], quant[f"ptq-{scheme}"], quant[f"qat-{scheme}"]
+    return recovered_share(fp32, ptq, qat, metric)[0]
 
 
 def print_table(result: dict[str, Any]) -> None:

@@ -111,6 +111,7 @@ class QATStudent:
     def summary(self) -> dict[str, Any]:
         """What ``contract.json`` records under ``quantization``."""
         return {
+            "origin": self.record.origin,
             "scheme": self.record.scheme,
             "group_size": self.record.group_size,
             "layers": len(self.record.layers),

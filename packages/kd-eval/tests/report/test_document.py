@@ -89,3 +89,20 @@ def test_headline_figures_of_every_section_kind():
     drafter = {"aggregate": {"acceptance_rate": {"value": 0.9, "low": 0.8, "high": 1.0}}}
     assert headline_figures("drafter", drafter) == {"acceptance_rate": 0.9}
     assert headline_figures("curves", {"points": []}) == {}
+
+
+def test_a_report_written_before_the_later_sections_reads_with_them_null(tmp_path):
+    from kd_eval.report.document import LATER_SECTIONS
+
+    older = new_report("old", targets=[])
+    for section in LATER_SECTIONS:
+        del older[section]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(older))
+    report = read_report(path)
+    assert all(report[section] is None for section in LATER_SECTIONS)
+    # a section that existed from the start is still required
+    del older["fidelity"]
+    path.write_text(json.dumps(older))
+    with pytest.raises(ConfigError, match="fidelity"):
+        read_report(path)

@@ -30,7 +30,11 @@ SECTIONS = (
     "baseline_comparison",
     "curves",
     "drafter",
+    "quantization",
 )
+#: Sections added after the first release: a report written before them lacks the key, and
+#: reads as if the section was not computed (null). Every other section stays required.
+LATER_SECTIONS = ("drafter", "quantization")
 
 
 def schema() -> dict[str, Any]:
@@ -117,7 +121,8 @@ def headline_figures(section: str, data: Any) -> dict[str, float | None]:
 
     Fidelity and drafter: every aggregate estimate's value; classification: accuracy,
     macro-F1 and chance accuracy; tool calls: its rates; benchmark: p50 and p95 latency per
-    configuration. Other sections (targets, baselines, curves) have none.
+    configuration; quantization: each arm's forward KL. Other sections (targets, baselines,
+    curves) have none.
 
     >>> from kd_eval.report.document import headline_figures
     >>> headline_figures("classification", {"accuracy": 0.5, "macro_f1": 0.4,
@@ -137,6 +142,8 @@ def headline_figures(section: str, data: Any) -> dict[str, float | None]:
     if section == "toolcalls":
         keys = ("json_validity", "tool_name_accuracy", "args_f1_strict", "args_f1_lax")
         return {key: data[key] for key in (*keys, "fixture_hit_rate")}
+    if section == "quantization":
+        return {f"{arm} forward_kl": f["forward_kl"]["value"] for arm, f in data["arms"].items()}
     if section == "bench":
         return {
             f"S={c['seq_len']} B={c['batch_size']} {p} ms": c["latency_ms"][p]
@@ -156,6 +163,9 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
 def read_report(path: str | Path) -> dict[str, Any]:
     """Read and validate a report file.
 
+    A report written before a section of :data:`LATER_SECTIONS` existed reads with that
+    section null.
+
     Raises:
         ConfigError: the file is missing, not JSON, or not a valid report.
     """
@@ -168,5 +178,9 @@ def read_report(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"report {source}: not valid JSON ({exc.msg}, line {exc.lineno})"
         ) from exc
+    if isinstance(report, dict) and report.get("kind") == "kd-eval-report":
+        # a section added after the file was written (drafter, quantization) was not computed
+        for section in LATER_SECTIONS:
+            report.setdefault(section, None)
     validate(report, str(source))
     return report

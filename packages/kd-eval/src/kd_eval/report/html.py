@@ -16,7 +16,12 @@ from typing import Any
 from kd_train.atomic import atomic_write_text
 
 from kd_eval.report.document import SECTIONS, headline_figures
-from kd_eval.report.plots import confusion_matrix_png, curve_png, distribution_png
+from kd_eval.report.plots import (
+    confusion_matrix_png,
+    curve_png,
+    distribution_png,
+    quantization_png,
+)
 
 #: How many per-example rows a section shows (the JSON has them all).
 MAX_EXAMPLE_ROWS = 50
@@ -108,6 +113,46 @@ def _drafter(section: dict[str, Any]) -> str:
         f"{section['n_identical']}/{section['n_examples']}. Intervals: {est['confidence']:.0%} "
         f"percentile bootstrap over prompts, {est['resamples']} resamples, seed "
         f"{est['seed']}.</p>" + _table(["figure", "value", "low", "high"], rows)
+    )
+
+
+def _interval(est: dict[str, Any] | None) -> str:
+    if est is None:
+        return "-"
+    return f"{est['value']:.4g} [{est['low']:.4g}, {est['high']:.4g}]"
+
+
+def _quantization(section: dict[str, Any]) -> str:
+    scheme = section["scheme"]
+    rows = []
+    for name, arm in section["arms"].items():
+        task = arm["task"] or {}
+        onnx = arm["onnx"] or {}
+        rows.append(
+            (
+                name,
+                _interval(arm["forward_kl"]),
+                _interval(arm["top1_agreement"]),
+                _interval(arm["kl_vs_fp32"]),
+                task.get("accuracy", task.get("tool_name_accuracy", "-")),
+                onnx.get("weight_bytes", "-"),
+                onnx.get("file_bytes", "-"),
+                onnx.get("latency_ms", "-"),
+            )
+        )
+    recovered = [
+        (metric, "-" if r["value"] is None else r["value"], r["reason"] or "")
+        for metric, r in section["recovered"].items()
+    ]
+    headers = ["arm", "forward KL", "top-1", "KL - fp32 (paired)", "task", "weight bytes",
+               "file bytes", "ms"]  # fmt: skip
+    return (
+        f"<h2>Quantization</h2><p>Scheme {_e(scheme['scheme'])} (group size "
+        f"{_e(scheme['group_size'])}, from {_e(scheme['source'])}); teacher "
+        f"<code>{_e(section['teacher'])}</code>, {section['n_examples']} held-out records.</p>"
+        + _table(headers, rows, left=4)
+        + _table(["recovered", "value", "reason"], recovered)
+        + _img(quantization_png(section), "KL per arm with intervals, ONNX size and latency")
     )
 
 
@@ -238,6 +283,7 @@ _RENDER: dict[str, Callable[[Any], str]] = {
     "baseline_comparison": _baseline,
     "curves": _curves,
     "drafter": _drafter,
+    "quantization": _quantization,
 }
 
 

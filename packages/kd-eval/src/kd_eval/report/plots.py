@@ -86,3 +86,55 @@ def curve_png(curves: dict[str, Any], cost: str) -> bytes:
     if cost == "parameters":
         ax.set_xscale("log")
     return _png(fig)
+
+
+def quantization_png(section: dict[str, Any]) -> bytes:
+    """Draw the held-out KL of each arm of a ``quantization`` section with its interval.
+
+    With ONNX files measured, two more panels: their weight bytes and onnxruntime latency.
+    """
+    arms = section["arms"]
+    names = list(arms)
+    measured = [n for n in names if arms[n]["onnx"] is not None]
+    colours = {"fp32": "#4c72b0", "ptq": "#dd8452", "qat": "#55a868"}
+    fig = Figure(figsize=(4.5 + (4.5 if measured else 0.0) * 2, 3.6))
+    fig.subplots_adjust(wspace=0.4)
+    panels = 3 if measured else 1
+    ax = fig.add_subplot(1, panels, 1)
+    kl = [arms[n]["forward_kl"] for n in names]
+    ax.bar(
+        names,
+        [k["value"] for k in kl],
+        yerr=[[k["value"] - k["low"] for k in kl], [k["high"] - k["value"] for k in kl]],
+        capsize=4,
+        color=[colours.get(n, "gray") for n in names],
+    )
+    confidence = kl[0]["confidence"]
+    ax.set_title(f"held-out KL(teacher || student), {confidence:.0%} CI", fontsize=9)
+    ax.set_ylabel("nats / token")
+    if measured:
+        settings = arms[measured[0]]["onnx"]
+        for i, (key, scale, title, unit) in enumerate(
+            (
+                ("weight_bytes", 1 / 1024, "ONNX weights + scales (initializers)", "KiB"),
+                (
+                    "latency_ms",
+                    1.0,
+                    f"onnxruntime, 1 x {settings['length']} tokens, 1 thread",
+                    "ms (median)",
+                ),
+            ),
+            start=2,
+        ):
+            axis = fig.add_subplot(1, panels, i)
+            axis.bar(
+                measured,
+                [arms[n]["onnx"][key] * scale for n in measured],
+                color=[colours.get(n, "gray") for n in measured],
+            )
+            axis.set_title(title, fontsize=9)
+            axis.set_ylabel(unit)
+    scheme = section["scheme"]
+    group = f", group {scheme['group_size']}" if scheme["group_size"] else ""
+    fig.suptitle(f"fp32, post-training quantized and QAT students ({scheme['scheme']}{group})")
+    return _png(fig)

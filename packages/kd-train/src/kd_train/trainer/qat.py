@@ -30,6 +30,11 @@ model, and :data:`QUANTIZATION_FILE` next to them records the scheme and the lay
 kd-convert exports the integer weights and scales from them (:func:`weight_qparams`), and
 :func:`load_fake_quantized` rebuilds the exact fake-quant model the run ended with.
 
+Post-training quantization (PTQ) is the same record applied to a float student that was never
+trained through rounding (:func:`post_training_quantize`, ``kd-train quantize``): the same
+observers give its integer weights and scales, so it exports and evaluates as a QAT student
+does. The record's ``origin`` says which of the two a directory holds.
+
 torchao is imported only here, when QAT is used (``pip install kd-train[qat]``).
 """
 
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
@@ -44,8 +50,9 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field, model_validator
 from torch import nn
+from transformers import AutoModelForCausalLM
 
-from kd_train.atomic import atomic_write_text
+from kd_train.atomic import atomic_dir, atomic_write_text
 from kd_train.errors import KDTrainError
 from kd_train.trainer.train_config import QAT_GROUP_SIZES, QAT_SCHEMES, QATConfig
 from kd_train.typed_config import ConfigModel, Int, InvalidConfigError, OneOf, Str, validate
@@ -54,6 +61,8 @@ from kd_train.typed_config import ConfigModel, Int, InvalidConfigError, OneOf, S
 QUANTIZATION_FILE = "quantization.json"
 #: The format tag of :data:`QUANTIZATION_FILE`.
 QUANTIZATION_FORMAT = "kd-quantization/1"
+#: Where a record's quantization comes from, trained through (QAT) or applied after (PTQ).
+QUANTIZATION_ORIGINS = ("qat", "ptq")
 #: ``(q_min, q_max)`` of each weight width.
 _BOUNDS = {"int8": (-128, 127), "int4": (-8, 7)}
 
@@ -77,6 +86,11 @@ class QuantizationRecord(ConfigModel):
     )
     group_size: Int | None = Field(default=None, description="int4 weights per scale.")
     layers: list[Str] = Field(description="The fake-quantized linear layers, by module name.")
+    origin: Annotated[str, OneOf(QUANTIZATION_ORIGINS)] = Field(
+        default="qat",
+        description="``qat`` (a QAT run saved it; records written before this field say "
+        "nothing and are QAT) or ``ptq`` (``kd-train quantize`` applied it to a float student).",
+    )
 
     @model_validator(mode="after")
     def _group_size_fits_scheme(self) -> QuantizationRecord:
@@ -213,14 +227,18 @@ def weight_qparams(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return q.to(torch.int8), scale
 
 
-def quantization_record(model: nn.Module, config: QATConfig) -> dict[str, Any]:
-    """The content of :data:`QUANTIZATION_FILE` for a fake-quantized ``model``."""
+def quantization_record(model: nn.Module, config: QATConfig, origin: str = "qat") -> dict[str, Any]:
+    """The content of :data:`QUANTIZATION_FILE` for a fake-quantized ``model``.
+
+    ``origin`` is one of :data:`QUANTIZATION_ORIGINS`.
+    """
     layers = sorted(n for n, m in model.named_modules() if hasattr(m, "weight_fake_quantizer"))
     return {
         "format": QUANTIZATION_FORMAT,
         "scheme": config.scheme,
         "group_size": config.weight_group_size,
         "layers": layers,
+        "origin": origin,
     }
 
 
@@ -278,6 +296,49 @@ def load_fake_quantized(model: nn.Module, model_dir: str | Path) -> Quantization
     if record is not None:
         apply_record(model, record, str(Path(model_dir) / QUANTIZATION_FILE))
     return record
+
+
+def post_training_quantize(student_dir: str | Path, out_dir: str | Path, config: QATConfig) -> Path:
+    """Write ``out_dir``: a copy of the float student with ``config`` applied and no training.
+
+    The files of ``student_dir`` are copied byte for byte and :data:`QUANTIZATION_FILE`
+    (``origin: ptq``) is added, all inside a scratch directory that replaces ``out_dir``
+    only when complete (:func:`kd_train.atomic.atomic_dir`). The record is the one
+    :func:`prepare_qat` gives the loaded student, so kd-eval and kd-convert read the copy
+    as they read a QAT student.
+
+    Raises:
+        QuantizationRecordError: ``student_dir`` already carries :data:`QUANTIZATION_FILE`
+            (it is quantized already), is not a saved ``transformers`` model (or does not
+            load), or is ``out_dir`` itself.
+        InvalidConfigError: an int4 group size does not divide a layer's input width.
+        QATUnavailableError: torchao is not installed.
+    """
+    source, target = Path(student_dir), Path(out_dir)
+    existing = read_quantization(source)
+    if existing is not None:
+        raise QuantizationRecordError(
+            f"{source / QUANTIZATION_FILE}: the student is quantized already "
+            f"({existing.origin}, {existing.scheme}); post-training quantization takes the "
+            "float student (the fp32 run's student directory)"
+        )
+    if not (source / "config.json").is_file():
+        raise QuantizationRecordError(
+            f"{source} has no config.json, so it is not a saved student; pass the directory "
+            "written by save_pretrained (a run's student/)"
+        )
+    if target.resolve() == source.resolve():
+        raise QuantizationRecordError(f"{target}: write the quantized copy to another directory")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise QuantizationRecordError(f"cannot load the student {source}: {exc}") from exc
+    prepare_qat(model, config)
+    record = quantization_record(model, config, origin="ptq")
+    with atomic_dir(target) as scratch:
+        shutil.copytree(source, scratch, dirs_exist_ok=True)
+        write_quantization(scratch, record)
+    return target
 
 
 def _output_head(model: nn.Module) -> nn.Module | None:

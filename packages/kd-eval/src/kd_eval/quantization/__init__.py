@@ -1,0 +1,1 @@
+"""The fp32, post-training-quantized and QAT students of one run, compared side by side."""
