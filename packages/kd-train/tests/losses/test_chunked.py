@@ -82,3 +82,24 @@ def test_a_chunk_loss_that_ignores_the_logits_gives_zero_gradients(frozen: bool)
         total.backward()
     for tensor in (hidden, weight, bias):
         assert tensor.grad is None or not bool(tensor.grad.any())
+
+
+def test_half_precision_inputs_get_gradients_of_their_own_dtype_bias_included() -> None:
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(6, 4, generator=g).to(torch.bfloat16).requires_grad_(True)
+    weight = torch.randn(9, 4, generator=g).to(torch.bfloat16).requires_grad_(True)
+    bias = torch.randn(9, generator=g).to(torch.bfloat16).requires_grad_(True)
+    labels = torch.randint(0, 9, (6,), generator=g)
+
+    def ce(logits: torch.Tensor, rows: torch.Tensor):
+        value = functional.cross_entropy(logits.float(), labels[rows], reduction="sum")
+        return value, {"ce": value}
+
+    total, _ = chunked_linear_loss(hidden, weight, bias, torch.arange(6), ce, chunk_size=4)
+    total.backward()
+    dense = [t.detach().float().requires_grad_(True) for t in (hidden, weight, bias)]
+    functional.cross_entropy(dense[0] @ dense[1].T + dense[2], labels, reduction="sum").backward()
+    for tensor, reference in zip((hidden, weight, bias), dense, strict=True):
+        assert tensor.grad is not None
+        assert tensor.grad.dtype == torch.bfloat16
+        torch.testing.assert_close(tensor.grad.float(), reference.grad, atol=0.1, rtol=0.05)

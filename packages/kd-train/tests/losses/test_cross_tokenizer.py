@@ -189,3 +189,71 @@ def test_config_refuses_what_a_cross_tokenizer_teacher_cannot_feed():
                 "weights": {"kd": 1.0, "span_tool_name": 1.0},
             }
         )
+
+
+def test_uld_and_matched_kl_work_on_the_last_axis_of_any_shape():
+    gen = torch.Generator().manual_seed(3)
+    p = torch.log_softmax(torch.randn(2, 3, 5, dtype=torch.float64, generator=gen), -1)
+    q = torch.log_softmax(torch.randn(2, 3, 7, dtype=torch.float64, generator=gen), -1)
+    got = uld(p, q)
+    assert got.shape == (2, 3)
+    assert torch.allclose(got, uld(p.reshape(6, 5), q.reshape(6, 7)).reshape(2, 3))
+    r = torch.log_softmax(torch.randn(2, 3, 5, dtype=torch.float64, generator=gen), -1)
+    kl = matched_kl(p, r)
+    assert kl.shape == (2, 3)
+    assert torch.allclose(kl, matched_kl(p.reshape(6, 5), r.reshape(6, 5)).reshape(2, 3))
+
+
+def test_group_measures_of_half_precision_logits_are_float32():
+    logits, ids = torch.randn(1, 6, 10).to(torch.bfloat16), torch.tensor([[1, 2, 3, 4, 5, 6]])
+    index = GroupIndex.from_ranges([(0, 2, 5)])
+    merged = merged_log_measures(logits, ids, index)
+    assert merged.dtype == torch.float32
+    want = merged_log_measures(logits.float(), ids, index)
+    assert torch.allclose(merged, want)
+
+
+def test_uld_ignores_the_align_weights():
+    s_logits, s_ids, s_groups, t_logits, t_ids, t_groups = cross_inputs()
+    plain = CrossTokenizerLoss("uld")(s_logits, s_ids, s_groups, t_logits, t_ids, t_groups)
+    weighted = CrossTokenizerLoss("uld", kl_weight=3.0, uld_weight=2.0)
+    got = weighted(s_logits, s_ids, s_groups, t_logits, t_ids, t_groups)
+    assert torch.equal(got, plain)
+    assert bool((plain > 0).all())
+
+
+def test_align_is_the_weighted_sum_of_the_matched_kl_and_the_uld_of_the_rest():
+    s_logits, s_ids, s_groups, t_logits, t_ids, t_groups = cross_inputs()
+    loss = CrossTokenizerLoss("align", vocab_map=VOCAB_MAP, kl_weight=0.7, uld_weight=1.9)
+    got = loss(s_logits, s_ids, s_groups, t_logits, t_ids, t_groups)
+    s_log = merged_log_measures(s_logits, s_ids, s_groups)
+    t_log = merged_log_measures(t_logits, t_ids, t_groups)
+    s_ids_m, t_ids_m = VOCAB_MAP
+    exact = matched_kl(s_log[:, s_ids_m], t_log[:, t_ids_m])
+    keep_s = torch.ones(9, dtype=torch.bool)
+    keep_t = torch.ones(13, dtype=torch.bool)
+    keep_s[s_ids_m], keep_t[t_ids_m] = False, False
+    rest = uld(s_log[:, keep_s], t_log[:, keep_t])
+    assert bool((exact > 0).all())
+    assert bool((rest > 0).all())
+    assert torch.allclose(got, 0.7 * exact + 1.9 * rest)
+
+
+def test_the_vocabulary_map_is_not_part_of_the_loss_state():
+    loss = CrossTokenizerLoss("align", vocab_map=VOCAB_MAP)
+    assert loss.state_dict() == {}
+    assert torch.equal(loss.student_ids, VOCAB_MAP[0])
+
+
+def test_the_stored_config_has_cross_tokenizer_only_when_set_and_reads_back():
+    plain = LossConfig.from_dict({"weights": {"kd": 1.0}})
+    assert "cross_tokenizer" not in plain.to_dict()
+    cross = LossConfig.from_dict({"weights": {"kd": 1.0}, "cross_tokenizer": {"method": "uld"}})
+    stored = cross.to_dict()
+    assert stored["cross_tokenizer"]["method"] == "uld"
+    assert LossConfig.from_dict(stored) == cross
+
+
+def test_span_loss_kd_is_refused_only_when_a_span_term_is_active():
+    base = {"weights": {"kd": 1.0}, "cross_tokenizer": {"method": "uld"}, "span_loss": "kd"}
+    assert LossConfig.from_dict(base).span_loss == "kd"

@@ -70,9 +70,10 @@ CROSS_TOKENIZER_METHODS = ("uld", "align")
 
 
 def uld(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Sorted-probability L1 distance per row, ``[G]``; log-measures ``[G, V_s]``, ``[G, V_t]`` in.
+    """Sorted-probability L1 distance per row; log-measures ``[..., V_s]``, ``[..., V_t]`` in.
 
-    The vectors are sorted in decreasing order and the shorter one is padded with zeros.
+    The vectors of the last axis are sorted in decreasing order and the shorter one is padded
+    with zeros; the result has the leading shape (``[G]`` for the loss's ``[G, V]`` groups).
     """
     s = student.exp().sort(dim=-1, descending=True).values
     t = teacher.exp().sort(dim=-1, descending=True).values
@@ -85,8 +86,9 @@ def uld(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 def matched_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     r"""Generalised KL :math:`\sum p (\log p - \log q) - p + q` per row, log-measures in.
 
-    ``teacher`` holds :math:`\log p`, ``student`` :math:`\log q`, both ``[G, M]`` over the
-    same matched ids. 0 where they agree, > 0 elsewhere, also for unnormalised measures.
+    ``teacher`` holds :math:`\log p`, ``student`` :math:`\log q`, both ``[..., M]`` over the
+    same matched ids (the last axis; the loss passes ``[G, M]``). 0 where they agree, > 0
+    elsewhere, also for unnormalised measures.
 
     >>> import torch
     >>> from kd_train.losses.cross_tokenizer import matched_kl
@@ -115,11 +117,11 @@ def merged_log_measures(
         return torch.log_softmax(rows / temperature, dim=-1)
 
     first = soft(logits[index.first_row, index.first_pos - 1])
-    chain_tokens = soft(logits[index.rest_row, index.rest_pos - 1]).gather(
-        -1, input_ids[index.rest_row, index.rest_pos].unsqueeze(-1)
-    )
-    chain = first.new_zeros(first.shape[0]).index_add(0, index.rest_group, chain_tokens.squeeze(-1))
-    return first + chain.unsqueeze(-1)
+    rest = soft(logits[index.rest_row, index.rest_pos - 1])
+    # each chained token's own log-probability: row r of ``rest``, column = that token
+    tokens = rest[torch.arange(rest.shape[0]), input_ids[index.rest_row, index.rest_pos]]
+    chain = first.new_zeros(first.shape[0]).index_add(0, index.rest_group, tokens)
+    return first + chain[:, None]
 
 
 class CrossTokenizerLoss(torch.nn.Module):
