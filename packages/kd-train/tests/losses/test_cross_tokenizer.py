@@ -198,6 +198,7 @@ def test_uld_and_matched_kl_work_on_the_last_axis_of_any_shape():
     got = uld(p, q)
     assert got.shape == (2, 3)
     assert torch.allclose(got, uld(p.reshape(6, 5), q.reshape(6, 7)).reshape(2, 3))
+    assert torch.allclose(uld(q, p), got)  # the student's side the wider one
     r = torch.log_softmax(torch.randn(2, 3, 5, dtype=torch.float64, generator=gen), -1)
     kl = matched_kl(p, r)
     assert kl.shape == (2, 3)
