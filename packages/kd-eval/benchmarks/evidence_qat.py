@@ -227,6 +227,7 @@ def run(
     lora_arms: bool = True,
     onnx: bool = True,
     schemes: tuple[str, ...] = tuple(SCHEMES),
+    quant_arms: bool = True,
 ) -> dict[str, Any]:
     """Train every arm and measure it; return the result."""
     with tempfile.TemporaryDirectory(prefix="kd-qat-") as tmp:
@@ -248,6 +249,9 @@ def run(
             fp32 = distill(work, "fp32", data["student"], data, steps) / "student"
         else:
             fp32 = Path(data["student"])
+        if not quant_arms:
+            result["lora"] = lora_comparison(work, fp32, data, steps // 2)
+            return result
         quant: dict[str, Any] = {"fp32": measure(fp32, "fp32")}
         for scheme in schemes:
             section = SCHEMES[scheme]
@@ -274,13 +278,52 @@ def run(
         result["quantization"] = quant
         if not lora_arms:
             return result
-        more = steps // 2
-        lora: dict[str, Any] = {}
-        for name, adapters in (("full", None), ("lora", LORA)):
-            run_dir = distill(work, name, fp32, data, more, lora=adapters)
-            lora[name] = {**fidelity(run_dir / "student", data), **training_memory(run_dir)}
-        result["lora"] = {"steps": more, "arms": lora, "config": LORA}
+        result["lora"] = lora_comparison(work, fp32, data, steps // 2)
         return result
+
+
+def lora_comparison(work: Path, fp32: Path, data: dict[str, Any], steps: int) -> dict[str, Any]:
+    """Full fine-tuning against LoRA, ``steps`` more steps from the same starting student.
+
+    The toy students start from the fp32 student. The SmolLM2 student *is* its teacher (KL 0,
+    nothing to learn), so both start from its int4-rounded copy (:func:`rounded_copy`): a
+    damaged model that distillation repairs, with the full model's optimiser state to hold.
+    """
+    start, origin = fp32, "the fp32 student"
+    arms: dict[str, Any] = {}
+    if not data["fp32_trained"]:
+        start = rounded_copy(fp32, work / "rounded-int4", SCHEMES["int4"])
+        origin = "the fp32 student with its weights rounded to int4 (group 32), stored as float"
+        arms["start"] = fidelity(start, data)
+    for name, adapters in (("full", None), ("lora", LORA)):
+        run_dir = distill(work, name, start, data, steps, lora=adapters)
+        arms[name] = {**fidelity(run_dir / "student", data), **training_memory(run_dir)}
+    return {"steps": steps, "arms": arms, "config": LORA, "start": origin}
+
+
+def rounded_copy(student: Path, out: Path, scheme: dict[str, Any]) -> Path:
+    """A float copy of ``student`` whose quantized layers hold their rounded weights.
+
+    Each weight becomes ``q · scale`` (:func:`kd_train.trainer.qat.weight_qparams`): the
+    numbers a post-training-quantized export computes with, as a plain float model that any
+    run (LoRA included) can train.
+    """
+    from kd_train.trainer.qat import prepare_qat, quantizable_layers, weight_qparams
+    from kd_train.trainer.train_config import QATConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    plain = AutoModelForCausalLM.from_pretrained(student)
+    fake = AutoModelForCausalLM.from_pretrained(student)
+    prepare_qat(fake, QATConfig(**scheme))
+    layers = dict(fake.named_modules())
+    with torch.no_grad():
+        for name, layer in quantizable_layers(plain).items():
+            q, scale = weight_qparams(layers[name])
+            group = layer.weight.shape[1] // scale.shape[1]
+            layer.weight.copy_(q.to(torch.float32) * scale.repeat_interleave(group, dim=1))
+    plain.save_pretrained(out)
+    AutoTokenizer.from_pretrained(student).save_pretrained(out)
+    return out
 
 
 def recovered(quant: dict[str, Any], scheme: str, metric: str) -> float | None:
@@ -299,6 +342,26 @@ def print_table(result: dict[str, Any]) -> None:
     """The quantization table and the LoRA table."""
     print(f"\n{result['student']} student: {result['steps']} steps, ", end="")
     print(f"{result['heldout_records']} held-out records")
+    if "quantization" in result:
+        print_quantization(result)
+    if "lora" not in result:
+        return
+    lora = result["lora"]
+    print(f"\nLoRA vs full fine-tuning: {lora['steps']} more steps from {lora['start']}")
+    print(f"{'arm':<6}{'forward_kl':>26}{'top1':>8}{'trainable':>11}{'grad+Adam MiB':>15}", end="")
+    print(f"{'peak RSS MiB':>14}")
+    for name, f in lora["arms"].items():
+        kl = f["forward_kl"]
+        print(
+            f"{name:<6}{kl['value']:>10.3f} [{kl['low']:.3f}, {kl['high']:.3f}]"
+            f"{f['top1_agreement']['value']:>8.3f}{f.get('trainable', '-'):>11}"
+            f"{f.get('grad_and_adam_mb', float('nan')):>15.3f}"
+            f"{f.get('peak_rss_mb', float('nan')):>14.0f}"
+        )
+
+
+def print_quantization(result: dict[str, Any]) -> None:
+    """The fp32 / PTQ / QAT table."""
     head = ("forward_kl", "top1_agreement")
     print(f"{'student':<10}" + "".join(f"{h:>26}" for h in head), end="")
     print(f"{'file KiB':>9}{'weights KiB':>12}{'ms':>7}{'recovered':>10}{'KL - fp32 (paired)':>28}")
@@ -322,19 +385,6 @@ def print_table(result: dict[str, Any]) -> None:
         else:
             print(f"{'-':>9}{'-':>12}{'-':>7}", end="")
         print(f"{rec_text:>10}{diff_text:>28}")
-    if "lora" not in result:
-        return
-    lora = result["lora"]
-    print(f"\nLoRA vs full fine-tuning: {lora['steps']} more steps from the fp32 student")
-    print(f"{'arm':<6}{'forward_kl':>26}{'top1':>8}{'trainable':>11}{'grad+Adam MiB':>15}", end="")
-    print(f"{'peak RSS MiB':>14}")
-    for name, f in lora["arms"].items():
-        kl = f["forward_kl"]
-        print(
-            f"{name:<6}{kl['value']:>10.3f} [{kl['low']:.3f}, {kl['high']:.3f}]"
-            f"{f['top1_agreement']['value']:>8.3f}{f['trainable']:>11}"
-            f"{f['grad_and_adam_mb']:>15.3f}{f['peak_rss_mb']:>14.0f}"
-        )
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -382,6 +432,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--student", choices=("toy", "wide", "smollm2"), default="toy")
     parser.add_argument("--no-lora", action="store_true", help="skip the LoRA arms")
+    parser.add_argument(
+        "--lora-only",
+        action="store_true",
+        help="only the LoRA arms; with --record they replace the stored entry's LoRA table",
+    )
     parser.add_argument("--no-onnx", action="store_true", help="skip ONNX size and latency")
     parser.add_argument("--schemes", nargs="+", choices=tuple(SCHEMES), default=list(SCHEMES))
     parser.add_argument("--record", action="store_true")
@@ -396,13 +451,21 @@ def main() -> int:
         not args.no_lora,
         onnx=not args.no_onnx,
         schemes=tuple(args.schemes),
+        quant_arms=not args.lora_only,
     )
     result["date"] = time.strftime("%Y-%m-%d")
     print_table(result)
-    plot(result, png / ("qat.png" if args.student == "toy" else f"qat_{args.student}.png"))
     path = out / "qat.json"
     stored = json.loads(path.read_text()) if path.exists() else {}  # other students kept
-    stored[args.student] = result
+    if args.lora_only:
+        entry = stored.setdefault(args.student, {})
+        entry["lora"] = {**result["lora"], "date": result["date"], "run_steps": args.steps}
+    else:
+        plot(result, png / ("qat.png" if args.student == "toy" else f"qat_{args.student}.png"))
+        kept = stored.get(args.student, {}).get("lora")
+        stored[args.student] = (
+            result if kept is None or "lora" in result else {**result, "lora": kept}
+        )
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stored, indent=2, sort_keys=True) + "\n")
     return 0
