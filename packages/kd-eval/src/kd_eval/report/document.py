@@ -32,8 +32,8 @@ SECTIONS = (
     "drafter",
     "quantization",
 )
-#: Sections added after the first release: a report written before them lacks the key, and
-#: reads as if the section was not computed (null). Every other section stays required.
+#: The sections added after the first release. A report written before them lacks their
+#: keys and reads as if they were not computed (null); every other section stays required.
 LATER_SECTIONS = ("drafter", "quantization")
 
 
