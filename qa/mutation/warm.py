@@ -433,8 +433,9 @@ class Runner:
         chosen = list(self.tests) if tests is None else tests
         files = sorted({t.split("::", 1)[0] for t in chosen}) if tests is not None else chosen
         keep = None if tests is None else set(tests)
+        # covering() ordered a function mutant's tests already; a static one runs them all
         durations = self.base.durations if self.base is not None else {}
-        order = cheapest_first(list(durations) if tests is None else tests, durations)
+        order = tests if tests is not None else cheapest_first(list(durations), durations)
         basetemp = self.work / f"bt-{slot}"
 
         def body() -> int:

@@ -51,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence_on_policy import output_dirs, save_teacher_model
+from evidence_on_policy import interval_bars, output_dirs, save_teacher_model
 from showcase import stdlib_sentences
 
 ARMS: dict[str, dict[str, Any]] = {
@@ -206,13 +206,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         (axes[0], "student_bits_per_byte", f"held-out bits per byte (teacher: {floor:.3f})"),
         (axes[1], "text_top1_agreement", "text-level top-1 agreement with the teacher"),
     ):
-        names = list(arms)
-        values = [arms[n][key]["value"] for n in names]
-        errors = [
-            [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
-            [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
-        ]
-        ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+        interval_bars(ax, arms, key)
         ax.set(title=label)
     fig.suptitle(
         f"cross-tokenizer KD, SmolLM2-135M (V={result['teacher_vocab']}) into a student with "

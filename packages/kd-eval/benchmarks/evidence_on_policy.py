@@ -315,15 +315,20 @@ def paired_differences(arm: dict[str, Any], base: dict[str, Any]) -> dict[str, A
     }
 
 
-def interval_bars(ax: Any, arms: dict[str, Any], key: str) -> None:
-    """One bar per arm of its figure ``key``, its 95% interval as the error bar."""
+def interval_bars(
+    ax: Any, arms: dict[str, Any], key: str, color: str | list[str] = "#4c72b0"
+) -> None:
+    """One bar per arm of its figure ``key``, its 95% interval as the error bar.
+
+    ``color``: one colour, or one per arm (in the order of ``arms``).
+    """
     names = list(arms)
     values = [arms[n][key]["value"] for n in names]
     errors = [
         [v - arms[n][key]["low"] for n, v in zip(names, values, strict=True)],
         [arms[n][key]["high"] - v for n, v in zip(names, values, strict=True)],
     ]
-    ax.bar(names, values, yerr=errors, capsize=4, color="#4c72b0")
+    ax.bar(names, values, yerr=errors, capsize=4, color=color)
 
 
 def plot(task: str, result: dict[str, Any], path: Path) -> None:

@@ -63,7 +63,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from evidence_on_policy import output_dirs, smollm2_setup, toy_setup
+from evidence_on_policy import interval_bars, output_dirs, smollm2_setup, toy_setup
 
 SCHEMES = {"int8": {"scheme": "int8"}, "int4": {"scheme": "int4", "group_size": 32}}
 LORA = {
@@ -399,15 +399,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     onnx = all("weight_bytes" in quant[n] for n in names)
     fig, axes = plt.subplots(1, 3 if onnx else 1, figsize=(15 if onnx else 6, 4.2), squeeze=False)
     axes = axes[0]
-    values = [quant[n]["forward_kl"]["value"] for n in names]
-    errors = [
-        [v - quant[n]["forward_kl"]["low"] for n, v in zip(names, values, strict=True)],
-        [quant[n]["forward_kl"]["high"] - v for n, v in zip(names, values, strict=True)],
-    ]
     colours = [
         "#4c72b0" if n == "fp32" else "#dd8452" if n.startswith("ptq") else "#55a868" for n in names
     ]
-    axes[0].bar(names, values, yerr=errors, capsize=4, color=colours)
+    interval_bars(axes[0], quant, "forward_kl", colours)
     axes[0].set(title="held-out KL(teacher || student), 95% CI", ylabel="nats / token")
     if onnx:
         axes[1].bar(names, [quant[n]["weight_bytes"] / 1024 for n in names], color=colours)
